@@ -1,0 +1,640 @@
+//! Configuration: environment variables plus an optional TOML file (`CHECKOUT_CONFIG`).
+//! Every problem stops start-up with one line that names the offending key.
+
+use crate::domain::address::{canonical_contract, AccountXpub};
+use crate::domain::api_key::Mode;
+use crate::domain::money::{parse_plain_decimal, Token, FIAT_CURRENCIES};
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::urls::HttpUrl;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/checkout";
+pub const DEFAULT_BIND_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_BASE_URL: &str = "http://localhost:8080";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_url_is_default: bool,
+    pub bind_addr: SocketAddr,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub session_ttl: chrono::Duration,
+    pub wallets: Wallets,
+    pub fees: FeeConfig,
+    pub rates: RatesConfig,
+    pub webhooks: WebhooksConfig,
+    /// Every (network, mode) pair, enabled or not.
+    pub networks: HashMap<(Network, Mode), NetworkConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Wallets {
+    pub tron: Option<AccountXpub>,
+    pub evm: Option<AccountXpub>,
+}
+
+impl Wallets {
+    pub fn for_family(&self, family: ChainFamily) -> Option<&AccountXpub> {
+        match family {
+            ChainFamily::Tron => self.tron.as_ref(),
+            ChainFamily::Evm => self.evm.as_ref(),
+            ChainFamily::Solana => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FeeConfig {
+    pub rate: Decimal,
+    pub floors: HashMap<Network, Decimal>,
+    pub default_floor: Decimal,
+}
+
+impl FeeConfig {
+    pub fn floor(&self, network: Network) -> Decimal {
+        self.floors.get(&network).copied().unwrap_or(self.default_floor)
+    }
+}
+
+impl Default for FeeConfig {
+    fn default() -> Self {
+        Self {
+            rate: Decimal::new(5, 3),
+            floors: HashMap::from([(Network::Tron, Decimal::ONE), (Network::Ethereum, Decimal::ONE)]),
+            default_floor: Decimal::new(1, 1),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum RateSourceConfig {
+    /// Units of fiat per 1 token, fixed by the operator.
+    Static(HashMap<String, Decimal>),
+    /// A CoinGecko-compatible `/simple/price` endpoint.
+    CoinGecko {
+        base_url: String,
+        api_key: Option<String>,
+        api_key_header: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RatesConfig {
+    pub source: RateSourceConfig,
+    /// How long a fetched rate is used before it is fetched again.
+    pub refresh_interval: Duration,
+    /// A rate older than this is refused (503), never used.
+    pub max_age: Duration,
+}
+
+impl Default for RatesConfig {
+    fn default() -> Self {
+        Self {
+            source: RateSourceConfig::Static(HashMap::new()),
+            refresh_interval: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WebhooksConfig {
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub token: Token,
+    /// Canonical text form: TRON base58, EVM EIP-55.
+    pub contract: String,
+    pub decimals: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub network: Network,
+    pub mode: Mode,
+    pub chain_id: Option<u64>,
+    pub confirmations: u32,
+    pub rpc_urls: Vec<String>,
+    pub rpc_headers: BTreeMap<String, String>,
+    pub public_rpc_url: Option<String>,
+    pub poll_interval: Duration,
+    pub simulated: bool,
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl NetworkConfig {
+    /// A network is usable in a mode when it has RPC URLs or is simulated (test mode only).
+    pub fn enabled(&self) -> bool {
+        self.simulated || !self.rpc_urls.is_empty()
+    }
+
+    pub fn token(&self, token: Token) -> Option<&TokenConfig> {
+        self.tokens.iter().find(|t| t.token == token)
+    }
+
+    fn defaults(network: Network, mode: Mode) -> Self {
+        let defaults = match mode {
+            Mode::Live => network.mainnet(),
+            Mode::Test => network.testnet(),
+        };
+        Self {
+            network,
+            mode,
+            chain_id: defaults.chain_id,
+            confirmations: defaults.confirmations,
+            rpc_urls: Vec::new(),
+            rpc_headers: BTreeMap::new(),
+            public_rpc_url: None,
+            poll_interval: Duration::from_millis(3000),
+            simulated: false,
+            tokens: defaults
+                .tokens
+                .iter()
+                .map(|t| TokenConfig {
+                    token: t.token,
+                    contract: t.contract.to_owned(),
+                    decimals: t.decimals,
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---- the TOML file, as written ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database_url: Option<String>,
+    bind_addr: Option<String>,
+    base_url: Option<String>,
+    session_ttl_minutes: Option<i64>,
+    #[serde(default)]
+    wallets: RawWallets,
+    fees: Option<RawFees>,
+    rates: Option<RawRates>,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+    #[serde(default)]
+    networks: BTreeMap<String, BTreeMap<String, RawNetwork>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWallets {
+    tron_xpub: Option<String>,
+    evm_xpub: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFees {
+    rate: Option<String>,
+    floor: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRates {
+    source: Option<String>,
+    #[serde(rename = "static")]
+    static_rates: Option<BTreeMap<String, String>>,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    api_key_header: Option<String>,
+    refresh_seconds: Option<u64>,
+    max_age_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    allow_private_targets: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    rpc_urls: Option<Vec<String>>,
+    rpc_headers: Option<BTreeMap<String, String>>,
+    public_rpc_url: Option<String>,
+    chain_id: Option<u64>,
+    confirmations: Option<u32>,
+    poll_interval_ms: Option<u64>,
+    simulated: Option<bool>,
+    tokens: Option<BTreeMap<String, RawToken>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    contract: String,
+    decimals: Option<u8>,
+}
+
+/// Where configuration values come from, so tests can supply their own environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Built-in defaults with no file and no environment: nothing enabled.
+    pub fn defaults() -> Self {
+        Self::from_parts(&NoEnv, None).expect("built-in defaults are valid")
+    }
+
+    /// Loads from the process environment and the file named by `CHECKOUT_CONFIG`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let text = match ProcessEnv.var("CHECKOUT_CONFIG") {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| err("CHECKOUT_CONFIG", format!("cannot read {path}: {e}")))?,
+            ),
+            None => None,
+        };
+        Self::from_parts(&ProcessEnv, text.as_deref())
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_parts(&NoEnv, Some(text))
+    }
+
+    pub fn from_parts(env: &dyn Env, toml_text: Option<&str>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = match toml_text {
+            Some(text) => toml::from_str(text).map_err(|e| toml_error(text, &e))?,
+            None => RawConfig::default(),
+        };
+
+        let (database_url, database_url_is_default) = match env.var("DATABASE_URL").or(raw.database_url) {
+            Some(url) => (url, false),
+            None => (DEFAULT_DATABASE_URL.to_owned(), true),
+        };
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(err("DATABASE_URL", "must be a postgres:// URL"));
+        }
+
+        let bind_text = env.var("BIND_ADDR").or(raw.bind_addr).unwrap_or_else(|| DEFAULT_BIND_ADDR.into());
+        let bind_addr = bind_text
+            .parse()
+            .map_err(|_| err("BIND_ADDR", format!("'{bind_text}' is not an address such as 0.0.0.0:8080")))?;
+
+        let base_url = env
+            .var("CHECKOUT_BASE_URL")
+            .or(raw.base_url)
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        HttpUrl::parse(&base_url).map_err(|m| err("CHECKOUT_BASE_URL", m))?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
+
+        let ttl = raw.session_ttl_minutes.unwrap_or(30);
+        if !(1..=7 * 24 * 60).contains(&ttl) {
+            return Err(err("session_ttl_minutes", "must be between 1 and 10080 (7 days)"));
+        }
+
+        let wallets = Wallets {
+            tron: parse_xpub("wallets.tron_xpub", raw.wallets.tron_xpub)?,
+            evm: parse_xpub("wallets.evm_xpub", raw.wallets.evm_xpub)?,
+        };
+
+        let fees = parse_fees(raw.fees)?;
+        let rates = parse_rates(raw.rates)?;
+        let webhooks = WebhooksConfig {
+            allow_private_targets: raw.webhooks.allow_private_targets.unwrap_or(false),
+        };
+        let networks = parse_networks(raw.networks)?;
+
+        Ok(Self {
+            database_url,
+            database_url_is_default,
+            bind_addr,
+            base_url,
+            session_ttl: chrono::Duration::minutes(ttl),
+            wallets,
+            fees,
+            rates,
+            webhooks,
+            networks,
+        })
+    }
+
+    pub fn network(&self, network: Network, mode: Mode) -> &NetworkConfig {
+        self.networks
+            .get(&(network, mode))
+            .expect("every (network, mode) pair is present")
+    }
+
+    pub fn network_mut(&mut self, network: Network, mode: Mode) -> &mut NetworkConfig {
+        self.networks
+            .get_mut(&(network, mode))
+            .expect("every (network, mode) pair is present")
+    }
+
+    /// Enabled networks, in a stable order.
+    pub fn enabled_networks(&self) -> Vec<&NetworkConfig> {
+        let mut out: Vec<_> = self.networks.values().filter(|n| n.enabled()).collect();
+        out.sort_by_key(|n| (n.mode.livemode(), n.network));
+        out
+    }
+}
+
+struct NoEnv;
+
+impl Env for NoEnv {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().replace('\n', " ");
+    match line {
+        Some(line) => err("config file", format!("line {line}: {message}")),
+        None => err("config file", message),
+    }
+}
+
+fn parse_xpub(key: &str, value: Option<String>) -> Result<Option<AccountXpub>, ConfigError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| AccountXpub::parse(&v).map_err(|m| err(key, m)))
+        .transpose()
+}
+
+fn parse_decimal(key: &str, value: &str) -> Result<Decimal, ConfigError> {
+    parse_plain_decimal(value).map_err(|m| err(key, format!("'{value}' {m}")))
+}
+
+fn parse_fees(raw: Option<RawFees>) -> Result<FeeConfig, ConfigError> {
+    let mut fees = FeeConfig::default();
+    let Some(raw) = raw else { return Ok(fees) };
+    if let Some(rate) = raw.rate {
+        fees.rate = parse_decimal("fees.rate", &rate)?;
+        if fees.rate >= Decimal::ONE {
+            return Err(err("fees.rate", "must be below 1 (0.005 means 0.5 %)"));
+        }
+    }
+    for (name, value) in raw.floor.unwrap_or_default() {
+        let key = format!("fees.floor.{name}");
+        let floor = parse_decimal(&key, &value)?;
+        if name == "default" {
+            fees.default_floor = floor;
+        } else {
+            let network = Network::parse(&name).ok_or_else(|| err(&key, "unknown network"))?;
+            fees.floors.insert(network, floor);
+        }
+    }
+    Ok(fees)
+}
+
+fn parse_rates(raw: Option<RawRates>) -> Result<RatesConfig, ConfigError> {
+    let mut rates = RatesConfig::default();
+    let Some(raw) = raw else { return Ok(rates) };
+    if let Some(secs) = raw.refresh_seconds {
+        rates.refresh_interval = Duration::from_secs(secs);
+    }
+    if let Some(secs) = raw.max_age_seconds {
+        if secs == 0 || secs > 3600 {
+            return Err(err("rates.max_age_seconds", "must be between 1 and 3600"));
+        }
+        rates.max_age = Duration::from_secs(secs);
+    }
+    let mut static_rates = HashMap::new();
+    for (code, value) in raw.static_rates.unwrap_or_default() {
+        let key = format!("rates.static.{code}");
+        if !FIAT_CURRENCIES.contains(&code.as_str()) {
+            return Err(err(key, "unknown fiat currency"));
+        }
+        let rate = parse_decimal(&key, &value)?;
+        if rate.is_zero() {
+            return Err(err(key, "must be greater than 0"));
+        }
+        static_rates.insert(code, rate);
+    }
+    rates.source = match raw.source.as_deref().unwrap_or("static") {
+        "static" => RateSourceConfig::Static(static_rates),
+        "coingecko" => {
+            let base_url = raw
+                .base_url
+                .unwrap_or_else(|| "https://api.coingecko.com/api/v3".into());
+            HttpUrl::parse(&base_url).map_err(|m| err("rates.base_url", m))?;
+            RateSourceConfig::CoinGecko {
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                api_key: raw.api_key,
+                api_key_header: raw.api_key_header.unwrap_or_else(|| "x-cg-demo-api-key".into()),
+            }
+        }
+        other => return Err(err("rates.source", format!("'{other}' is not 'static' or 'coingecko'"))),
+    };
+    Ok(rates)
+}
+
+fn parse_networks(
+    raw: BTreeMap<String, BTreeMap<String, RawNetwork>>,
+) -> Result<HashMap<(Network, Mode), NetworkConfig>, ConfigError> {
+    let mut out = HashMap::new();
+    for network in Network::ALL {
+        for mode in [Mode::Test, Mode::Live] {
+            out.insert((network, mode), NetworkConfig::defaults(network, mode));
+        }
+    }
+    for (name, modes) in raw {
+        let network = Network::parse(&name).ok_or_else(|| {
+            err(
+                format!("networks.{name}"),
+                "unknown network (TRON, SOLANA, BSC, ETHEREUM, POLYGON, ARBITRUM, OPTIMISM, BASE)",
+            )
+        })?;
+        for (mode_name, raw_net) in modes {
+            let prefix = format!("networks.{name}.{mode_name}");
+            let mode: Mode = mode_name.parse().map_err(|m: String| err(&prefix, m))?;
+            let net = out.get_mut(&(network, mode)).expect("pre-filled");
+            apply_network(&prefix, net, raw_net)?;
+            if net.enabled() && network.family() == ChainFamily::Solana {
+                return Err(err(prefix, "SOLANA is not supported yet (no watch-only address scheme)"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn apply_network(prefix: &str, net: &mut NetworkConfig, raw: RawNetwork) -> Result<(), ConfigError> {
+    if let Some(urls) = raw.rpc_urls {
+        for (i, url) in urls.iter().enumerate() {
+            HttpUrl::parse(url).map_err(|m| err(format!("{prefix}.rpc_urls[{i}]"), m))?;
+        }
+        net.rpc_urls = urls;
+    }
+    if let Some(headers) = raw.rpc_headers {
+        for name in headers.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(err(format!("{prefix}.rpc_headers.{name}"), "is not a valid header name"));
+            }
+        }
+        net.rpc_headers = headers;
+    }
+    if let Some(url) = raw.public_rpc_url {
+        HttpUrl::parse(&url).map_err(|m| err(format!("{prefix}.public_rpc_url"), m))?;
+        net.public_rpc_url = Some(url);
+    }
+    if let Some(id) = raw.chain_id {
+        if net.network.family() != ChainFamily::Evm {
+            return Err(err(format!("{prefix}.chain_id"), "only EVM networks have a chain id"));
+        }
+        net.chain_id = Some(id);
+    }
+    if let Some(c) = raw.confirmations {
+        net.confirmations = c;
+    }
+    if let Some(ms) = raw.poll_interval_ms {
+        if ms < 50 {
+            return Err(err(format!("{prefix}.poll_interval_ms"), "must be at least 50"));
+        }
+        net.poll_interval = Duration::from_millis(ms);
+    }
+    if let Some(simulated) = raw.simulated {
+        if simulated && net.mode == Mode::Live {
+            return Err(err(format!("{prefix}.simulated"), "only test-mode networks can be simulated"));
+        }
+        net.simulated = simulated;
+    }
+    if let Some(tokens) = raw.tokens {
+        for (symbol, raw_token) in tokens {
+            let key = format!("{prefix}.tokens.{symbol}");
+            let token = Token::parse(&symbol).ok_or_else(|| err(&key, "unknown token (USDT or USDC)"))?;
+            if token == Token::Usdc && net.network == Network::Tron {
+                return Err(err(key, "USDC is not supported on TRON"));
+            }
+            let contract = canonical_contract(net.network.family(), &raw_token.contract)
+                .map_err(|m| err(format!("{key}.contract"), format!("'{}' {m}", raw_token.contract)))?;
+            let existing = net.tokens.iter().position(|t| t.token == token);
+            let decimals = match (raw_token.decimals, existing) {
+                (Some(d), _) => d,
+                (None, Some(i)) => net.tokens[i].decimals,
+                (None, None) => return Err(err(format!("{key}.decimals"), "is required for a token with no built-in default")),
+            };
+            if decimals > 36 {
+                return Err(err(format!("{key}.decimals"), "must be at most 36"));
+            }
+            let config = TokenConfig { token, contract, decimals };
+            match existing {
+                Some(i) => net.tokens[i] = config,
+                None => net.tokens.push(config),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_enable_nothing() {
+        let c = Config::defaults();
+        assert!(c.enabled_networks().is_empty());
+        assert_eq!(c.session_ttl, chrono::Duration::minutes(30));
+        assert_eq!(c.network(Network::Bsc, Mode::Live).tokens[0].decimals, 18);
+        assert_eq!(c.network(Network::Tron, Mode::Test).tokens[0].contract, "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf");
+        assert_eq!(c.base_url, "http://localhost:8080");
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../checkout.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert!(c.network(Network::Tron, Mode::Test).enabled());
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let c = Config::from_toml(
+            r#"
+            [networks.bsc.test]
+            rpc_urls = ["http://127.0.0.1:8545"]
+            chain_id = 31337
+            confirmations = 3
+            tokens.USDT = { contract = "0x5fbdb2315678afecb367f032d93f642f64180aa3", decimals = 6 }
+            "#,
+        )
+        .unwrap();
+        let bsc = c.network(Network::Bsc, Mode::Test);
+        assert!(bsc.enabled());
+        assert_eq!(bsc.chain_id, Some(31337));
+        assert_eq!(bsc.token(Token::Usdt).unwrap().contract, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
+        assert_eq!(bsc.token(Token::Usdt).unwrap().decimals, 6);
+        assert!(!c.network(Network::Bsc, Mode::Live).enabled());
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        assert!(error_of("[networks.DOGE.test]\nsimulated = true").starts_with("networks.DOGE:"));
+        assert!(error_of("[networks.TRON.prod]\nsimulated = true").starts_with("networks.TRON.prod:"));
+        assert!(error_of("[wallets]\nevm_xpub = \"xpub123\"").starts_with("wallets.evm_xpub:"));
+        assert!(error_of("[networks.BSC.test]\ntokens.USDT = { contract = \"0x12\" }").starts_with("networks.BSC.test.tokens.USDT.contract:"));
+        assert!(error_of("[networks.TRON.test]\ntokens.USDT = { contract = \"0xdAC17F958D2ee523a2206206994597C13D831ec7\" }").starts_with("networks.TRON.test.tokens.USDT.contract:"));
+        assert!(error_of("[networks.BSC.test]\nrpc_urls = [\"not a url\"]").starts_with("networks.BSC.test.rpc_urls[0]:"));
+        assert!(error_of("[networks.TRON.live]\nsimulated = true").starts_with("networks.TRON.live.simulated:"));
+        assert!(error_of("[networks.SOLANA.test]\nsimulated = true").starts_with("networks.SOLANA.test:"));
+        assert!(error_of("[rates]\nsource = \"magic\"").starts_with("rates.source:"));
+        assert!(error_of("[rates]\nstatic = { XYZ = \"1\" }").starts_with("rates.static.XYZ:"));
+        assert!(error_of("[fees]\nrate = \"-1\"").starts_with("fees.rate:"));
+        assert!(error_of("session_ttl_minutes = 0").starts_with("session_ttl_minutes:"));
+        let unknown = error_of("sesion_ttl_minutes = 5");
+        assert!(unknown.starts_with("config file: line 1:") && unknown.contains("sesion_ttl_minutes"), "{unknown}");
+        assert!(!error_of("[wallets\n").contains('\n'));
+    }
+
+    #[test]
+    fn environment_wins() {
+        struct E;
+        impl Env for E {
+            fn var(&self, name: &str) -> Option<String> {
+                match name {
+                    "CHECKOUT_BASE_URL" => Some("https://pay.example.com/".into()),
+                    "BIND_ADDR" => Some("127.0.0.1:9999".into()),
+                    _ => None,
+                }
+            }
+        }
+        let c = Config::from_parts(&E, Some("base_url = \"https://other.example.com\"")).unwrap();
+        assert_eq!(c.base_url, "https://pay.example.com");
+        assert_eq!(c.bind_addr.port(), 9999);
+        assert!(c.database_url_is_default);
+    }
+}

@@ -1,0 +1,68 @@
+//! sqlx query functions, one file per table group. Nothing here knows about HTTP.
+
+pub mod merchants;
+pub mod sessions;
+pub mod sub_merchants;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database named in `url` when it does not exist yet.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| anyhow::anyhow!("DATABASE_URL names no database"))?
+        .to_owned();
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it first.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Creates the database if needed, connects, and applies pending migrations.
+pub async fn prepare(url: &str) -> anyhow::Result<PgPool> {
+    ensure_database(url).await?;
+    let pool = connect(url).await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// True when the error is a violation of the named constraint.
+pub fn is_constraint(e: &sqlx::Error, name: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some(name))
+}
+
+/// Whether a PostgreSQL server answers at the URL's host (any database will do).
+pub async fn connect_admin_probe(url: &str) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url)?.database("postgres");
+    let conn = tokio::time::timeout(Duration::from_secs(3), options.connect()).await??;
+    conn.close().await?;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionRow {
+    pub id: String,
+    pub merchant_id: Uuid,
+    pub livemode: bool,
+    pub sub_merchant_code: Option<String>,
+    pub status: String,
+    pub amount: Decimal,
+    pub amount_received: Decimal,
+    pub fee_rate: Decimal,
+    pub fee_floor: Decimal,
+    pub fee_amount: Decimal,
+    pub net_amount: Decimal,
+    pub currency: String,
+    pub network: String,
+    pub chain_family: String,
+    pub currency_contract: String,
+    pub token_decimals: i16,
+    pub detection_rpc_url: Option<String>,
+    pub pay_address: String,
+    pub address_xpub: String,
+    pub address_index: i64,
+    pub pricing_amount: Decimal,
+    pub pricing_currency: String,
+    pub exchange_rate: Decimal,
+    pub client_reference_id: Option<String>,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub merchant_name: String,
+    pub merchant_logo_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TransactionRow {
+    pub session_id: String,
+    pub tx_hash: String,
+    pub amount: Decimal,
+    pub network: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything a new session row needs; the caller has validated it all.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub merchant_id: Uuid,
+    pub livemode: bool,
+    pub sub_merchant_code: Option<String>,
+    pub amount: Decimal,
+    pub fee_rate: Decimal,
+    pub fee_floor: Decimal,
+    pub fee_amount: Decimal,
+    pub net_amount: Decimal,
+    pub currency: String,
+    pub network: String,
+    pub chain_family: String,
+    pub currency_contract: String,
+    pub token_decimals: i16,
+    pub detection_rpc_url: Option<String>,
+    pub pay_address: String,
+    pub address_xpub: String,
+    pub address_index: i64,
+    pub pricing_amount: Decimal,
+    pub pricing_currency: String,
+    pub exchange_rate: Decimal,
+    pub client_reference_id: Option<String>,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub merchant_name: String,
+    pub merchant_logo_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Hands out the next child index of an xpub. The row lock held until commit serializes
+/// concurrent creates on one xpub, so an index is never handed out twice.
+pub async fn allocate_address_index(db: impl PgExecutor<'_>, family: &str, xpub: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO address_allocators (chain_family, xpub, next_index) VALUES ($1, $2, 1)
+         ON CONFLICT (chain_family, xpub) DO UPDATE SET next_index = address_allocators.next_index + 1
+         RETURNING next_index - 1",
+    )
+    .bind(family)
+    .bind(xpub)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession) -> sqlx::Result<SessionRow> {
+    sqlx::query_as(
+        "INSERT INTO checkout_sessions (
+            id, merchant_id, livemode, sub_merchant_code, amount, fee_rate, fee_floor, fee_amount,
+            net_amount, currency, network, chain_family, currency_contract, token_decimals,
+            detection_rpc_url, pay_address, address_xpub, address_index, pricing_amount,
+            pricing_currency, exchange_rate, client_reference_id, success_url, cancel_url,
+            merchant_name, merchant_logo_url, created_at, expires_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $27)
+         RETURNING *",
+    )
+    .bind(&s.id)
+    .bind(s.merchant_id)
+    .bind(s.livemode)
+    .bind(&s.sub_merchant_code)
+    .bind(s.amount)
+    .bind(s.fee_rate)
+    .bind(s.fee_floor)
+    .bind(s.fee_amount)
+    .bind(s.net_amount)
+    .bind(&s.currency)
+    .bind(&s.network)
+    .bind(&s.chain_family)
+    .bind(&s.currency_contract)
+    .bind(s.token_decimals)
+    .bind(&s.detection_rpc_url)
+    .bind(&s.pay_address)
+    .bind(&s.address_xpub)
+    .bind(s.address_index)
+    .bind(s.pricing_amount)
+    .bind(&s.pricing_currency)
+    .bind(s.exchange_rate)
+    .bind(&s.client_reference_id)
+    .bind(&s.success_url)
+    .bind(&s.cancel_url)
+    .bind(&s.merchant_name)
+    .bind(&s.merchant_logo_url)
+    .bind(s.created_at)
+    .bind(s.expires_at)
+    .fetch_one(db)
+    .await
+}
+
+/// A session owned by this merchant in this mode.
+pub async fn find(db: impl PgExecutor<'_>, merchant_id: Uuid, livemode: bool, id: &str) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1 AND merchant_id = $2 AND livemode = $3")
+        .bind(id)
+        .bind(merchant_id)
+        .bind(livemode)
+        .fetch_optional(db)
+        .await
+}
+
+/// Transactions of the given sessions, oldest first.
+pub async fn transactions_of(db: &PgPool, session_ids: &[String]) -> sqlx::Result<Vec<TransactionRow>> {
+    if session_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT session_id, tx_hash, amount, network, status, created_at FROM transactions
+         WHERE session_id = ANY($1) ORDER BY created_at, id",
+    )
+    .bind(session_ids)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SessionFilter {
+    pub status: Option<String>,
+    pub network: Option<String>,
+    pub client_reference_id: Option<String>,
+    pub sub_merchant_code: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+fn push_filter(q: &mut QueryBuilder<'_, Postgres>, merchant_id: Uuid, livemode: bool, f: &SessionFilter) {
+    q.push(" WHERE merchant_id = ").push_bind(merchant_id);
+    q.push(" AND livemode = ").push_bind(livemode);
+    if let Some(v) = &f.status {
+        q.push(" AND status = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.network {
+        q.push(" AND network = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.client_reference_id {
+        q.push(" AND client_reference_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.sub_merchant_code {
+        q.push(" AND sub_merchant_code = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.created_after {
+        q.push(" AND created_at > ").push_bind(v);
+    }
+    if let Some(v) = f.created_before {
+        q.push(" AND created_at < ").push_bind(v);
+    }
+}
+
+/// One page, newest first, and the total matching count.
+pub async fn list(
+    db: &PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+    filter: &SessionFilter,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<SessionRow>, i64)> {
+    let mut count = QueryBuilder::new("SELECT count(*) FROM checkout_sessions");
+    push_filter(&mut count, merchant_id, livemode, filter);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+
+    let mut page = QueryBuilder::new("SELECT * FROM checkout_sessions");
+    push_filter(&mut page, merchant_id, livemode, filter);
+    page.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit)
+        .push(" OFFSET ")
+        .push_bind(offset);
+    let rows = page.build_query_as().fetch_all(db).await?;
+    Ok((rows, total))
+}
+
+/// Expires an open (Pending or Underpaid) session; `None` when it is not open or not found.
+pub async fn expire_open(db: impl PgExecutor<'_>, merchant_id: Uuid, livemode: bool, id: &str) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(
+        "UPDATE checkout_sessions SET status = 'Expired', updated_at = now()
+         WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND status IN ('Pending', 'Underpaid')
+         RETURNING *",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(livemode)
+    .fetch_optional(db)
+    .await
+}

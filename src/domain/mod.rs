@@ -1,0 +1,9 @@
+//! Types that parse, don't validate: holding one means the value is valid.
+
+pub mod address;
+pub mod api_key;
+pub mod ids;
+pub mod money;
+pub mod network;
+pub mod session;
+pub mod urls;

@@ -1,0 +1,208 @@
+//! Extractors that answer every rejection in our error shape.
+
+use crate::db::merchants::{self, Merchant};
+use crate::domain::api_key::{ApiKey, Mode};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde_json::{Map, Value};
+
+/// The authenticated caller: a merchant acting in one mode.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub merchant: Merchant,
+    pub mode: Mode,
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthenticated("no API key: send the header 'Authorization: Bearer sk_test_…'")
+        })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthenticated("the Authorization header is not valid text"))?;
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be 'Bearer <API key>'"))?;
+        let key = ApiKey::parse(token)
+            .ok_or_else(|| ApiError::unauthenticated("malformed API key: keys look like sk_test_… or sk_live_…"))?;
+        let merchant = merchants::authenticate(&state.db, &key.hash(), key.mode())
+            .await?
+            .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
+        tracing::Span::current().record("merchant.id", tracing::field::display(merchant.id));
+        Ok(Auth {
+            merchant,
+            mode: key.mode(),
+        })
+    }
+}
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON object body, with its fields taken one by one.
+#[derive(Debug)]
+pub struct JsonObject(pub Fields);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::invalid("Content-Type", "the request body must be JSON: send 'Content-Type: application/json'"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(format!("the request body is larger than {} KiB", BODY_LIMIT / 1024))
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request("the request body is empty: send a JSON object"));
+        }
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(JsonObject(Fields(map))),
+            _ => Err(ApiError::bad_request("the request body must be a JSON object")),
+        }
+    }
+}
+
+/// The fields of a JSON object, taken by name; what is left over is an unknown parameter.
+#[derive(Debug)]
+pub struct Fields(Map<String, Value>);
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Fields {
+    /// The raw value; an explicit `null` reads as absent.
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name).filter(|v| !v.is_null())
+    }
+
+    pub fn optional_string(&mut self, name: &str) -> ApiResult<Option<String>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(ApiError::invalid(name, format!("must be a string, not {}", type_name(&other)))),
+        }
+    }
+
+    pub fn required_string(&mut self, name: &str) -> ApiResult<String> {
+        self.optional_string(name)?
+            .ok_or_else(|| ApiError::invalid(name, format!("{name} is required")))
+    }
+
+    /// `Some(None)` when the field is present as `null` (clear it), `None` when absent.
+    pub fn nullable_string(&mut self, name: &str) -> ApiResult<Option<Option<String>>> {
+        match self.0.remove(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => Ok(Some(Some(s))),
+            Some(other) => Err(ApiError::invalid(name, format!("must be a string or null, not {}", type_name(&other)))),
+        }
+    }
+
+    /// Fails on the first field nobody asked for.
+    pub fn finish(self) -> ApiResult<()> {
+        match self.0.keys().next() {
+            Some(unknown) => Err(ApiError::invalid(unknown.clone(), format!("unknown parameter '{unknown}'"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Decoded query parameters; unknown names are refused by `finish`.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The last value given for `name`, removed from the set.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let mut found = None;
+        self.0.retain(|(k, v)| {
+            if k == name {
+                found = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+        found
+    }
+
+    pub fn take_int(&mut self, name: &str, default: i64, min: i64, max: i64) -> ApiResult<i64> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| ApiError::invalid(name, format!("must be an integer from {min} to {max}"))),
+        }
+    }
+
+    pub fn finish(self) -> ApiResult<()> {
+        match self.0.first() {
+            Some((unknown, _)) => Err(ApiError::invalid(unknown.clone(), format!("unknown query parameter '{unknown}'"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `page` and `page_size` of a list request.
+pub struct Paging {
+    pub page: i64,
+    pub page_size: i64,
+}
+
+impl Paging {
+    pub fn take(q: &mut QueryParams) -> ApiResult<Self> {
+        Ok(Self {
+            page: q.take_int("page", 1, 1, 1_000_000)?,
+            page_size: q.take_int("page_size", 20, 1, 100)?,
+        })
+    }
+
+    pub fn meta(&self, total: i64) -> Value {
+        let total_pages = (total + self.page_size - 1) / self.page_size;
+        serde_json::json!({
+            "total": total,
+            "page": self.page,
+            "page_size": self.page_size,
+            "total_pages": total_pages,
+        })
+    }
+}

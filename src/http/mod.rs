@@ -1,0 +1,145 @@
+//! The HTTP surface: one `routes()` per resource, and the layers every request passes.
+
+pub mod extract;
+pub mod health;
+pub mod sessions;
+pub mod sub_merchants;
+
+use crate::error::{ApiError, ErrorType};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// The router under construction, with the table of (method, path) it serves.
+pub struct Routes {
+    router: Router<AppState>,
+    table: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    pub fn add(mut self, method: &'static str, path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(path, handler);
+        self.table.push((method, path));
+        self
+    }
+}
+
+fn all_routes() -> Routes {
+    let r = Routes::new();
+    let r = health::routes(r);
+    let r = sessions::routes(r);
+    sub_merchants::routes(r)
+}
+
+/// Every (method, path) the server answers; the OpenAPI test checks each has a spec entry.
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    all_routes().table
+}
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+
+pub fn router(state: AppState) -> Router {
+    all_routes()
+        .router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    let request_id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("unmatched");
+                    tracing::info_span!(
+                        "request",
+                        request_id,
+                        method = %req.method(),
+                        route,
+                        merchant.id = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Any error response that is not already our JSON (a framework rejection, a timeout) gets
+/// our error shape with the same status.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large("the request body is too large"),
+        StatusCode::REQUEST_TIMEOUT => ApiError {
+            status,
+            kind: ErrorType::Api,
+            code: "request_timeout",
+            message: "the request took too long".into(),
+            param: None,
+            retry_after: None,
+        },
+        s if s.is_server_error() => ApiError::internal(format!("unshaped {s} response")),
+        _ => {
+            let mut e = ApiError::bad_request("the request could not be understood");
+            e.status = status;
+            e
+        }
+    };
+    let mut shaped = error.into_response();
+    for (name, value) in response.headers() {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            shaped.headers_mut().insert(name, value.clone());
+        }
+    }
+    shaped
+}

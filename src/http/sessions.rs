@@ -1,0 +1,218 @@
+use super::extract::{Auth, JsonObject, Paging, QueryParams};
+use super::Routes;
+use crate::db::sessions::{SessionFilter, SessionRow, TransactionRow};
+use crate::domain::ids::SubMerchantCode;
+use crate::domain::money::{format_amount, format_rate, parse_plain_decimal, PricingCurrency, Token};
+use crate::domain::network::Network;
+use crate::domain::session::SessionStatus;
+use crate::domain::urls::HttpUrl;
+use crate::error::{ApiError, ApiResult};
+use crate::service::sessions::{self as service, CreateSession};
+use crate::state::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+pub fn routes(r: Routes) -> Routes {
+    r.add("POST", "/v1/checkout/sessions", post(create))
+        .add("GET", "/v1/checkout/sessions", get(list))
+        .add("GET", "/v1/checkout/sessions/{id}", get(retrieve))
+        .add("POST", "/v1/checkout/sessions/{id}/expire", post(expire))
+}
+
+pub const SUB_MERCHANT_HEADER: &str = "x-sub-merchant-code";
+
+/// RFC 3339, UTC, whole seconds, `Z`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The session object of the API.
+pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) -> Value {
+    let transactions: Vec<Value> = txs
+        .iter()
+        .filter(|t| t.session_id == row.id)
+        .map(|t| {
+            json!({
+                "tx_hash": t.tx_hash,
+                "amount": format_amount(t.amount),
+                "network": t.network,
+                "status": t.status,
+                "created_at": timestamp(t.created_at),
+            })
+        })
+        .collect();
+    json!({
+        "id": row.id,
+        "livemode": row.livemode,
+        "status": row.status,
+        "amount": format_amount(row.amount),
+        "amount_received": format_amount(row.amount_received),
+        "fee_amount": format_amount(row.fee_amount),
+        "net_amount": format_amount(row.net_amount),
+        "currency": row.currency,
+        "network": row.network,
+        "chain_family": row.chain_family,
+        "currency_contract": row.currency_contract,
+        "detection_rpc_url": row.detection_rpc_url,
+        "pay_address": row.pay_address,
+        "pricing": {
+            "amount": row.pricing_amount.to_string(),
+            "currency": row.pricing_currency,
+            "exchange_rate": format_rate(row.exchange_rate),
+        },
+        "client_reference_id": row.client_reference_id,
+        "success_url": row.success_url,
+        "cancel_url": row.cancel_url,
+        "sub_merchant_code": row.sub_merchant_code,
+        "merchant_name": row.merchant_name,
+        "merchant_logo_url": row.merchant_logo_url,
+        "url": format!("{base_url}/{}", row.id),
+        "created_at": timestamp(row.created_at),
+        "expires_at": timestamp(row.expires_at),
+        "transactions": transactions,
+    })
+}
+
+fn sub_merchant_header(headers: &HeaderMap) -> ApiResult<Option<SubMerchantCode>> {
+    let Some(value) = headers.get(SUB_MERCHANT_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("X-Sub-Merchant-Code", "must be printable ASCII"))?;
+    SubMerchantCode::parse(text)
+        .map(Some)
+        .map_err(|m| ApiError::invalid("X-Sub-Merchant-Code", m))
+}
+
+fn parse_url(name: &str, value: &str) -> ApiResult<HttpUrl> {
+    HttpUrl::parse(value).map_err(|m| ApiError::invalid(name, m))
+}
+
+/// Turns the body's fields into a `CreateSession`; each failure names its field.
+fn parse_create(mut f: super::extract::Fields, sub_merchant_code: Option<SubMerchantCode>) -> ApiResult<CreateSession> {
+    let pricing_amount = f.required_string("pricing_amount")?;
+    let pricing_currency = f.required_string("pricing_currency")?;
+    let currency = f.required_string("currency")?;
+    let network = f.required_string("network")?;
+    let success_url = f.required_string("success_url")?;
+    let cancel_url = f.required_string("cancel_url")?;
+    let client_reference_id = f.optional_string("client_reference_id")?;
+    f.finish()?;
+
+    let pricing_amount =
+        parse_plain_decimal(&pricing_amount).map_err(|m| ApiError::invalid("pricing_amount", m))?;
+    let pricing_currency = PricingCurrency::parse(&pricing_currency).ok_or_else(|| {
+        ApiError::invalid(
+            "pricing_currency",
+            format!("'{pricing_currency}' is not a supported currency (USDT, USDC or a fiat code such as USD)"),
+        )
+    })?;
+    let currency = Token::parse(&currency)
+        .ok_or_else(|| ApiError::invalid("currency", format!("'{currency}' is not a settlement token (USDT or USDC)")))?;
+    let network = Network::parse(&network).ok_or_else(|| {
+        ApiError::invalid(
+            "network",
+            format!("'{network}' is not a network (TRON, SOLANA, BSC, ETHEREUM, POLYGON, ARBITRUM, OPTIMISM, BASE)"),
+        )
+    })?;
+    if currency == Token::Usdc && network == Network::Tron {
+        return Err(ApiError::invalid("currency", "USDC is not available on TRON"));
+    }
+    let success_url = parse_url("success_url", &success_url)?;
+    let cancel_url = parse_url("cancel_url", &cancel_url)?;
+    if let Some(reference) = &client_reference_id {
+        if reference.chars().count() > 200 {
+            return Err(ApiError::invalid("client_reference_id", "must be at most 200 characters"));
+        }
+        if reference.chars().any(char::is_control) {
+            return Err(ApiError::invalid("client_reference_id", "must not contain control characters"));
+        }
+    }
+    Ok(CreateSession {
+        pricing_amount,
+        pricing_currency,
+        currency,
+        network,
+        success_url,
+        cancel_url,
+        client_reference_id,
+        sub_merchant_code,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonObject(fields): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let request = parse_create(fields, sub_merchant_header(&headers)?)?;
+    let row = service::create(&state, &auth.merchant, auth.mode, request).await?;
+    Ok((StatusCode::CREATED, Json(session_json(&row, &[], &state.config.base_url))))
+}
+
+async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let (row, txs) = service::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
+    Ok(Json(session_json(&row, &txs, &state.config.base_url)))
+}
+
+async fn expire(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let (row, txs) = service::expire(&state, &auth.merchant, auth.mode, &id).await?;
+    Ok(Json(session_json(&row, &txs, &state.config.base_url)))
+}
+
+/// RFC 3339 or unix seconds.
+fn parse_time(name: &str, value: &str) -> ApiResult<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    value
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+        .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp or unix seconds"))
+}
+
+async fn list(State(state): State<AppState>, auth: Auth, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let paging = Paging::take(&mut q)?;
+    let mut filter = SessionFilter::default();
+    if let Some(status) = q.take("status") {
+        let parsed = SessionStatus::parse(&status).ok_or_else(|| {
+            ApiError::invalid("status", "must be one of Pending, Underpaid, Paid, Overpaid, Expired, Blocked")
+        })?;
+        filter.status = Some(parsed.as_str().to_owned());
+    }
+    if let Some(network) = q.take("network") {
+        let parsed = Network::parse(&network).ok_or_else(|| ApiError::invalid("network", format!("'{network}' is not a network")))?;
+        filter.network = Some(parsed.as_str().to_owned());
+    }
+    if let Some(reference) = q.take("client_reference_id") {
+        if reference.chars().count() > 200 {
+            return Err(ApiError::invalid("client_reference_id", "must be at most 200 characters"));
+        }
+        filter.client_reference_id = Some(reference);
+    }
+    if let Some(code) = q.take("sub_merchant_code") {
+        let parsed = SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
+        filter.sub_merchant_code = Some(parsed.as_str().to_owned());
+    }
+    if let Some(t) = q.take("created_after") {
+        filter.created_after = Some(parse_time("created_after", &t)?);
+    }
+    if let Some(t) = q.take("created_before") {
+        filter.created_before = Some(parse_time("created_before", &t)?);
+    }
+    q.finish()?;
+    let (rows, txs, total) = service::list(&state, &auth.merchant, auth.mode, &filter, paging.page, paging.page_size).await?;
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|row| session_json(row, &txs, &state.config.base_url))
+        .collect();
+    Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
+}

@@ -1,0 +1,99 @@
+use super::extract::{Auth, JsonObject, Paging, QueryParams};
+use super::sessions::timestamp;
+use super::Routes;
+use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
+use crate::domain::ids::SubMerchantCode;
+use crate::domain::urls::HttpUrl;
+use crate::error::{ApiError, ApiResult};
+use crate::service::sub_merchants as service;
+use crate::state::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::{json, Value};
+
+pub fn routes(r: Routes) -> Routes {
+    r.add("POST", "/v1/sub-merchants", post(create))
+        .add("GET", "/v1/sub-merchants", get(list))
+        .add("GET", "/v1/sub-merchants/{code}", get(retrieve))
+        .add("PATCH", "/v1/sub-merchants/{code}", axum::routing::patch(update))
+}
+
+fn sub_merchant_json(s: &SubMerchant) -> Value {
+    json!({
+        "sub_merchant_code": s.code,
+        "display_name": s.display_name,
+        "logo_url": s.logo_url,
+        "status": s.status,
+        "livemode": s.livemode,
+        "created_at": timestamp(s.created_at),
+        "updated_at": timestamp(s.updated_at),
+    })
+}
+
+fn parse_logo(value: &str) -> ApiResult<HttpUrl> {
+    HttpUrl::parse(value).map_err(|m| ApiError::invalid("logo_url", m))
+}
+
+async fn create(State(state): State<AppState>, auth: Auth, JsonObject(mut f): JsonObject) -> ApiResult<(StatusCode, Json<Value>)> {
+    let code = f.required_string("sub_merchant_code")?;
+    let display_name = f.required_string("display_name")?;
+    let logo_url = f.optional_string("logo_url")?;
+    f.finish()?;
+    let code = SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
+    let logo_url = logo_url.as_deref().map(parse_logo).transpose()?;
+    let sub = service::create(&state, &auth.merchant, auth.mode, code, display_name.trim(), logo_url).await?;
+    Ok((StatusCode::CREATED, Json(sub_merchant_json(&sub))))
+}
+
+async fn list(State(state): State<AppState>, auth: Auth, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let paging = Paging::take(&mut q)?;
+    q.finish()?;
+    let (rows, total) = db::list(
+        &state.db,
+        auth.merchant.id,
+        auth.mode.livemode(),
+        paging.page_size,
+        (paging.page - 1) * paging.page_size,
+    )
+    .await?;
+    let data: Vec<Value> = rows.iter().map(sub_merchant_json).collect();
+    Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
+}
+
+async fn retrieve(State(state): State<AppState>, auth: Auth, Path(code): Path<String>) -> ApiResult<Json<Value>> {
+    let sub = service::retrieve(&state, &auth.merchant, auth.mode, &code).await?;
+    Ok(Json(sub_merchant_json(&sub)))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(code): Path<String>,
+    JsonObject(mut f): JsonObject,
+) -> ApiResult<Json<Value>> {
+    let display_name = f.optional_string("display_name")?;
+    let logo_url = f.nullable_string("logo_url")?;
+    let status = f.optional_string("status")?;
+    f.finish()?;
+    if let Some(status) = &status {
+        if status != "active" && status != "suspended" {
+            return Err(ApiError::invalid("status", "must be 'active' or 'suspended'"));
+        }
+    }
+    let logo_url = match logo_url {
+        Some(Some(url)) => Some(Some(parse_logo(&url)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let display_name = display_name.as_deref().map(str::trim);
+    let patch = SubMerchantPatch {
+        display_name,
+        logo_url: logo_url.as_ref().map(|o| o.as_ref().map(HttpUrl::as_str)),
+        status: status.as_deref(),
+    };
+    let sub = service::update(&state, &auth.merchant, auth.mode, &code, &patch).await?;
+    Ok(Json(sub_merchant_json(&sub)))
+}

@@ -1,0 +1,12 @@
+//! A self-hosted hosted-checkout server for stablecoin payments (IronixPay-compatible API).
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod localdb;
+pub mod service;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

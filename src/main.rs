@@ -1,0 +1,264 @@
+use anyhow::Context;
+use checkout_server::config::Config;
+use checkout_server::domain::api_key::Mode;
+use checkout_server::localdb::{self, LocalPostgres};
+use checkout_server::service::merchants::{self, MerchantSpec};
+use checkout_server::startup::{self, Application};
+use checkout_server::state::AppState;
+use checkout_server::{db, telemetry};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Self-hosted hosted-checkout server for stablecoin payments.
+#[derive(Parser)]
+#[command(name = "checkout-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and hosted pages (applies pending migrations first).
+    Serve {
+        /// Also create a demo merchant (once) and print its test key and a curl command.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage merchants.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Create a merchant; prints {"id", "name", "test_key", "live_key"}.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        logo_url: Option<String>,
+        /// Account-level TRON xpub (m/44'/195'/0').
+        #[arg(long)]
+        tron_xpub: Option<String>,
+        /// Account-level EVM xpub (m/44'/60'/0').
+        #[arg(long)]
+        evm_xpub: Option<String>,
+        /// Fee rate, e.g. 0.005 for 0.5 %; 0 for no fee. Defaults to the server's.
+        #[arg(long)]
+        fee_rate: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; prints {"key"}.
+    Create {
+        #[arg(long)]
+        merchant: Uuid,
+        #[arg(long)]
+        mode: Mode,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        #[arg(long)]
+        key: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    db::prepare(&config.database_url)
+        .await
+        .with_context(|| format!("cannot use the database at {}", redact(&config.database_url)))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn print_json(value: serde_json::Value) {
+    println!("{value}");
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { demo } => serve(config, demo).await,
+        Command::Migrate => {
+            connect(&config).await?;
+            print_json(json!({ "migrated": true }));
+            Ok(())
+        }
+        Command::Merchant {
+            command:
+                MerchantCommand::Create {
+                    name,
+                    logo_url,
+                    tron_xpub,
+                    evm_xpub,
+                    fee_rate,
+                },
+        } => {
+            let pool = connect(&config).await?;
+            let spec = MerchantSpec {
+                name,
+                logo_url,
+                tron_xpub,
+                evm_xpub,
+                fee_rate,
+            };
+            let created = merchants::create(&pool, &spec).await?;
+            print_json(json!({
+                "id": created.merchant.id,
+                "name": created.merchant.name,
+                "test_key": created.test_key.expose_secret(),
+                "live_key": created.live_key.as_ref().map(|k| k.expose_secret()),
+            }));
+            Ok(())
+        }
+        Command::ApiKey { command } => {
+            let pool = connect(&config).await?;
+            match command {
+                ApiKeyCommand::Create { merchant, mode } => {
+                    let key = merchants::create_key(&pool, merchant, mode).await?;
+                    print_json(json!({ "key": key.expose_secret(), "mode": mode.as_str(), "merchant": merchant }));
+                }
+                ApiKeyCommand::Revoke { key } => {
+                    merchants::revoke_key(&pool, &key).await?;
+                    print_json(json!({ "revoked": true }));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+const DATA_DIR: &str = ".data";
+
+async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    let mut local_pg = None;
+    if demo {
+        startup::enable_demo_networks(&mut config);
+        if config.database_url_is_default && db::connect_admin_probe(&config.database_url).await.is_err() {
+            let bin = localdb::find_binaries().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no PostgreSQL answers at {} and none is installed here: run `docker compose up -d db` (or install PostgreSQL) and try again",
+                    config.database_url
+                )
+            })?;
+            eprintln!("No PostgreSQL at {}; starting a private one under ./{DATA_DIR}/postgres", config.database_url);
+            let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(bin, Path::new(DATA_DIR))).await??;
+            config.database_url = pg.url();
+            local_pg = Some(pg);
+        }
+    }
+    let result = serve_with(config, demo).await;
+    if let Some(pg) = local_pg {
+        tokio::task::spawn_blocking(move || pg.stop()).await?;
+    }
+    result
+}
+
+async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
+    let pool = connect(&config).await.map_err(|e| {
+        if config.database_url_is_default {
+            e.context("is PostgreSQL running? `docker compose up -d db` starts one")
+        } else {
+            e
+        }
+    })?;
+    let bind_addr = config.bind_addr;
+    let state = AppState::new(pool.clone(), config);
+    let app = Application::bind(state.clone(), bind_addr).await?;
+    if demo {
+        print_demo(&pool, app.local_addr()).await?;
+    }
+    let shutdown = CancellationToken::new();
+    startup::cancel_on_signal(shutdown.clone());
+    app.run(shutdown).await?;
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn print_demo(pool: &sqlx::PgPool, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let key_file = Path::new(DATA_DIR).join("demo-test-key");
+    let known = std::fs::read_to_string(&key_file).ok();
+    let (merchant, key) = merchants::ensure_demo(pool, known.as_deref().map(str::trim)).await?;
+    if known.as_deref().map(str::trim) != Some(key.expose_secret()) {
+        std::fs::create_dir_all(DATA_DIR)?;
+        std::fs::write(&key_file, key.expose_secret())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let host = if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    println!(
+        r#"
+Demo merchant "{name}" ({id}), test mode, networks TRON and BSC (simulated).
+Test key: {key}
+
+Create a checkout session:
+
+curl -s http://{host}/v1/checkout/sessions \
+  -H "Authorization: Bearer {key}" \
+  -H "Content-Type: application/json" \
+  -d '{{"pricing_amount":"10.50","pricing_currency":"USD","currency":"USDT","network":"TRON","success_url":"https://example.com/success","cancel_url":"https://example.com/cancel","client_reference_id":"order_001"}}'
+"#,
+        name = merchant.name,
+        id = merchant.id,
+        key = key.expose_secret(),
+    );
+    Ok(())
+}

@@ -1,0 +1,68 @@
+use crate::db::merchants::Merchant;
+use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
+use crate::domain::api_key::Mode;
+use crate::domain::ids::SubMerchantCode;
+use crate::domain::urls::HttpUrl;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn check_display_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid("display_name", "must be 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    code: SubMerchantCode,
+    display_name: &str,
+    logo_url: Option<HttpUrl>,
+) -> ApiResult<SubMerchant> {
+    check_display_name(display_name)?;
+    let inserted = db::insert(
+        &state.db,
+        merchant.id,
+        mode.livemode(),
+        code.as_str(),
+        display_name,
+        logo_url.as_ref().map(HttpUrl::as_str),
+    )
+    .await;
+    match inserted {
+        Ok(sub) => Ok(sub),
+        Err(e) if crate::db::is_constraint(&e, db::PK) => Err(ApiError::conflict(
+            "resource_already_exists",
+            format!("a sub-merchant with code '{}' already exists", code.as_str()),
+        )
+        .with_param("sub_merchant_code")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_found(code: &str) -> ApiError {
+    ApiError::not_found(format!("no sub-merchant '{code}'"))
+}
+
+pub async fn retrieve(state: &AppState, merchant: &Merchant, mode: Mode, code: &str) -> ApiResult<SubMerchant> {
+    db::find(&state.db, merchant.id, mode.livemode(), code)
+        .await?
+        .ok_or_else(|| not_found(code))
+}
+
+pub async fn update(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    code: &str,
+    patch: &SubMerchantPatch<'_>,
+) -> ApiResult<SubMerchant> {
+    if let Some(name) = patch.display_name {
+        check_display_name(name)?;
+    }
+    db::update(&state.db, merchant.id, mode.livemode(), code, patch)
+        .await?
+        .ok_or_else(|| not_found(code))
+}

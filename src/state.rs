@@ -1,0 +1,42 @@
+use crate::config::Config;
+use crate::domain::address::AccountXpub;
+use crate::service::pricing::RateService;
+use dashmap::DashMap;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// What every request handler and worker shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub config: Arc<Config>,
+    pub rates: Arc<RateService>,
+    pub xpubs: Arc<XpubCache>,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, config: Config) -> Self {
+        let rates = Arc::new(RateService::new(config.rates.clone()));
+        Self {
+            db,
+            config: Arc::new(config),
+            rates,
+            xpubs: Arc::new(XpubCache::default()),
+        }
+    }
+}
+
+/// Parsed xpubs by their text, so each address costs one child derivation.
+#[derive(Default)]
+pub struct XpubCache(DashMap<String, Arc<AccountXpub>>);
+
+impl XpubCache {
+    pub fn get(&self, text: &str) -> Result<Arc<AccountXpub>, String> {
+        if let Some(found) = self.0.get(text) {
+            return Ok(found.clone());
+        }
+        let parsed = Arc::new(AccountXpub::parse(text)?);
+        self.0.insert(text.to_owned(), parsed.clone());
+        Ok(parsed)
+    }
+}
