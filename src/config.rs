@@ -71,7 +71,10 @@ pub struct FeeConfig {
 
 impl FeeConfig {
     pub fn floor(&self, network: Network) -> Decimal {
-        self.floors.get(&network).copied().unwrap_or(self.default_floor)
+        self.floors
+            .get(&network)
+            .copied()
+            .unwrap_or(self.default_floor)
     }
 }
 
@@ -79,7 +82,10 @@ impl Default for FeeConfig {
     fn default() -> Self {
         Self {
             rate: Decimal::new(5, 3),
-            floors: HashMap::from([(Network::Tron, Decimal::ONE), (Network::Ethereum, Decimal::ONE)]),
+            floors: HashMap::from([
+                (Network::Tron, Decimal::ONE),
+                (Network::Ethereum, Decimal::ONE),
+            ]),
             default_floor: Decimal::new(1, 1),
         }
     }
@@ -294,18 +300,25 @@ impl Config {
             None => RawConfig::default(),
         };
 
-        let (database_url, database_url_is_default) = match env.var("DATABASE_URL").or(raw.database_url) {
-            Some(url) => (url, false),
-            None => (DEFAULT_DATABASE_URL.to_owned(), true),
-        };
+        let (database_url, database_url_is_default) =
+            match env.var("DATABASE_URL").or(raw.database_url) {
+                Some(url) => (url, false),
+                None => (DEFAULT_DATABASE_URL.to_owned(), true),
+            };
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(err("DATABASE_URL", "must be a postgres:// URL"));
         }
 
-        let bind_text = env.var("BIND_ADDR").or(raw.bind_addr).unwrap_or_else(|| DEFAULT_BIND_ADDR.into());
-        let bind_addr = bind_text
-            .parse()
-            .map_err(|_| err("BIND_ADDR", format!("'{bind_text}' is not an address such as 0.0.0.0:8080")))?;
+        let bind_text = env
+            .var("BIND_ADDR")
+            .or(raw.bind_addr)
+            .unwrap_or_else(|| DEFAULT_BIND_ADDR.into());
+        let bind_addr = bind_text.parse().map_err(|_| {
+            err(
+                "BIND_ADDR",
+                format!("'{bind_text}' is not an address such as 0.0.0.0:8080"),
+            )
+        })?;
 
         let base_url = env
             .var("CHECKOUT_BASE_URL")
@@ -316,7 +329,10 @@ impl Config {
 
         let ttl = raw.session_ttl_minutes.unwrap_or(30);
         if !(1..=7 * 24 * 60).contains(&ttl) {
-            return Err(err("session_ttl_minutes", "must be between 1 and 10080 (7 days)"));
+            return Err(err(
+                "session_ttl_minutes",
+                "must be between 1 and 10080 (7 days)",
+            ));
         }
 
         let wallets = Wallets {
@@ -451,10 +467,17 @@ fn parse_rates(raw: Option<RawRates>) -> Result<RatesConfig, ConfigError> {
             RateSourceConfig::CoinGecko {
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 api_key: raw.api_key,
-                api_key_header: raw.api_key_header.unwrap_or_else(|| "x-cg-demo-api-key".into()),
+                api_key_header: raw
+                    .api_key_header
+                    .unwrap_or_else(|| "x-cg-demo-api-key".into()),
             }
         }
-        other => return Err(err("rates.source", format!("'{other}' is not 'static' or 'coingecko'"))),
+        other => {
+            return Err(err(
+                "rates.source",
+                format!("'{other}' is not 'static' or 'coingecko'"),
+            ))
+        }
     };
     Ok(rates)
 }
@@ -481,14 +504,21 @@ fn parse_networks(
             let net = out.get_mut(&(network, mode)).expect("pre-filled");
             apply_network(&prefix, net, raw_net)?;
             if net.enabled() && network.family() == ChainFamily::Solana {
-                return Err(err(prefix, "SOLANA is not supported yet (no watch-only address scheme)"));
+                return Err(err(
+                    prefix,
+                    "SOLANA is not supported yet (no watch-only address scheme)",
+                ));
             }
         }
     }
     Ok(out)
 }
 
-fn apply_network(prefix: &str, net: &mut NetworkConfig, raw: RawNetwork) -> Result<(), ConfigError> {
+fn apply_network(
+    prefix: &str,
+    net: &mut NetworkConfig,
+    raw: RawNetwork,
+) -> Result<(), ConfigError> {
     if let Some(urls) = raw.rpc_urls {
         for (i, url) in urls.iter().enumerate() {
             HttpUrl::parse(url).map_err(|m| err(format!("{prefix}.rpc_urls[{i}]"), m))?;
@@ -497,8 +527,15 @@ fn apply_network(prefix: &str, net: &mut NetworkConfig, raw: RawNetwork) -> Resu
     }
     if let Some(headers) = raw.rpc_headers {
         for name in headers.keys() {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(err(format!("{prefix}.rpc_headers.{name}"), "is not a valid header name"));
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(err(
+                    format!("{prefix}.rpc_headers.{name}"),
+                    "is not a valid header name",
+                ));
             }
         }
         net.rpc_headers = headers;
@@ -509,7 +546,10 @@ fn apply_network(prefix: &str, net: &mut NetworkConfig, raw: RawNetwork) -> Resu
     }
     if let Some(id) = raw.chain_id {
         if net.network.family() != ChainFamily::Evm {
-            return Err(err(format!("{prefix}.chain_id"), "only EVM networks have a chain id"));
+            return Err(err(
+                format!("{prefix}.chain_id"),
+                "only EVM networks have a chain id",
+            ));
         }
         net.chain_id = Some(id);
     }
@@ -518,35 +558,56 @@ fn apply_network(prefix: &str, net: &mut NetworkConfig, raw: RawNetwork) -> Resu
     }
     if let Some(ms) = raw.poll_interval_ms {
         if ms < 50 {
-            return Err(err(format!("{prefix}.poll_interval_ms"), "must be at least 50"));
+            return Err(err(
+                format!("{prefix}.poll_interval_ms"),
+                "must be at least 50",
+            ));
         }
         net.poll_interval = Duration::from_millis(ms);
     }
     if let Some(simulated) = raw.simulated {
         if simulated && net.mode == Mode::Live {
-            return Err(err(format!("{prefix}.simulated"), "only test-mode networks can be simulated"));
+            return Err(err(
+                format!("{prefix}.simulated"),
+                "only test-mode networks can be simulated",
+            ));
         }
         net.simulated = simulated;
     }
     if let Some(tokens) = raw.tokens {
         for (symbol, raw_token) in tokens {
             let key = format!("{prefix}.tokens.{symbol}");
-            let token = Token::parse(&symbol).ok_or_else(|| err(&key, "unknown token (USDT or USDC)"))?;
+            let token =
+                Token::parse(&symbol).ok_or_else(|| err(&key, "unknown token (USDT or USDC)"))?;
             if token == Token::Usdc && net.network == Network::Tron {
                 return Err(err(key, "USDC is not supported on TRON"));
             }
-            let contract = canonical_contract(net.network.family(), &raw_token.contract)
-                .map_err(|m| err(format!("{key}.contract"), format!("'{}' {m}", raw_token.contract)))?;
+            let contract =
+                canonical_contract(net.network.family(), &raw_token.contract).map_err(|m| {
+                    err(
+                        format!("{key}.contract"),
+                        format!("'{}' {m}", raw_token.contract),
+                    )
+                })?;
             let existing = net.tokens.iter().position(|t| t.token == token);
             let decimals = match (raw_token.decimals, existing) {
                 (Some(d), _) => d,
                 (None, Some(i)) => net.tokens[i].decimals,
-                (None, None) => return Err(err(format!("{key}.decimals"), "is required for a token with no built-in default")),
+                (None, None) => {
+                    return Err(err(
+                        format!("{key}.decimals"),
+                        "is required for a token with no built-in default",
+                    ))
+                }
             };
             if decimals > 36 {
                 return Err(err(format!("{key}.decimals"), "must be at most 36"));
             }
-            let config = TokenConfig { token, contract, decimals };
+            let config = TokenConfig {
+                token,
+                contract,
+                decimals,
+            };
             match existing {
                 Some(i) => net.tokens[i] = config,
                 None => net.tokens.push(config),
@@ -566,7 +627,10 @@ mod tests {
         assert!(c.enabled_networks().is_empty());
         assert_eq!(c.session_ttl, chrono::Duration::minutes(30));
         assert_eq!(c.network(Network::Bsc, Mode::Live).tokens[0].decimals, 18);
-        assert_eq!(c.network(Network::Tron, Mode::Test).tokens[0].contract, "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf");
+        assert_eq!(
+            c.network(Network::Tron, Mode::Test).tokens[0].contract,
+            "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
+        );
         assert_eq!(c.base_url, "http://localhost:8080");
     }
 
@@ -592,7 +656,10 @@ mod tests {
         let bsc = c.network(Network::Bsc, Mode::Test);
         assert!(bsc.enabled());
         assert_eq!(bsc.chain_id, Some(31337));
-        assert_eq!(bsc.token(Token::Usdt).unwrap().contract, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
+        assert_eq!(
+            bsc.token(Token::Usdt).unwrap().contract,
+            "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+        );
         assert_eq!(bsc.token(Token::Usdt).unwrap().decimals, 6);
         assert!(!c.network(Network::Bsc, Mode::Live).enabled());
     }
@@ -604,19 +671,30 @@ mod tests {
     #[test]
     fn bad_configs_name_the_key() {
         assert!(error_of("[networks.DOGE.test]\nsimulated = true").starts_with("networks.DOGE:"));
-        assert!(error_of("[networks.TRON.prod]\nsimulated = true").starts_with("networks.TRON.prod:"));
+        assert!(
+            error_of("[networks.TRON.prod]\nsimulated = true").starts_with("networks.TRON.prod:")
+        );
         assert!(error_of("[wallets]\nevm_xpub = \"xpub123\"").starts_with("wallets.evm_xpub:"));
-        assert!(error_of("[networks.BSC.test]\ntokens.USDT = { contract = \"0x12\" }").starts_with("networks.BSC.test.tokens.USDT.contract:"));
+        assert!(
+            error_of("[networks.BSC.test]\ntokens.USDT = { contract = \"0x12\" }")
+                .starts_with("networks.BSC.test.tokens.USDT.contract:")
+        );
         assert!(error_of("[networks.TRON.test]\ntokens.USDT = { contract = \"0xdAC17F958D2ee523a2206206994597C13D831ec7\" }").starts_with("networks.TRON.test.tokens.USDT.contract:"));
-        assert!(error_of("[networks.BSC.test]\nrpc_urls = [\"not a url\"]").starts_with("networks.BSC.test.rpc_urls[0]:"));
-        assert!(error_of("[networks.TRON.live]\nsimulated = true").starts_with("networks.TRON.live.simulated:"));
-        assert!(error_of("[networks.SOLANA.test]\nsimulated = true").starts_with("networks.SOLANA.test:"));
+        assert!(error_of("[networks.BSC.test]\nrpc_urls = [\"not a url\"]")
+            .starts_with("networks.BSC.test.rpc_urls[0]:"));
+        assert!(error_of("[networks.TRON.live]\nsimulated = true")
+            .starts_with("networks.TRON.live.simulated:"));
+        assert!(error_of("[networks.SOLANA.test]\nsimulated = true")
+            .starts_with("networks.SOLANA.test:"));
         assert!(error_of("[rates]\nsource = \"magic\"").starts_with("rates.source:"));
         assert!(error_of("[rates]\nstatic = { XYZ = \"1\" }").starts_with("rates.static.XYZ:"));
         assert!(error_of("[fees]\nrate = \"-1\"").starts_with("fees.rate:"));
         assert!(error_of("session_ttl_minutes = 0").starts_with("session_ttl_minutes:"));
         let unknown = error_of("sesion_ttl_minutes = 5");
-        assert!(unknown.starts_with("config file: line 1:") && unknown.contains("sesion_ttl_minutes"), "{unknown}");
+        assert!(
+            unknown.starts_with("config file: line 1:") && unknown.contains("sesion_ttl_minutes"),
+            "{unknown}"
+        );
         assert!(!error_of("[wallets\n").contains('\n'));
     }
 

@@ -32,7 +32,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             kind,
@@ -45,30 +50,60 @@ impl ApiError {
 
     /// 400 `parameter_invalid` naming the field or header at fault.
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequest, "parameter_invalid", message);
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequest,
+            "parameter_invalid",
+            message,
+        );
         e.param = Some(param.into());
         e
     }
 
     /// 400 `parameter_invalid` about the request as a whole.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorType::InvalidRequest, "parameter_invalid", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequest,
+            "parameter_invalid",
+            message,
+        )
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorType::InvalidRequest, "authentication_failed", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::InvalidRequest,
+            "authentication_failed",
+            message,
+        )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, ErrorType::InvalidRequest, "permission_denied", message)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::InvalidRequest,
+            "permission_denied",
+            message,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequest, "resource_missing", message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::InvalidRequest,
+            "resource_missing",
+            message,
+        )
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, ErrorType::InvalidRequest, code, message)
+        Self::new(
+            StatusCode::CONFLICT,
+            ErrorType::InvalidRequest,
+            code,
+            message,
+        )
     }
 
     pub fn idempotency(code: &'static str, message: impl Into<String>) -> Self {
@@ -80,7 +115,12 @@ impl ApiError {
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::InvalidRequest, "request_too_large", message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::InvalidRequest,
+            "request_too_large",
+            message,
+        )
     }
 
     pub fn method_not_allowed() -> Self {
@@ -93,11 +133,21 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::Api, "service_unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Api,
+            "service_unavailable",
+            message,
+        )
     }
 
     pub fn rate_limited(retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorType::InvalidRequest, "rate_limited", "too many requests");
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::InvalidRequest,
+            "rate_limited",
+            "too many requests",
+        );
         e.retry_after = Some(retry_after);
         e
     }
@@ -133,7 +183,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -141,7 +197,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         response
     }

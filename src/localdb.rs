@@ -32,7 +32,9 @@ pub fn find_binaries() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 impl LocalPostgres {
@@ -48,15 +50,22 @@ impl LocalPostgres {
             run_as_postgres: is_root(),
         };
         if !this.data_dir.join("PG_VERSION").is_file() {
-            std::fs::create_dir_all(&this.data_dir).with_context(|| format!("cannot create {}", this.data_dir.display()))?;
+            std::fs::create_dir_all(&this.data_dir)
+                .with_context(|| format!("cannot create {}", this.data_dir.display()))?;
             this.chown()?;
             let data = this.data_dir.display().to_string();
-            this.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"])?;
+            this.run(
+                "initdb",
+                &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            )?;
         }
         let data = this.data_dir.display().to_string();
         let options = format!("-p {LOCAL_PORT} -k {data} -c listen_addresses=127.0.0.1");
         let log = this.data_dir.join("server.log").display().to_string();
-        this.run("pg_ctl", &["-D", &data, "-o", &options, "-l", &log, "-w", "start"])?;
+        this.run(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        )?;
         Ok(this)
     }
 
@@ -79,7 +88,11 @@ impl LocalPostgres {
                 .args(["-R", "postgres:postgres"])
                 .arg(&self.data_dir)
                 .status()?;
-            anyhow::ensure!(status.success(), "chown of {} failed", self.data_dir.display());
+            anyhow::ensure!(
+                status.success(),
+                "chown of {} failed",
+                self.data_dir.display()
+            );
         }
         Ok(())
     }

@@ -106,9 +106,12 @@ fn main() -> ExitCode {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
-    db::prepare(&config.database_url)
-        .await
-        .with_context(|| format!("cannot use the database at {}", redact(&config.database_url)))
+    db::prepare(&config.database_url).await.with_context(|| {
+        format!(
+            "cannot use the database at {}",
+            redact(&config.database_url)
+        )
+    })
 }
 
 /// The URL without its password, for messages.
@@ -166,7 +169,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             match command {
                 ApiKeyCommand::Create { merchant, mode } => {
                     let key = merchants::create_key(&pool, merchant, mode).await?;
-                    print_json(json!({ "key": key.expose_secret(), "mode": mode.as_str(), "merchant": merchant }));
+                    print_json(
+                        json!({ "key": key.expose_secret(), "mode": mode.as_str(), "merchant": merchant }),
+                    );
                 }
                 ApiKeyCommand::Revoke { key } => {
                     merchants::revoke_key(&pool, &key).await?;
@@ -184,15 +189,22 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let mut local_pg = None;
     if demo {
         startup::enable_demo_networks(&mut config);
-        if config.database_url_is_default && db::connect_admin_probe(&config.database_url).await.is_err() {
+        if config.database_url_is_default
+            && db::connect_admin_probe(&config.database_url).await.is_err()
+        {
             let bin = localdb::find_binaries().ok_or_else(|| {
                 anyhow::anyhow!(
                     "no PostgreSQL answers at {} and none is installed here: run `docker compose up -d db` (or install PostgreSQL) and try again",
                     config.database_url
                 )
             })?;
-            eprintln!("No PostgreSQL at {}; starting a private one under ./{DATA_DIR}/postgres", config.database_url);
-            let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(bin, Path::new(DATA_DIR))).await??;
+            eprintln!(
+                "No PostgreSQL at {}; starting a private one under ./{DATA_DIR}/postgres",
+                config.database_url
+            );
+            let pg =
+                tokio::task::spawn_blocking(move || LocalPostgres::start(bin, Path::new(DATA_DIR)))
+                    .await??;
             config.database_url = pg.url();
             local_pg = Some(pg);
         }

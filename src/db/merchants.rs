@@ -54,7 +54,11 @@ pub async fn find_demo(db: impl PgExecutor<'_>) -> sqlx::Result<Option<Merchant>
         .await
 }
 
-pub async fn insert_key(db: impl PgExecutor<'_>, merchant_id: Uuid, key: &ApiKey) -> sqlx::Result<()> {
+pub async fn insert_key(
+    db: impl PgExecutor<'_>,
+    merchant_id: Uuid,
+    key: &ApiKey,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO api_keys (id, merchant_id, livemode, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -70,15 +74,21 @@ pub async fn insert_key(db: impl PgExecutor<'_>, merchant_id: Uuid, key: &ApiKey
 
 /// Marks a key revoked; false when no such active key exists.
 pub async fn revoke_key(db: impl PgExecutor<'_>, hash: &KeyHash) -> sqlx::Result<bool> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL")
-        .bind(&hash[..])
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(&hash[..])
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// The merchant behind an active key of the given mode: one indexed lookup.
-pub async fn authenticate(db: &PgPool, hash: &KeyHash, mode: Mode) -> sqlx::Result<Option<Merchant>> {
+pub async fn authenticate(
+    db: &PgPool,
+    hash: &KeyHash,
+    mode: Mode,
+) -> sqlx::Result<Option<Merchant>> {
     sqlx::query_as(
         "SELECT m.* FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
          WHERE k.key_hash = $1 AND k.livemode = $2 AND k.revoked_at IS NULL",

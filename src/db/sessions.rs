@@ -84,7 +84,11 @@ pub struct NewSession {
 
 /// Hands out the next child index of an xpub. The row lock held until commit serializes
 /// concurrent creates on one xpub, so an index is never handed out twice.
-pub async fn allocate_address_index(db: impl PgExecutor<'_>, family: &str, xpub: &str) -> sqlx::Result<i64> {
+pub async fn allocate_address_index(
+    db: impl PgExecutor<'_>,
+    family: &str,
+    xpub: &str,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO address_allocators (chain_family, xpub, next_index) VALUES ($1, $2, 1)
          ON CONFLICT (chain_family, xpub) DO UPDATE SET next_index = address_allocators.next_index + 1
@@ -141,17 +145,27 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession) -> sqlx::Result<Ses
 }
 
 /// A session owned by this merchant in this mode.
-pub async fn find(db: impl PgExecutor<'_>, merchant_id: Uuid, livemode: bool, id: &str) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1 AND merchant_id = $2 AND livemode = $3")
-        .bind(id)
-        .bind(merchant_id)
-        .bind(livemode)
-        .fetch_optional(db)
-        .await
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    merchant_id: Uuid,
+    livemode: bool,
+    id: &str,
+) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(
+        "SELECT * FROM checkout_sessions WHERE id = $1 AND merchant_id = $2 AND livemode = $3",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(livemode)
+    .fetch_optional(db)
+    .await
 }
 
 /// Transactions of the given sessions, oldest first.
-pub async fn transactions_of(db: &PgPool, session_ids: &[String]) -> sqlx::Result<Vec<TransactionRow>> {
+pub async fn transactions_of(
+    db: &PgPool,
+    session_ids: &[String],
+) -> sqlx::Result<Vec<TransactionRow>> {
     if session_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -174,7 +188,12 @@ pub struct SessionFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
-fn push_filter(q: &mut QueryBuilder<'_, Postgres>, merchant_id: Uuid, livemode: bool, f: &SessionFilter) {
+fn push_filter(
+    q: &mut QueryBuilder<'_, Postgres>,
+    merchant_id: Uuid,
+    livemode: bool,
+    f: &SessionFilter,
+) {
     q.push(" WHERE merchant_id = ").push_bind(merchant_id);
     q.push(" AND livemode = ").push_bind(livemode);
     if let Some(v) = &f.status {
@@ -221,7 +240,12 @@ pub async fn list(
 }
 
 /// Expires an open (Pending or Underpaid) session; `None` when it is not open or not found.
-pub async fn expire_open(db: impl PgExecutor<'_>, merchant_id: Uuid, livemode: bool, id: &str) -> sqlx::Result<Option<SessionRow>> {
+pub async fn expire_open(
+    db: impl PgExecutor<'_>,
+    merchant_id: Uuid,
+    livemode: bool,
+    id: &str,
+) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as(
         "UPDATE checkout_sessions SET status = 'Expired', updated_at = now()
          WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND status IN ('Pending', 'Underpaid')

@@ -37,13 +37,20 @@ pub async fn insert(
     .await
 }
 
-pub async fn find(db: impl PgExecutor<'_>, merchant_id: Uuid, livemode: bool, code: &str) -> sqlx::Result<Option<SubMerchant>> {
-    sqlx::query_as("SELECT * FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2 AND code = $3")
-        .bind(merchant_id)
-        .bind(livemode)
-        .bind(code)
-        .fetch_optional(db)
-        .await
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    merchant_id: Uuid,
+    livemode: bool,
+    code: &str,
+) -> sqlx::Result<Option<SubMerchant>> {
+    sqlx::query_as(
+        "SELECT * FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2 AND code = $3",
+    )
+    .bind(merchant_id)
+    .bind(livemode)
+    .bind(code)
+    .fetch_optional(db)
+    .await
 }
 
 /// One page, oldest first, and the total count.
@@ -54,11 +61,13 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<SubMerchant>, i64)> {
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2")
-        .bind(merchant_id)
-        .bind(livemode)
-        .fetch_one(db)
-        .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2",
+    )
+    .bind(merchant_id)
+    .bind(livemode)
+    .fetch_one(db)
+    .await?;
     let rows = sqlx::query_as(
         "SELECT * FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2
          ORDER BY created_at, code LIMIT $3 OFFSET $4",

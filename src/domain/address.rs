@@ -22,7 +22,8 @@ pub struct AccountXpub {
 impl AccountXpub {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let xpub = XPub::from_str(s).map_err(|_| "is not a valid extended public key (xpub…)".to_string())?;
+        let xpub = XPub::from_str(s)
+            .map_err(|_| "is not a valid extended public key (xpub…)".to_string())?;
         if xpub.attrs().depth != 3 {
             return Err(format!(
                 "must be an account-level xpub (depth 3, m/44'/coin'/account'), got depth {}",
@@ -32,7 +33,10 @@ impl AccountXpub {
         let external = xpub
             .derive_child(ChildNumber::new(0, false).expect("0 is a valid index"))
             .map_err(|_| "cannot derive the external chain from this xpub".to_string())?;
-        Ok(Self { text: s.to_owned(), external })
+        Ok(Self {
+            text: s.to_owned(),
+            external,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -45,7 +49,8 @@ impl AccountXpub {
 
     /// The 20-byte account behind child `…/0/index`.
     pub fn derive(&self, index: u32) -> Result<[u8; 20], String> {
-        let child = ChildNumber::new(index, false).map_err(|_| format!("address index {index} is out of range"))?;
+        let child = ChildNumber::new(index, false)
+            .map_err(|_| format!("address index {index} is out of range"))?;
         let key = self
             .external
             .derive_child(child)
@@ -106,7 +111,8 @@ pub fn parse_evm_address(s: &str) -> Result<[u8; 20], String> {
         .ok_or_else(|| "is not an EVM address (0x + 40 hex digits)".to_string())?;
     let mut out = [0u8; 20];
     hex::decode_to_slice(hex_part, &mut out).map_err(|_| "is not valid hex".to_string())?;
-    let mixed_case = hex_part.bytes().any(|b| b.is_ascii_uppercase()) && hex_part.bytes().any(|b| b.is_ascii_lowercase());
+    let mixed_case = hex_part.bytes().any(|b| b.is_ascii_uppercase())
+        && hex_part.bytes().any(|b| b.is_ascii_lowercase());
     if mixed_case && evm_checksum(&out) != s {
         return Err("has a wrong EIP-55 checksum".into());
     }
@@ -119,7 +125,10 @@ pub fn canonical_contract(family: ChainFamily, s: &str) -> Result<String, String
         ChainFamily::Tron => parse_tron_address(s).map(|raw| tron_base58(&raw)),
         ChainFamily::Evm => parse_evm_address(s).map(|raw| evm_checksum(&raw)),
         ChainFamily::Solana => {
-            let ok = bs58::decode(s).into_vec().map(|v| v.len() == 32).unwrap_or(false);
+            let ok = bs58::decode(s)
+                .into_vec()
+                .map(|v| v.len() == 32)
+                .unwrap_or(false);
             if ok {
                 Ok(s.to_owned())
             } else {
@@ -156,7 +165,10 @@ mod tests {
             "TYJPRrdB5APNeRs4R7fYZSwW3TcrTKw2gx",
         ];
         for (i, w) in want.iter().enumerate() {
-            assert_eq!(xpub.derive_address(ChainFamily::Tron, i as u32).unwrap(), *w);
+            assert_eq!(
+                xpub.derive_address(ChainFamily::Tron, i as u32).unwrap(),
+                *w
+            );
         }
     }
 
@@ -173,16 +185,26 @@ mod tests {
     #[test]
     fn contract_addresses() {
         assert_eq!(
-            canonical_contract(ChainFamily::Evm, "0xdac17f958d2ee523a2206206994597c13d831ec7").unwrap(),
+            canonical_contract(
+                ChainFamily::Evm,
+                "0xdac17f958d2ee523a2206206994597c13d831ec7"
+            )
+            .unwrap(),
             "0xdAC17F958D2ee523a2206206994597C13D831ec7"
         );
-        assert!(canonical_contract(ChainFamily::Evm, "0xdAC17F958D2ee523a2206206994597C13D831eC7").is_err());
+        assert!(canonical_contract(
+            ChainFamily::Evm,
+            "0xdAC17F958D2ee523a2206206994597C13D831eC7"
+        )
+        .is_err());
         assert!(canonical_contract(ChainFamily::Evm, "0x1234").is_err());
         assert_eq!(
             canonical_contract(ChainFamily::Tron, "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t").unwrap(),
             "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
         );
-        assert!(canonical_contract(ChainFamily::Tron, "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u").is_err());
+        assert!(
+            canonical_contract(ChainFamily::Tron, "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u").is_err()
+        );
         let raw = parse_tron_address("TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH").unwrap();
         assert_eq!(tron_base58(&raw), "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH");
     }

@@ -77,7 +77,8 @@ impl ApiKey {
         } else {
             return None;
         };
-        let plausible = (32..=128).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric());
+        let plausible =
+            (32..=128).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric());
         plausible.then(|| Self {
             secret: s.to_owned(),
             mode,
@@ -132,7 +133,13 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused() {
-        for bad in ["", "sk_test_", "sk_prod_abcdefghijklmnopqrstuvwxyzabcdefgh", "sk_test_short", "sk_test_abc def ghi jkl mno pqr stu vwx yz12"] {
+        for bad in [
+            "",
+            "sk_test_",
+            "sk_prod_abcdefghijklmnopqrstuvwxyzabcdefgh",
+            "sk_test_short",
+            "sk_test_abc def ghi jkl mno pqr stu vwx yz12",
+        ] {
             assert!(ApiKey::parse(bad).is_none(), "{bad}");
         }
     }

@@ -31,8 +31,8 @@ impl Token {
 
 /// Fiat currencies a price may be given in.
 pub const FIAT_CURRENCIES: [&str; 21] = [
-    "USD", "EUR", "GBP", "CNY", "JPY", "KRW", "SGD", "HKD", "TWD", "RUB", "AUD", "NZD", "CAD", "CHF",
-    "SEK", "NOK", "DKK", "AED", "ZAR", "MXN", "INR",
+    "USD", "EUR", "GBP", "CNY", "JPY", "KRW", "SGD", "HKD", "TWD", "RUB", "AUD", "NZD", "CAD",
+    "CHF", "SEK", "NOK", "DKK", "AED", "ZAR", "MXN", "INR",
 ];
 
 /// What a price is expressed in: a token (rate 1) or a fiat currency (rate from a source).
@@ -150,7 +150,9 @@ mod tests {
     fn plain_decimals() {
         assert_eq!(parse_plain_decimal("10.50").unwrap().to_string(), "10.50");
         assert_eq!(parse_plain_decimal("1").unwrap(), d("1"));
-        for bad in ["", " 10", "10 ", "10,5", "1e3", "-1", "+1", ".5", "5.", "1.2.3", "0x10", "１０", "NaN"] {
+        for bad in [
+            "", " 10", "10 ", "10,5", "1e3", "-1", "+1", ".5", "5.", "1.2.3", "0x10", "１０", "NaN",
+        ] {
             assert!(parse_plain_decimal(bad).is_err(), "{bad:?}");
         }
         assert!(parse_plain_decimal("9999999999999999999999999999999").is_err());
@@ -170,30 +172,55 @@ mod tests {
     #[test]
     fn conversion_rounds_half_even_to_six_places() {
         assert_eq!(convert_to_token(d("10.50"), d("1")).unwrap(), d("10.5"));
-        assert_eq!(convert_to_token(d("100"), d("7.1")).unwrap(), d("14.084507"));
+        assert_eq!(
+            convert_to_token(d("100"), d("7.1")).unwrap(),
+            d("14.084507")
+        );
         // 0.0000025 exactly → half-even keeps the even digit 2.
-        assert_eq!(convert_to_token(d("0.000005"), d("2")).unwrap(), d("0.000002"));
-        assert_eq!(convert_to_token(d("0.000007"), d("2")).unwrap(), d("0.000004"));
+        assert_eq!(
+            convert_to_token(d("0.000005"), d("2")).unwrap(),
+            d("0.000002")
+        );
+        assert_eq!(
+            convert_to_token(d("0.000007"), d("2")).unwrap(),
+            d("0.000004")
+        );
         assert!(convert_to_token(d("1"), d("0")).is_none());
     }
 
     #[test]
     fn fees_follow_the_formula() {
-        let tron = FeeSchedule { rate: d("0.005"), floor: d("1") };
+        let tron = FeeSchedule {
+            rate: d("0.005"),
+            floor: d("1"),
+        };
         assert_eq!(tron.split(d("10.5")), (d("1"), d("9.5")));
         assert_eq!(tron.fee(d("1000")), d("5"));
         assert_eq!(tron.fee(d("0.5")), d("0.5"), "never more than the base");
-        assert_eq!(tron.fee(d("333.333333")), d("1.666666"), "truncated, not rounded");
-        let bsc = FeeSchedule { rate: d("0.005"), floor: d("0.1") };
+        assert_eq!(
+            tron.fee(d("333.333333")),
+            d("1.666666"),
+            "truncated, not rounded"
+        );
+        let bsc = FeeSchedule {
+            rate: d("0.005"),
+            floor: d("0.1"),
+        };
         assert_eq!(bsc.fee(d("10.5")), d("0.1"));
-        let free = FeeSchedule { rate: d("0"), floor: d("1") };
+        let free = FeeSchedule {
+            rate: d("0"),
+            floor: d("1"),
+        };
         assert_eq!(free.split(d("10")), (d("0"), d("10")));
         assert_eq!(tron.fee(d("0")), d("0"));
     }
 
     #[test]
     fn pricing_currencies() {
-        assert_eq!(PricingCurrency::parse("USDT"), Some(PricingCurrency::Token(Token::Usdt)));
+        assert_eq!(
+            PricingCurrency::parse("USDT"),
+            Some(PricingCurrency::Token(Token::Usdt))
+        );
         assert_eq!(PricingCurrency::parse("JPY").unwrap().max_decimals(), 0);
         assert_eq!(PricingCurrency::parse("EUR").unwrap().max_decimals(), 2);
         assert!(PricingCurrency::parse("usd").is_none());

@@ -46,13 +46,20 @@ pub struct NetworkDefaults {
 }
 
 const fn usdt(contract: &'static str, decimals: u8) -> TokenDefault {
-    TokenDefault { token: Token::Usdt, contract, decimals }
+    TokenDefault {
+        token: Token::Usdt,
+        contract,
+        decimals,
+    }
 }
 
 const fn usdc(contract: &'static str, decimals: u8) -> TokenDefault {
-    TokenDefault { token: Token::Usdc, contract, decimals }
+    TokenDefault {
+        token: Token::Usdc,
+        contract,
+        decimals,
+    }
 }
-
 
 const TRON_TOKENS: &[TokenDefault] = &[usdt("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", 6)];
 const NILE_TOKENS: &[TokenDefault] = &[usdt("TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf", 6)];
@@ -99,7 +106,9 @@ impl Network {
 
     /// Any letter case is accepted.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|n| n.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str().eq_ignore_ascii_case(s))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -125,17 +134,22 @@ impl Network {
 
     /// Mainnet defaults of the contract's network table.
     pub fn mainnet(self) -> NetworkDefaults {
-        let (chain_id, confirmations, tokens): (Option<u64>, u32, &'static [TokenDefault]) = match self {
-            Network::Tron => (None, 19, TRON_TOKENS),
-            Network::Ethereum => (Some(1), 12, ETHEREUM_TOKENS),
-            Network::Bsc => (Some(56), 15, BSC_TOKENS),
-            Network::Polygon => (Some(137), 128, POLYGON_TOKENS),
-            Network::Arbitrum => (Some(42161), 40, ARBITRUM_TOKENS),
-            Network::Optimism => (Some(10), 20, OPTIMISM_TOKENS),
-            Network::Base => (Some(8453), 20, BASE_TOKENS),
-            Network::Solana => (None, 31, SOLANA_TOKENS),
-        };
-        NetworkDefaults { chain_id, confirmations, tokens }
+        let (chain_id, confirmations, tokens): (Option<u64>, u32, &'static [TokenDefault]) =
+            match self {
+                Network::Tron => (None, 19, TRON_TOKENS),
+                Network::Ethereum => (Some(1), 12, ETHEREUM_TOKENS),
+                Network::Bsc => (Some(56), 15, BSC_TOKENS),
+                Network::Polygon => (Some(137), 128, POLYGON_TOKENS),
+                Network::Arbitrum => (Some(42161), 40, ARBITRUM_TOKENS),
+                Network::Optimism => (Some(10), 20, OPTIMISM_TOKENS),
+                Network::Base => (Some(8453), 20, BASE_TOKENS),
+                Network::Solana => (None, 31, SOLANA_TOKENS),
+            };
+        NetworkDefaults {
+            chain_id,
+            confirmations,
+            tokens,
+        }
     }
 
     /// Test-mode defaults: TRON means Nile; other networks inherit the mainnet table and are
@@ -166,7 +180,11 @@ mod tests {
 
     #[test]
     fn usdc_is_not_on_tron() {
-        assert!(Network::Tron.mainnet().tokens.iter().all(|t| t.token != Token::Usdc));
+        assert!(Network::Tron
+            .mainnet()
+            .tokens
+            .iter()
+            .all(|t| t.token != Token::Usdc));
         assert_eq!(Network::Bsc.mainnet().tokens[0].decimals, 18);
     }
 }

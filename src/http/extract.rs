@@ -22,7 +22,9 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated("no API key: send the header 'Authorization: Bearer sk_test_…'")
+            ApiError::unauthenticated(
+                "no API key: send the header 'Authorization: Bearer sk_test_…'",
+            )
         })?;
         let value = header
             .to_str()
@@ -31,9 +33,12 @@ impl FromRequestParts<AppState> for Auth {
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be 'Bearer <API key>'"))?;
-        let key = ApiKey::parse(token)
-            .ok_or_else(|| ApiError::unauthenticated("malformed API key: keys look like sk_test_… or sk_live_…"))?;
+            .ok_or_else(|| {
+                ApiError::unauthenticated("the Authorization header must be 'Bearer <API key>'")
+            })?;
+        let key = ApiKey::parse(token).ok_or_else(|| {
+            ApiError::unauthenticated("malformed API key: keys look like sk_test_… or sk_live_…")
+        })?;
         let merchant = merchants::authenticate(&state.db, &key.hash(), key.mode())
             .await?
             .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
@@ -63,23 +68,34 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             .and_then(|v| v.split(';').next())
             .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
-            return Err(ApiError::invalid("Content-Type", "the request body must be JSON: send 'Content-Type: application/json'"));
+            return Err(ApiError::invalid(
+                "Content-Type",
+                "the request body must be JSON: send 'Content-Type: application/json'",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(format!("the request body is larger than {} KiB", BODY_LIMIT / 1024))
+                ApiError::too_large(format!(
+                    "the request body is larger than {} KiB",
+                    BODY_LIMIT / 1024
+                ))
             } else {
                 ApiError::bad_request("the request body could not be read")
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("the request body is empty: send a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body is empty: send a JSON object",
+            ));
         }
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
         match value {
             Value::Object(map) => Ok(JsonObject(Fields(map))),
-            _ => Err(ApiError::bad_request("the request body must be a JSON object")),
+            _ => Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            )),
         }
     }
 }
@@ -109,7 +125,10 @@ impl Fields {
         match self.take(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(ApiError::invalid(name, format!("must be a string, not {}", type_name(&other)))),
+            Some(other) => Err(ApiError::invalid(
+                name,
+                format!("must be a string, not {}", type_name(&other)),
+            )),
         }
     }
 
@@ -124,14 +143,20 @@ impl Fields {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
             Some(Value::String(s)) => Ok(Some(Some(s))),
-            Some(other) => Err(ApiError::invalid(name, format!("must be a string or null, not {}", type_name(&other)))),
+            Some(other) => Err(ApiError::invalid(
+                name,
+                format!("must be a string or null, not {}", type_name(&other)),
+            )),
         }
     }
 
     /// Fails on the first field nobody asked for.
     pub fn finish(self) -> ApiResult<()> {
         match self.0.keys().next() {
-            Some(unknown) => Err(ApiError::invalid(unknown.clone(), format!("unknown parameter '{unknown}'"))),
+            Some(unknown) => Err(ApiError::invalid(
+                unknown.clone(),
+                format!("unknown parameter '{unknown}'"),
+            )),
             None => Ok(()),
         }
     }
@@ -170,13 +195,18 @@ impl QueryParams {
                 .parse::<i64>()
                 .ok()
                 .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| ApiError::invalid(name, format!("must be an integer from {min} to {max}"))),
+                .ok_or_else(|| {
+                    ApiError::invalid(name, format!("must be an integer from {min} to {max}"))
+                }),
         }
     }
 
     pub fn finish(self) -> ApiResult<()> {
         match self.0.first() {
-            Some((unknown, _)) => Err(ApiError::invalid(unknown.clone(), format!("unknown query parameter '{unknown}'"))),
+            Some((unknown, _)) => Err(ApiError::invalid(
+                unknown.clone(),
+                format!("unknown query parameter '{unknown}'"),
+            )),
             None => Ok(()),
         }
     }

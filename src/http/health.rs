@@ -26,12 +26,16 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => Ok(Json(json!({ "status": "ready", "checks": { "database": "ok" } }))),
+        Ok(Ok(_)) => Ok(Json(
+            json!({ "status": "ready", "checks": { "database": "ok" } }),
+        )),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database error");
             Err(ApiError::unavailable("the database is unreachable"))
         }
-        Err(_) => Err(ApiError::unavailable("the database did not answer within 2 s")),
+        Err(_) => Err(ApiError::unavailable(
+            "the database did not answer within 2 s",
+        )),
     }
 }
 

@@ -2,7 +2,9 @@ use super::extract::{Auth, JsonObject, Paging, QueryParams};
 use super::Routes;
 use crate::db::sessions::{SessionFilter, SessionRow, TransactionRow};
 use crate::domain::ids::SubMerchantCode;
-use crate::domain::money::{format_amount, format_rate, parse_plain_decimal, PricingCurrency, Token};
+use crate::domain::money::{
+    format_amount, format_rate, parse_plain_decimal, PricingCurrency, Token,
+};
 use crate::domain::network::Network;
 use crate::domain::session::SessionStatus;
 use crate::domain::urls::HttpUrl;
@@ -94,7 +96,10 @@ fn parse_url(name: &str, value: &str) -> ApiResult<HttpUrl> {
 }
 
 /// Turns the body's fields into a `CreateSession`; each failure names its field.
-fn parse_create(mut f: super::extract::Fields, sub_merchant_code: Option<SubMerchantCode>) -> ApiResult<CreateSession> {
+fn parse_create(
+    mut f: super::extract::Fields,
+    sub_merchant_code: Option<SubMerchantCode>,
+) -> ApiResult<CreateSession> {
     let pricing_amount = f.required_string("pricing_amount")?;
     let pricing_currency = f.required_string("pricing_currency")?;
     let currency = f.required_string("currency")?;
@@ -112,8 +117,12 @@ fn parse_create(mut f: super::extract::Fields, sub_merchant_code: Option<SubMerc
             format!("'{pricing_currency}' is not a supported currency (USDT, USDC or a fiat code such as USD)"),
         )
     })?;
-    let currency = Token::parse(&currency)
-        .ok_or_else(|| ApiError::invalid("currency", format!("'{currency}' is not a settlement token (USDT or USDC)")))?;
+    let currency = Token::parse(&currency).ok_or_else(|| {
+        ApiError::invalid(
+            "currency",
+            format!("'{currency}' is not a settlement token (USDT or USDC)"),
+        )
+    })?;
     let network = Network::parse(&network).ok_or_else(|| {
         ApiError::invalid(
             "network",
@@ -121,16 +130,25 @@ fn parse_create(mut f: super::extract::Fields, sub_merchant_code: Option<SubMerc
         )
     })?;
     if currency == Token::Usdc && network == Network::Tron {
-        return Err(ApiError::invalid("currency", "USDC is not available on TRON"));
+        return Err(ApiError::invalid(
+            "currency",
+            "USDC is not available on TRON",
+        ));
     }
     let success_url = parse_url("success_url", &success_url)?;
     let cancel_url = parse_url("cancel_url", &cancel_url)?;
     if let Some(reference) = &client_reference_id {
         if reference.chars().count() > 200 {
-            return Err(ApiError::invalid("client_reference_id", "must be at most 200 characters"));
+            return Err(ApiError::invalid(
+                "client_reference_id",
+                "must be at most 200 characters",
+            ));
         }
         if reference.chars().any(char::is_control) {
-            return Err(ApiError::invalid("client_reference_id", "must not contain control characters"));
+            return Err(ApiError::invalid(
+                "client_reference_id",
+                "must not contain control characters",
+            ));
         }
     }
     Ok(CreateSession {
@@ -153,15 +171,26 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let request = parse_create(fields, sub_merchant_header(&headers)?)?;
     let row = service::create(&state, &auth.merchant, auth.mode, request).await?;
-    Ok((StatusCode::CREATED, Json(session_json(&row, &[], &state.config.base_url))))
+    Ok((
+        StatusCode::CREATED,
+        Json(session_json(&row, &[], &state.config.base_url)),
+    ))
 }
 
-async fn retrieve(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let (row, txs) = service::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
     Ok(Json(session_json(&row, &txs, &state.config.base_url)))
 }
 
-async fn expire(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn expire(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let (row, txs) = service::expire(&state, &auth.merchant, auth.mode, &id).await?;
     Ok(Json(session_json(&row, &txs, &state.config.base_url)))
 }
@@ -178,28 +207,40 @@ fn parse_time(name: &str, value: &str) -> ApiResult<DateTime<Utc>> {
         .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp or unix seconds"))
 }
 
-async fn list(State(state): State<AppState>, auth: Auth, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
     let mut q = QueryParams::parse(raw.as_deref());
     let paging = Paging::take(&mut q)?;
     let mut filter = SessionFilter::default();
     if let Some(status) = q.take("status") {
         let parsed = SessionStatus::parse(&status).ok_or_else(|| {
-            ApiError::invalid("status", "must be one of Pending, Underpaid, Paid, Overpaid, Expired, Blocked")
+            ApiError::invalid(
+                "status",
+                "must be one of Pending, Underpaid, Paid, Overpaid, Expired, Blocked",
+            )
         })?;
         filter.status = Some(parsed.as_str().to_owned());
     }
     if let Some(network) = q.take("network") {
-        let parsed = Network::parse(&network).ok_or_else(|| ApiError::invalid("network", format!("'{network}' is not a network")))?;
+        let parsed = Network::parse(&network)
+            .ok_or_else(|| ApiError::invalid("network", format!("'{network}' is not a network")))?;
         filter.network = Some(parsed.as_str().to_owned());
     }
     if let Some(reference) = q.take("client_reference_id") {
         if reference.chars().count() > 200 {
-            return Err(ApiError::invalid("client_reference_id", "must be at most 200 characters"));
+            return Err(ApiError::invalid(
+                "client_reference_id",
+                "must be at most 200 characters",
+            ));
         }
         filter.client_reference_id = Some(reference);
     }
     if let Some(code) = q.take("sub_merchant_code") {
-        let parsed = SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
+        let parsed =
+            SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
         filter.sub_merchant_code = Some(parsed.as_str().to_owned());
     }
     if let Some(t) = q.take("created_after") {
@@ -209,7 +250,15 @@ async fn list(State(state): State<AppState>, auth: Auth, RawQuery(raw): RawQuery
         filter.created_before = Some(parse_time("created_before", &t)?);
     }
     q.finish()?;
-    let (rows, txs, total) = service::list(&state, &auth.merchant, auth.mode, &filter, paging.page, paging.page_size).await?;
+    let (rows, txs, total) = service::list(
+        &state,
+        &auth.merchant,
+        auth.mode,
+        &filter,
+        paging.page,
+        paging.page_size,
+    )
+    .await?;
     let data: Vec<Value> = rows
         .iter()
         .map(|row| session_json(row, &txs, &state.config.base_url))

@@ -17,7 +17,11 @@ pub fn routes(r: Routes) -> Routes {
     r.add("POST", "/v1/sub-merchants", post(create))
         .add("GET", "/v1/sub-merchants", get(list))
         .add("GET", "/v1/sub-merchants/{code}", get(retrieve))
-        .add("PATCH", "/v1/sub-merchants/{code}", axum::routing::patch(update))
+        .add(
+            "PATCH",
+            "/v1/sub-merchants/{code}",
+            axum::routing::patch(update),
+        )
 }
 
 fn sub_merchant_json(s: &SubMerchant) -> Value {
@@ -36,18 +40,35 @@ fn parse_logo(value: &str) -> ApiResult<HttpUrl> {
     HttpUrl::parse(value).map_err(|m| ApiError::invalid("logo_url", m))
 }
 
-async fn create(State(state): State<AppState>, auth: Auth, JsonObject(mut f): JsonObject) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonObject(mut f): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let code = f.required_string("sub_merchant_code")?;
     let display_name = f.required_string("display_name")?;
     let logo_url = f.optional_string("logo_url")?;
     f.finish()?;
-    let code = SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
+    let code =
+        SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
     let logo_url = logo_url.as_deref().map(parse_logo).transpose()?;
-    let sub = service::create(&state, &auth.merchant, auth.mode, code, display_name.trim(), logo_url).await?;
+    let sub = service::create(
+        &state,
+        &auth.merchant,
+        auth.mode,
+        code,
+        display_name.trim(),
+        logo_url,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(sub_merchant_json(&sub))))
 }
 
-async fn list(State(state): State<AppState>, auth: Auth, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
     let mut q = QueryParams::parse(raw.as_deref());
     let paging = Paging::take(&mut q)?;
     q.finish()?;
@@ -63,7 +84,11 @@ async fn list(State(state): State<AppState>, auth: Auth, RawQuery(raw): RawQuery
     Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
 }
 
-async fn retrieve(State(state): State<AppState>, auth: Auth, Path(code): Path<String>) -> ApiResult<Json<Value>> {
+async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(code): Path<String>,
+) -> ApiResult<Json<Value>> {
     let sub = service::retrieve(&state, &auth.merchant, auth.mode, &code).await?;
     Ok(Json(sub_merchant_json(&sub)))
 }
@@ -80,7 +105,10 @@ async fn update(
     f.finish()?;
     if let Some(status) = &status {
         if status != "active" && status != "suspended" {
-            return Err(ApiError::invalid("status", "must be 'active' or 'suspended'"));
+            return Err(ApiError::invalid(
+                "status",
+                "must be 'active' or 'suspended'",
+            ));
         }
     }
     let logo_url = match logo_url {

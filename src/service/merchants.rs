@@ -24,7 +24,9 @@ pub struct CreatedMerchant {
 }
 
 /// Checks a merchant spec; the error names the option at fault.
-fn validate(spec: &MerchantSpec) -> anyhow::Result<(Option<Decimal>, Option<String>, Option<String>)> {
+fn validate(
+    spec: &MerchantSpec,
+) -> anyhow::Result<(Option<Decimal>, Option<String>, Option<String>)> {
     let name = spec.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         anyhow::bail!("--name: must be 1 to 200 characters");
@@ -49,7 +51,9 @@ fn validate(spec: &MerchantSpec) -> anyhow::Result<(Option<Decimal>, Option<Stri
         .map(|r| {
             let rate = parse_plain_decimal(r).map_err(|m| anyhow::anyhow!("--fee-rate: {m}"))?;
             if rate >= Decimal::ONE || rate.scale() > 6 {
-                anyhow::bail!("--fee-rate: must be below 1 with at most 6 decimals (0.005 = 0.5 %)");
+                anyhow::bail!(
+                    "--fee-rate: must be below 1 with at most 6 decimals (0.005 = 0.5 %)"
+                );
             }
             Ok(rate)
         })
@@ -94,7 +98,8 @@ pub async fn create_key(db: &PgPool, merchant_id: Uuid, mode: Mode) -> anyhow::R
 }
 
 pub async fn revoke_key(db: &PgPool, key: &str) -> anyhow::Result<()> {
-    let key = ApiKey::parse(key).ok_or_else(|| anyhow::anyhow!("--key: not an API key (sk_test_… or sk_live_…)"))?;
+    let key = ApiKey::parse(key)
+        .ok_or_else(|| anyhow::anyhow!("--key: not an API key (sk_test_… or sk_live_…)"))?;
     if !db::revoke_key(db, &key.hash()).await? {
         anyhow::bail!("--key: no active key matches");
     }
@@ -103,7 +108,10 @@ pub async fn revoke_key(db: &PgPool, key: &str) -> anyhow::Result<()> {
 
 /// The demo merchant (created once, on the public test xpubs) and a test key for it.
 /// `known_key` is a key printed by an earlier run; it is reused while it still works.
-pub async fn ensure_demo(db: &PgPool, known_key: Option<&str>) -> anyhow::Result<(Merchant, ApiKey)> {
+pub async fn ensure_demo(
+    db: &PgPool,
+    known_key: Option<&str>,
+) -> anyhow::Result<(Merchant, ApiKey)> {
     let merchant = match db::find_demo(db).await? {
         Some(m) => m,
         None => {
@@ -122,9 +130,9 @@ pub async fn ensure_demo(db: &PgPool, known_key: Option<&str>) -> anyhow::Result
             match inserted {
                 Ok(m) => m,
                 // A concurrent start created it first.
-                Err(e) if crate::db::is_constraint(&e, "merchants_one_demo") => {
-                    db::find_demo(db).await?.ok_or_else(|| anyhow::anyhow!("demo merchant vanished"))?
-                }
+                Err(e) if crate::db::is_constraint(&e, "merchants_one_demo") => db::find_demo(db)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("demo merchant vanished"))?,
                 Err(e) => return Err(e.into()),
             }
         }

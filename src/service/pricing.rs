@@ -21,10 +21,13 @@ pub enum RateError {
 impl From<RateError> for ApiError {
     fn from(e: RateError) -> Self {
         match e {
-            RateError::NotConfigured => {
-                ApiError::invalid("pricing_currency", "pricing in this currency is not available on this server")
+            RateError::NotConfigured => ApiError::invalid(
+                "pricing_currency",
+                "pricing in this currency is not available on this server",
+            ),
+            RateError::Unavailable(why) => {
+                ApiError::unavailable(format!("no current exchange rate: {why}"))
             }
-            RateError::Unavailable(why) => ApiError::unavailable(format!("no current exchange rate: {why}")),
         }
     }
 }
@@ -69,7 +72,12 @@ impl RateService {
         }
     }
 
-    fn lookup(&self, token: Token, fiat: &str, max_age: Duration) -> Option<Result<Decimal, RateError>> {
+    fn lookup(
+        &self,
+        token: Token,
+        fiat: &str,
+        max_age: Duration,
+    ) -> Option<Result<Decimal, RateError>> {
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         let snapshot = cache.as_ref()?;
         if snapshot.fetched_at.elapsed() > max_age {
@@ -80,7 +88,9 @@ impl RateService {
                 .rates
                 .get(&(token, fiat.to_owned()))
                 .copied()
-                .ok_or_else(|| RateError::Unavailable(format!("the rate source has no {fiat} price"))),
+                .ok_or_else(|| {
+                    RateError::Unavailable(format!("the rate source has no {fiat} price"))
+                }),
         )
     }
 
@@ -92,7 +102,10 @@ impl RateService {
         {
             // One fetch at a time; whoever waited re-checks what the fetcher stored.
             let _guard = self.refresh.lock().await;
-            if self.lookup(token, fiat, self.config.refresh_interval).is_none() {
+            if self
+                .lookup(token, fiat, self.config.refresh_interval)
+                .is_none()
+            {
                 match self.fetch().await {
                     Ok(rates) => {
                         *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Some(Snapshot {
@@ -109,9 +122,11 @@ impl RateService {
         }
         match self.lookup(token, fiat, self.config.max_age) {
             Some(found) => found,
-            None => Err(RateError::Unavailable(
-                failure.unwrap_or_else(|| "the last rate is older than allowed".into()),
-            )),
+            None => {
+                Err(RateError::Unavailable(failure.unwrap_or_else(|| {
+                    "the last rate is older than allowed".into()
+                })))
+            }
         }
     }
 
@@ -124,7 +139,10 @@ impl RateService {
         else {
             return Err("not an HTTP rate source".into());
         };
-        let vs: Vec<String> = FIAT_CURRENCIES.iter().map(|c| c.to_ascii_lowercase()).collect();
+        let vs: Vec<String> = FIAT_CURRENCIES
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
         let url = format!("{base_url}/simple/price");
         let mut request = self
             .http
@@ -133,9 +151,15 @@ impl RateService {
         if let Some(key) = api_key {
             request = request.header(api_key_header.as_str(), key);
         }
-        let response = request.send().await.map_err(|e| format!("request failed: {e}"))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
         if !response.status().is_success() {
-            return Err(format!("rate source answered HTTP {}", response.status().as_u16()));
+            return Err(format!(
+                "rate source answered HTTP {}",
+                response.status().as_u16()
+            ));
         }
         let body: serde_json::Value = response
             .json()
@@ -146,7 +170,9 @@ impl RateService {
 }
 
 /// Parses CoinGecko's `/simple/price` answer: `{"tether": {"eur": 0.92, …}, "usd-coin": {…}}`.
-pub fn parse_simple_price(body: &serde_json::Value) -> Result<HashMap<(Token, String), Decimal>, String> {
+pub fn parse_simple_price(
+    body: &serde_json::Value,
+) -> Result<HashMap<(Token, String), Decimal>, String> {
     let mut out = HashMap::new();
     for (id, token) in [("tether", Token::Usdt), ("usd-coin", Token::Usdc)] {
         let Some(prices) = body.get(id).and_then(|v| v.as_object()) else {
@@ -188,20 +214,37 @@ mod tests {
             "usd-coin": {"eur": 0.92}
         });
         let rates = parse_simple_price(&body).unwrap();
-        assert_eq!(rates[&(Token::Usdt, "EUR".into())], Decimal::from_str("0.921").unwrap());
+        assert_eq!(
+            rates[&(Token::Usdt, "EUR".into())],
+            Decimal::from_str("0.921").unwrap()
+        );
         assert_eq!(rates[&(Token::Usdt, "KRW".into())], Decimal::from(1200));
-        assert_eq!(rates[&(Token::Usdc, "EUR".into())], Decimal::from_str("0.92").unwrap());
+        assert_eq!(
+            rates[&(Token::Usdc, "EUR".into())],
+            Decimal::from_str("0.92").unwrap()
+        );
         assert!(!rates.contains_key(&(Token::Usdt, "XXX".into())));
         assert!(parse_simple_price(&serde_json::json!({})).is_err());
     }
 
     #[tokio::test]
     async fn static_rates_and_usd_peg() {
-        let mut config = RatesConfig::default();
-        config.source = RateSourceConfig::Static(HashMap::from([("EUR".into(), Decimal::from_str("0.92").unwrap())]));
+        let config = RatesConfig {
+            source: RateSourceConfig::Static(HashMap::from([(
+                "EUR".into(),
+                Decimal::from_str("0.92").unwrap(),
+            )])),
+            ..RatesConfig::default()
+        };
         let rates = RateService::new(config);
         assert_eq!(rates.rate(Token::Usdt, "USD").await.unwrap(), Decimal::ONE);
-        assert_eq!(rates.rate(Token::Usdt, "EUR").await.unwrap(), Decimal::from_str("0.92").unwrap());
-        assert_eq!(rates.rate(Token::Usdt, "GBP").await, Err(RateError::NotConfigured));
+        assert_eq!(
+            rates.rate(Token::Usdt, "EUR").await.unwrap(),
+            Decimal::from_str("0.92").unwrap()
+        );
+        assert_eq!(
+            rates.rate(Token::Usdt, "GBP").await,
+            Err(RateError::NotConfigured)
+        );
     }
 }

@@ -6,8 +6,8 @@ use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
 use crate::domain::ids::{SessionId, SubMerchantCode};
 use crate::domain::money::{
-    convert_to_token, format_amount, FeeSchedule, PricingCurrency, Token, MAX_TOKEN_AMOUNT, MIN_TOKEN_AMOUNT,
-    RATE_SCALE,
+    convert_to_token, format_amount, FeeSchedule, PricingCurrency, Token, MAX_TOKEN_AMOUNT,
+    MIN_TOKEN_AMOUNT, RATE_SCALE,
 };
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
@@ -34,7 +34,10 @@ pub struct CreateSession {
 async fn price(state: &AppState, req: &CreateSession) -> ApiResult<(Decimal, Decimal)> {
     let pricing_amount = req.pricing_amount;
     if pricing_amount <= Decimal::ZERO {
-        return Err(ApiError::invalid("pricing_amount", "must be greater than 0"));
+        return Err(ApiError::invalid(
+            "pricing_amount",
+            "must be greater than 0",
+        ));
     }
     let max_decimals = req.pricing_currency.max_decimals();
     if pricing_amount.scale() > max_decimals {
@@ -58,7 +61,10 @@ async fn price(state: &AppState, req: &CreateSession) -> ApiResult<(Decimal, Dec
                 ));
             }
             if !in_range(pricing_amount) {
-                return Err(ApiError::invalid("pricing_amount", "must be between 1.00 and 10000000.00"));
+                return Err(ApiError::invalid(
+                    "pricing_amount",
+                    "must be between 1.00 and 10000000.00",
+                ));
             }
             Ok((pricing_amount, Decimal::ONE))
         }
@@ -69,7 +75,9 @@ async fn price(state: &AppState, req: &CreateSession) -> ApiResult<(Decimal, Dec
                 .await?
                 .round_dp_with_strategy(RATE_SCALE, RoundingStrategy::MidpointNearestEven);
             if rate <= Decimal::ZERO {
-                return Err(ApiError::unavailable(format!("the {code} rate is not usable")));
+                return Err(ApiError::unavailable(format!(
+                    "the {code} rate is not usable"
+                )));
             }
             let amount = convert_to_token(pricing_amount, rate)
                 .ok_or_else(|| ApiError::invalid("pricing_amount", "is too large"))?;
@@ -89,18 +97,31 @@ async fn price(state: &AppState, req: &CreateSession) -> ApiResult<(Decimal, Dec
     }
 }
 
-pub async fn create(state: &AppState, merchant: &Merchant, mode: Mode, req: CreateSession) -> ApiResult<SessionRow> {
+pub async fn create(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    req: CreateSession,
+) -> ApiResult<SessionRow> {
     let net = state.config.network(req.network, mode);
     if !net.enabled() {
         return Err(ApiError::invalid(
             "network",
-            format!("{} is not enabled for {} mode on this server", req.network.as_str(), mode.as_str()),
+            format!(
+                "{} is not enabled for {} mode on this server",
+                req.network.as_str(),
+                mode.as_str()
+            ),
         ));
     }
     let token = net.token(req.currency).ok_or_else(|| {
         ApiError::invalid(
             "currency",
-            format!("{} is not available on {}", req.currency.as_str(), req.network.as_str()),
+            format!(
+                "{} is not available on {}",
+                req.currency.as_str(),
+                req.network.as_str()
+            ),
         )
     })?;
     let family = req.network.family();
@@ -137,7 +158,12 @@ pub async fn create(state: &AppState, merchant: &Merchant, mode: Mode, req: Crea
         Some(code) => {
             let sub = sub_merchants::find(&state.db, merchant.id, mode.livemode(), code.as_str())
                 .await?
-                .ok_or_else(|| ApiError::invalid("X-Sub-Merchant-Code", format!("no sub-merchant '{}'", code.as_str())))?;
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "X-Sub-Merchant-Code",
+                        format!("no sub-merchant '{}'", code.as_str()),
+                    )
+                })?;
             if sub.status != "active" {
                 return Err(ApiError::invalid(
                     "X-Sub-Merchant-Code",
@@ -164,8 +190,12 @@ pub async fn create(state: &AppState, merchant: &Merchant, mode: Mode, req: Crea
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))
-        .ok_or_else(|| ApiError::internal(format!("xpub address space exhausted at index {index}")))?;
-    let pay_address = xpub.derive_address(family, index_u32).map_err(ApiError::internal)?;
+        .ok_or_else(|| {
+            ApiError::internal(format!("xpub address space exhausted at index {index}"))
+        })?;
+    let pay_address = xpub
+        .derive_address(family, index_u32)
+        .map_err(ApiError::internal)?;
     let new = NewSession {
         id: SessionId::generate().to_string(),
         merchant_id: merchant.id,
@@ -202,7 +232,12 @@ pub async fn create(state: &AppState, merchant: &Merchant, mode: Mode, req: Crea
     Ok(row)
 }
 
-pub async fn retrieve(state: &AppState, merchant: &Merchant, mode: Mode, id: &str) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
+pub async fn retrieve(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    id: &str,
+) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
     let not_found = || ApiError::not_found(format!("no checkout session '{id}'"));
     let id = SessionId::parse(id).ok_or_else(not_found)?;
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
@@ -234,10 +269,16 @@ pub async fn list(
     Ok((rows, txs, total))
 }
 
-pub async fn expire(state: &AppState, merchant: &Merchant, mode: Mode, id: &str) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
+pub async fn expire(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    id: &str,
+) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
     let not_found = || ApiError::not_found(format!("no checkout session '{id}'"));
     let id = SessionId::parse(id).ok_or_else(not_found)?;
-    if let Some(row) = db::expire_open(&state.db, merchant.id, mode.livemode(), id.as_str()).await? {
+    if let Some(row) = db::expire_open(&state.db, merchant.id, mode.livemode(), id.as_str()).await?
+    {
         tracing::info!(session.id = %row.id, "session expired on request");
         let txs = db::transactions_of(&state.db, std::slice::from_ref(&row.id)).await?;
         return Ok((row, txs));
@@ -246,12 +287,23 @@ pub async fn expire(state: &AppState, merchant: &Merchant, mode: Mode, id: &str)
         .await?
         .ok_or_else(not_found)?;
     Err(match SessionStatus::parse(&row.status) {
-        Some(SessionStatus::Expired) => ApiError::gone("session_expired", "this session has already expired"),
-        Some(SessionStatus::Blocked) => ApiError::conflict("session_blocked", "this session is blocked and cannot be expired"),
+        Some(SessionStatus::Expired) => {
+            ApiError::gone("session_expired", "this session has already expired")
+        }
+        Some(SessionStatus::Blocked) => ApiError::conflict(
+            "session_blocked",
+            "this session is blocked and cannot be expired",
+        ),
         Some(status) => ApiError::conflict(
             "session_completed",
-            format!("this session is {} and can no longer be expired", status.as_str()),
+            format!(
+                "this session is {} and can no longer be expired",
+                status.as_str()
+            ),
         ),
-        None => ApiError::internal(format!("session {} has unknown status {}", row.id, row.status)),
+        None => ApiError::internal(format!(
+            "session {} has unknown status {}",
+            row.id, row.status
+        )),
     })
 }

@@ -8,7 +8,10 @@ use crate::state::AppState;
 
 pub fn check_display_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid("display_name", "must be 1 to 200 characters"));
+        return Err(ApiError::invalid(
+            "display_name",
+            "must be 1 to 200 characters",
+        ));
     }
     Ok(())
 }
@@ -35,7 +38,10 @@ pub async fn create(
         Ok(sub) => Ok(sub),
         Err(e) if crate::db::is_constraint(&e, db::PK) => Err(ApiError::conflict(
             "resource_already_exists",
-            format!("a sub-merchant with code '{}' already exists", code.as_str()),
+            format!(
+                "a sub-merchant with code '{}' already exists",
+                code.as_str()
+            ),
         )
         .with_param("sub_merchant_code")),
         Err(e) => Err(e.into()),
@@ -46,7 +52,12 @@ fn not_found(code: &str) -> ApiError {
     ApiError::not_found(format!("no sub-merchant '{code}'"))
 }
 
-pub async fn retrieve(state: &AppState, merchant: &Merchant, mode: Mode, code: &str) -> ApiResult<SubMerchant> {
+pub async fn retrieve(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    code: &str,
+) -> ApiResult<SubMerchant> {
     db::find(&state.db, merchant.id, mode.livemode(), code)
         .await?
         .ok_or_else(|| not_found(code))

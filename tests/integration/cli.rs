@@ -1,0 +1,261 @@
+//! The operator's command-line interface: JSON on stdout, one clear line on failure.
+
+use crate::common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_checkout-server");
+
+fn cli(db_url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env_remove("CHECKOUT_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn json_out(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "stdout is not JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn merchant_and_key_commands_print_json() {
+    let db = fresh_database().await;
+    let m = json_out(&cli(
+        &db,
+        &[
+            "merchant",
+            "create",
+            "--name",
+            "Acme Store",
+            "--logo-url",
+            "https://example.com/l.png",
+            "--fee-rate",
+            "0.01",
+        ],
+    ));
+    assert_eq!(m["name"], "Acme Store");
+    assert!(m["id"].as_str().unwrap().len() == 36);
+    assert!(m["test_key"].as_str().unwrap().starts_with("sk_test_"));
+    assert!(m["live_key"].as_str().unwrap().starts_with("sk_live_"));
+
+    let k = json_out(&cli(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--merchant",
+            m["id"].as_str().unwrap(),
+            "--mode",
+            "live",
+        ],
+    ));
+    let key = k["key"].as_str().unwrap();
+    assert!(key.starts_with("sk_live_"));
+    let pool = checkout_server::db::connect(&db).await.unwrap();
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key_prefix FROM api_keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().all(|p| p.len() == 12),
+        "only a short prefix is stored: {keys:?}"
+    );
+
+    assert_eq!(
+        json_out(&cli(&db, &["api-key", "revoke", "--key", key]))["revoked"],
+        true
+    );
+    let err = one_line_error(&cli(&db, &["api-key", "revoke", "--key", key]));
+    assert!(err.contains("--key"), "{err}");
+
+    let err = one_line_error(&cli(
+        &db,
+        &[
+            "merchant",
+            "create",
+            "--name",
+            "X",
+            "--evm-xpub",
+            "xpub-nonsense",
+        ],
+    ));
+    assert!(err.contains("--evm-xpub"), "{err}");
+    let err = one_line_error(&cli(
+        &db,
+        &["merchant", "create", "--name", "X", "--fee-rate", "1.5"],
+    ));
+    assert!(err.contains("--fee-rate"), "{err}");
+    let err = one_line_error(&cli(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--merchant",
+            "00000000-0000-0000-0000-000000000000",
+            "--mode",
+            "test",
+        ],
+    ));
+    assert!(err.contains("--merchant"), "{err}");
+    let merchants: i64 = sqlx::query_scalar("SELECT count(*) FROM merchants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(merchants, 1);
+}
+
+#[test]
+fn a_bad_config_stops_start_up_with_one_line_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (text, key) in [
+        ("[networks.DOGE.test]\nsimulated = true\n", "networks.DOGE"),
+        ("[wallets]\ntron_xpub = \"xpub-bad\"\n", "wallets.tron_xpub"),
+        (
+            "[networks.BSC.live]\nrpc_urls = [\"ftp://x\"]\n",
+            "networks.BSC.live.rpc_urls[0]",
+        ),
+        (
+            "[networks.BSC.test]\ntokens.USDT = { contract = \"0x1234\" }\n",
+            "networks.BSC.test.tokens.USDT.contract",
+        ),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["serve"])
+            .env("CHECKOUT_CONFIG", &path)
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = one_line_error(&out);
+        assert!(err.contains(key), "{err} should name {key}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("CHECKOUT_BASE_URL", "javascript:x")
+        .output()
+        .unwrap();
+    assert!(one_line_error(&out).contains("CHECKOUT_BASE_URL"));
+}
+
+/// Starts `serve --demo` in `dir`; returns the child, the key and the curl URL it printed.
+fn start_demo(dir: &std::path::Path, db: &str) -> (std::process::Child, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--demo"])
+        .current_dir(dir)
+        .env("DATABASE_URL", db)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env_remove("CHECKOUT_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut key, mut url) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while key.is_none() || url.is_none() {
+        assert!(Instant::now() < deadline, "demo output did not appear");
+        let line = lines.next().expect("demo output").unwrap();
+        if let Some(k) = line.strip_prefix("Test key: ") {
+            key = Some(k.trim().to_owned());
+        }
+        if let Some(u) = line.strip_prefix("curl -s ") {
+            url = Some(u.trim_end_matches(" \\").trim().to_owned());
+        }
+    }
+    (child, key.unwrap(), url.unwrap())
+}
+
+#[tokio::test]
+async fn serve_demo_prints_a_working_key_and_reuses_it() {
+    let db = fresh_database().await;
+    let dir = std::env::temp_dir().join(format!("cs-demo-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut child, key, url) = start_demo(&dir, &db);
+    assert!(key.starts_with("sk_test_"));
+    let client = reqwest::Client::new();
+    let res = client
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&seed_request())
+        .send()
+        .await
+        .unwrap();
+    let (status, s) = read(res).await;
+    assert_eq!(status, 201, "{s}");
+    assert_eq!(s["merchant_name"], "Demo Store");
+    assert_eq!(
+        s["pay_address"], "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH",
+        "the public test xpub, index 0"
+    );
+    let mut bsc = seed_request();
+    bsc["network"] = serde_json::json!("BSC");
+    let (status, s) = read(
+        client
+            .post(&url)
+            .bearer_auth(&key)
+            .json(&bsc)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A restart reuses the merchant and the key.
+    let (mut child, key2, url2) = start_demo(&dir, &db);
+    assert_eq!(key, key2);
+    let (status, _) = read(
+        client
+            .post(&url2)
+            .bearer_auth(&key2)
+            .json(&seed_request())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pool = checkout_server::db::connect(&db).await.unwrap();
+    let merchants: i64 = sqlx::query_scalar("SELECT count(*) FROM merchants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(merchants, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

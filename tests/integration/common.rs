@@ -1,0 +1,192 @@
+//! Test harness: the real server in-process on port 0, a fresh Postgres database per test.
+
+use checkout_server::config::Config;
+use checkout_server::service::merchants::{self, MerchantSpec};
+use checkout_server::startup::Application;
+use checkout_server::state::AppState;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::str::FromStr;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const TEST_CONFIG: &str = r#"
+[rates]
+source = "static"
+static = { CNY = "7.10", EUR = "0.92", JPY = "150" }
+
+[networks.TRON.test]
+simulated = true
+
+[networks.BSC.test]
+simulated = true
+
+[networks.TRON.live]
+rpc_urls = ["http://127.0.0.1:9/jsonrpc"]
+
+[networks.BSC.live]
+rpc_urls = ["http://127.0.0.1:9"]
+"#;
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, migrated database; returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("cstest_{}", Uuid::new_v4().simple());
+    let mut url = url::Url::parse(&admin).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    checkout_server::db::prepare(url.as_str())
+        .await
+        .expect("test database");
+    url.to_string()
+}
+
+/// An account-level xpub from a random seed (not one of the public test keys).
+pub fn random_xpub(path: &str) -> String {
+    let seed: [u8; 32] = rand::random();
+    let path = bip32::DerivationPath::from_str(path).unwrap();
+    let xprv = bip32::XPrv::derive_from_path(seed, &path).unwrap();
+    xprv.public_key().to_string(bip32::Prefix::XPUB)
+}
+
+pub struct Merchant {
+    pub test_key: String,
+    pub live_key: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: PgPool,
+    pub client: reqwest::Client,
+    pub merchant: Merchant,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TEST_CONFIG, |_| {}).await
+    }
+
+    pub async fn spawn_with(toml: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let db_url = fresh_database().await;
+        let mut config = Config::from_toml(toml).expect("test config");
+        config.database_url = db_url.clone();
+        config.base_url = "https://checkout.example.com".into();
+        adjust(&mut config);
+        let db = checkout_server::db::connect(&db_url).await.unwrap();
+        let state = AppState::new(db.clone(), config);
+        let app = Application::bind(state, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        let merchant = create_merchant(&db, "Acme Store", true).await;
+        Self {
+            base,
+            db,
+            client: reqwest::Client::new(),
+            merchant,
+            shutdown,
+        }
+    }
+
+    pub async fn new_merchant(&self, name: &str) -> Merchant {
+        create_merchant(&self.db, name, true).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        read(res).await
+    }
+
+    pub async fn create_session(&self, key: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, "/v1/checkout/sessions", Some(key), Some(body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.request(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn create_merchant(db: &PgPool, name: &str, own_xpubs: bool) -> Merchant {
+    let spec = MerchantSpec {
+        name: name.into(),
+        logo_url: Some("https://example.com/logo.png".into()),
+        tron_xpub: own_xpubs.then(|| random_xpub("m/44'/195'/0'")),
+        evm_xpub: own_xpubs.then(|| random_xpub("m/44'/60'/0'")),
+        fee_rate: None,
+    };
+    let created = merchants::create(db, &spec).await.unwrap();
+    Merchant {
+        test_key: created.test_key.expose_secret().to_owned(),
+        live_key: created.live_key.unwrap().expose_secret().to_owned(),
+    }
+}
+
+pub async fn read(res: reqwest::Response) -> (StatusCode, Value) {
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, value)
+}
+
+/// The seed's own request.
+pub fn seed_request() -> Value {
+    json!({
+        "cancel_url": "https://example.com/cancel",
+        "client_reference_id": "order_20260211_001",
+        "currency": "USDT",
+        "network": "TRON",
+        "pricing_amount": "10.50",
+        "pricing_currency": "USD",
+        "success_url": "https://example.com/success"
+    })
+}
+
+/// Asserts our error shape and returns the error object.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) -> Value {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error object: {body}"));
+    assert_eq!(error["code"], want_code, "{body}");
+    assert!(
+        error["type"].is_string() && error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    error.clone()
+}

@@ -1,0 +1,8 @@
+//! Integration tests over real HTTP against a real Postgres.
+
+mod bad_input;
+mod cli;
+mod common;
+mod openapi;
+mod pricing;
+mod sessions;
