@@ -266,7 +266,13 @@ async fn bad_bodies_are_refused_and_write_nothing() {
 }
 
 /// (what, content type, body, status, code)
-type RawCase = (&'static str, Option<&'static str>, Vec<u8>, u16, &'static str);
+type RawCase = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
 
 async fn raw_post(
     app: &TestApp,
