@@ -42,6 +42,7 @@ pub struct Config {
     pub fees: FeeConfig,
     pub rates: RatesConfig,
     pub webhooks: WebhooksConfig,
+    pub idempotency: IdempotencyConfig,
     /// Every (network, mode) pair, enabled or not.
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
 }
@@ -118,6 +119,23 @@ impl Default for RatesConfig {
             source: RateSourceConfig::Static(HashMap::new()),
             refresh_interval: Duration::from_secs(60),
             max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyConfig {
+    /// A claim older than this whose request never finished is taken over.
+    pub lock_timeout: Duration,
+    /// Keys are kept at least this long.
+    pub retention: Duration,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(60),
+            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -203,6 +221,8 @@ struct RawConfig {
     #[serde(default)]
     webhooks: RawWebhooks,
     #[serde(default)]
+    idempotency: RawIdempotency,
+    #[serde(default)]
     networks: BTreeMap<String, BTreeMap<String, RawNetwork>>,
 }
 
@@ -231,6 +251,13 @@ struct RawRates {
     api_key_header: Option<String>,
     refresh_seconds: Option<u64>,
     max_age_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdempotency {
+    lock_timeout_seconds: Option<u64>,
+    retention_hours: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +373,25 @@ impl Config {
             allow_private_targets: raw.webhooks.allow_private_targets.unwrap_or(false),
         };
         let networks = parse_networks(raw.networks)?;
+        let mut idempotency = IdempotencyConfig::default();
+        if let Some(secs) = raw.idempotency.lock_timeout_seconds {
+            if !(1..=3600).contains(&secs) {
+                return Err(err(
+                    "idempotency.lock_timeout_seconds",
+                    "must be between 1 and 3600",
+                ));
+            }
+            idempotency.lock_timeout = Duration::from_secs(secs);
+        }
+        if let Some(hours) = raw.idempotency.retention_hours {
+            if !(24..=24 * 90).contains(&hours) {
+                return Err(err(
+                    "idempotency.retention_hours",
+                    "must be between 24 and 2160",
+                ));
+            }
+            idempotency.retention = Duration::from_secs(hours * 3600);
+        }
 
         Ok(Self {
             database_url,
@@ -357,6 +403,7 @@ impl Config {
             fees,
             rates,
             webhooks,
+            idempotency,
             networks,
         })
     }

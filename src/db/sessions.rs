@@ -3,6 +3,8 @@ use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::idempotency::Claim;
+
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
     pub id: String,
@@ -82,6 +84,46 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
 }
 
+impl NewSession {
+    /// The row this insert will produce.
+    pub fn to_row(&self) -> SessionRow {
+        SessionRow {
+            id: self.id.clone(),
+            merchant_id: self.merchant_id,
+            livemode: self.livemode,
+            sub_merchant_code: self.sub_merchant_code.clone(),
+            status: "Pending".into(),
+            amount: self.amount,
+            amount_received: Decimal::ZERO,
+            fee_rate: self.fee_rate,
+            fee_floor: self.fee_floor,
+            fee_amount: self.fee_amount,
+            net_amount: self.net_amount,
+            currency: self.currency.clone(),
+            network: self.network.clone(),
+            chain_family: self.chain_family.clone(),
+            currency_contract: self.currency_contract.clone(),
+            token_decimals: self.token_decimals,
+            detection_rpc_url: self.detection_rpc_url.clone(),
+            pay_address: self.pay_address.clone(),
+            address_xpub: self.address_xpub.clone(),
+            address_index: self.address_index,
+            pricing_amount: self.pricing_amount,
+            pricing_currency: self.pricing_currency.clone(),
+            exchange_rate: self.exchange_rate,
+            client_reference_id: self.client_reference_id.clone(),
+            success_url: self.success_url.clone(),
+            cancel_url: self.cancel_url.clone(),
+            merchant_name: self.merchant_name.clone(),
+            merchant_logo_url: self.merchant_logo_url.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            paid_at: None,
+            updated_at: self.created_at,
+        }
+    }
+}
+
 /// Hands out the next child index of an xpub. The row lock held until commit serializes
 /// concurrent creates on one xpub, so an index is never handed out twice.
 pub async fn allocate_address_index(
@@ -100,16 +142,29 @@ pub async fn allocate_address_index(
     .await
 }
 
-pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession) -> sqlx::Result<SessionRow> {
+/// Inserts the session. With an idempotency claim, the same statement stores the key's
+/// response, so the session and its key can never diverge; `None` means the claim was lost.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    s: &NewSession,
+    claim: Option<(&Claim, &[u8])>,
+) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as(
-        "INSERT INTO checkout_sessions (
+        "WITH claim AS (
+            UPDATE idempotency_keys
+            SET state = 'done', response_status = 201, response_body = $31, owner = NULL, locked_at = NULL
+            WHERE $30::uuid IS NOT NULL AND merchant_id = $2 AND livemode = $3 AND key = $29 AND owner = $30
+            RETURNING 1
+         )
+         INSERT INTO checkout_sessions (
             id, merchant_id, livemode, sub_merchant_code, amount, fee_rate, fee_floor, fee_amount,
             net_amount, currency, network, chain_family, currency_contract, token_decimals,
             detection_rpc_url, pay_address, address_xpub, address_index, pricing_amount,
             pricing_currency, exchange_rate, client_reference_id, success_url, cancel_url,
-            merchant_name, merchant_logo_url, created_at, expires_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $27)
+            merchant_name, merchant_logo_url, created_at, expires_at, updated_at, idempotency_key)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $27, $29
+         WHERE $30::uuid IS NULL OR EXISTS (SELECT 1 FROM claim)
          RETURNING *",
     )
     .bind(&s.id)
@@ -140,7 +195,10 @@ pub async fn insert(db: impl PgExecutor<'_>, s: &NewSession) -> sqlx::Result<Ses
     .bind(&s.merchant_logo_url)
     .bind(s.created_at)
     .bind(s.expires_at)
-    .fetch_one(db)
+    .bind(claim.map(|(c, _)| c.key.as_str()))
+    .bind(claim.map(|(c, _)| c.owner))
+    .bind(claim.map(|(_, body)| body))
+    .fetch_optional(db)
     .await
 }
 

@@ -21,6 +21,10 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        // Already authenticated by the idempotency layer.
+        if let Some(auth) = parts.extensions.get::<Auth>() {
+            return Ok(auth.clone());
+        }
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthenticated(
                 "no API key: send the header 'Authorization: Bearer sk_test_…'",

@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod sessions;
 pub mod sub_merchants;
 
@@ -64,6 +65,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 pub fn router(state: AppState) -> Router {
     all_routes()
         .router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

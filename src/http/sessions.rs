@@ -1,19 +1,22 @@
 use super::extract::{Auth, JsonObject, Paging, QueryParams};
+use super::idempotency::ReplyStored;
 use super::Routes;
-use crate::db::sessions::{SessionFilter, SessionRow, TransactionRow};
+use crate::db::idempotency::Claim;
+use crate::db::sessions::SessionFilter;
 use crate::domain::ids::SubMerchantCode;
-use crate::domain::money::{
-    format_amount, format_rate, parse_plain_decimal, PricingCurrency, Token,
-};
+use crate::domain::money::{parse_plain_decimal, PricingCurrency, Token};
 use crate::domain::network::Network;
 use crate::domain::session::SessionStatus;
 use crate::domain::urls::HttpUrl;
 use crate::error::{ApiError, ApiResult};
 use crate::service::sessions::{self as service, CreateSession};
 use crate::state::AppState;
+use crate::views::session_json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -26,58 +29,6 @@ pub fn routes(r: Routes) -> Routes {
 }
 
 pub const SUB_MERCHANT_HEADER: &str = "x-sub-merchant-code";
-
-/// RFC 3339, UTC, whole seconds, `Z`.
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// The session object of the API.
-pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) -> Value {
-    let transactions: Vec<Value> = txs
-        .iter()
-        .filter(|t| t.session_id == row.id)
-        .map(|t| {
-            json!({
-                "tx_hash": t.tx_hash,
-                "amount": format_amount(t.amount),
-                "network": t.network,
-                "status": t.status,
-                "created_at": timestamp(t.created_at),
-            })
-        })
-        .collect();
-    json!({
-        "id": row.id,
-        "livemode": row.livemode,
-        "status": row.status,
-        "amount": format_amount(row.amount),
-        "amount_received": format_amount(row.amount_received),
-        "fee_amount": format_amount(row.fee_amount),
-        "net_amount": format_amount(row.net_amount),
-        "currency": row.currency,
-        "network": row.network,
-        "chain_family": row.chain_family,
-        "currency_contract": row.currency_contract,
-        "detection_rpc_url": row.detection_rpc_url,
-        "pay_address": row.pay_address,
-        "pricing": {
-            "amount": row.pricing_amount.to_string(),
-            "currency": row.pricing_currency,
-            "exchange_rate": format_rate(row.exchange_rate),
-        },
-        "client_reference_id": row.client_reference_id,
-        "success_url": row.success_url,
-        "cancel_url": row.cancel_url,
-        "sub_merchant_code": row.sub_merchant_code,
-        "merchant_name": row.merchant_name,
-        "merchant_logo_url": row.merchant_logo_url,
-        "url": format!("{base_url}/{}", row.id),
-        "created_at": timestamp(row.created_at),
-        "expires_at": timestamp(row.expires_at),
-        "transactions": transactions,
-    })
-}
 
 fn sub_merchant_header(headers: &HeaderMap) -> ApiResult<Option<SubMerchantCode>> {
     let Some(value) = headers.get(SUB_MERCHANT_HEADER) else {
@@ -166,15 +117,18 @@ fn parse_create(
 async fn create(
     State(state): State<AppState>,
     auth: Auth,
+    claim: Option<Extension<Claim>>,
     headers: HeaderMap,
     JsonObject(fields): JsonObject,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let request = parse_create(fields, sub_merchant_header(&headers)?)?;
-    let row = service::create(&state, &auth.merchant, auth.mode, request).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(session_json(&row, &[], &state.config.base_url)),
-    ))
+    let claim = claim.map(|Extension(c)| c);
+    let row = service::create(&state, &auth.merchant, auth.mode, request, claim.as_ref()).await?;
+    let body = Json(session_json(&row, &[], &state.config.base_url));
+    Ok(match claim {
+        Some(_) => (StatusCode::CREATED, Extension(ReplyStored), body).into_response(),
+        None => (StatusCode::CREATED, body).into_response(),
+    })
 }
 
 async fn retrieve(

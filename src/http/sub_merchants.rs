@@ -1,5 +1,4 @@
 use super::extract::{Auth, JsonObject, Paging, QueryParams};
-use super::sessions::timestamp;
 use super::Routes;
 use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
 use crate::domain::ids::SubMerchantCode;
@@ -7,6 +6,7 @@ use crate::domain::urls::HttpUrl;
 use crate::error::{ApiError, ApiResult};
 use crate::service::sub_merchants as service;
 use crate::state::AppState;
+use crate::views::timestamp;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};

@@ -1,5 +1,6 @@
 //! Checkout sessions: pricing, fees, pay address, and the one transaction that creates them.
 
+use crate::db::idempotency::Claim;
 use crate::db::merchants::Merchant;
 use crate::db::sessions::{self as db, NewSession, SessionFilter, SessionRow, TransactionRow};
 use crate::db::sub_merchants;
@@ -14,6 +15,7 @@ use crate::domain::session::SessionStatus;
 use crate::domain::urls::HttpUrl;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::views::session_json;
 use chrono::{DurationRound, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -97,11 +99,14 @@ async fn price(state: &AppState, req: &CreateSession) -> ApiResult<(Decimal, Dec
     }
 }
 
+/// Creates the session. With an idempotency claim, the key's stored reply is written in the
+/// same statement as the session, so the two can never diverge.
 pub async fn create(
     state: &AppState,
     merchant: &Merchant,
     mode: Mode,
     req: CreateSession,
+    claim: Option<&Claim>,
 ) -> ApiResult<SessionRow> {
     let net = state.config.network(req.network, mode);
     if !net.enabled() {
@@ -226,7 +231,19 @@ pub async fn create(
         created_at,
         expires_at,
     };
-    let row = db::insert(&mut *tx, &new).await?;
+    let reply = claim
+        .map(|_| serde_json::to_vec(&session_json(&new.to_row(), &[], &state.config.base_url)))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    let claim_and_reply = claim.zip(reply.as_deref());
+    let row = db::insert(&mut *tx, &new, claim_and_reply)
+        .await?
+        .ok_or_else(|| {
+            ApiError::idempotency(
+                "request_in_progress",
+                "another request with this Idempotency-Key took over; retry to get its result",
+            )
+        })?;
     tx.commit().await?;
     tracing::info!(session.id = %row.id, network = %row.network, amount = %row.amount, "session created");
     Ok(row)

@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod common;
+mod idempotency;
 mod openapi;
 mod pricing;
 mod sessions;

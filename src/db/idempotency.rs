@@ -1,0 +1,188 @@
+//! Idempotency keys: claim, take over, complete, release, clean up.
+
+use sqlx::{FromRow, PgExecutor, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A key this request owns until it stores a response or releases it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub merchant_id: Uuid,
+    pub livemode: bool,
+    pub key: String,
+    pub owner: Uuid,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Existing {
+    pub request_hash: Vec<u8>,
+    pub state: String,
+    pub stale: bool,
+    pub response_status: Option<i16>,
+    pub response_body: Option<Vec<u8>>,
+}
+
+pub enum ClaimOutcome {
+    Claimed(Claim),
+    Existing(Existing),
+}
+
+fn interval(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Claims the key for this request, or returns what is already there.
+pub async fn claim(
+    db: &PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+    key: &str,
+    request_hash: &[u8],
+    lock_timeout: Duration,
+) -> sqlx::Result<ClaimOutcome> {
+    loop {
+        let owner = Uuid::new_v4();
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (merchant_id, livemode, key, request_hash, state, owner, locked_at)
+             VALUES ($1, $2, $3, $4, 'running', $5, now())
+             ON CONFLICT (merchant_id, livemode, key) DO NOTHING",
+        )
+        .bind(merchant_id)
+        .bind(livemode)
+        .bind(key)
+        .bind(request_hash)
+        .bind(owner)
+        .execute(db)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(ClaimOutcome::Claimed(Claim {
+                merchant_id,
+                livemode,
+                key: key.to_owned(),
+                owner,
+            }));
+        }
+        let existing: Option<Existing> = sqlx::query_as(
+            "SELECT request_hash, state, response_status, response_body,
+                    (state = 'running' AND locked_at < now() - make_interval(secs => $4)) AS stale
+             FROM idempotency_keys WHERE merchant_id = $1 AND livemode = $2 AND key = $3",
+        )
+        .bind(merchant_id)
+        .bind(livemode)
+        .bind(key)
+        .bind(interval(lock_timeout))
+        .fetch_optional(db)
+        .await?;
+        // Released between the two statements: try to claim again.
+        if let Some(existing) = existing {
+            return Ok(ClaimOutcome::Existing(existing));
+        }
+    }
+}
+
+/// Takes over a claim whose owner has not finished within the lock timeout. At most one taker wins.
+pub async fn take_over(
+    db: &PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+    key: &str,
+    lock_timeout: Duration,
+) -> sqlx::Result<Option<Claim>> {
+    let owner = Uuid::new_v4();
+    let won = sqlx::query(
+        "UPDATE idempotency_keys SET owner = $4, locked_at = now()
+         WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND state = 'running'
+           AND locked_at < now() - make_interval(secs => $5)",
+    )
+    .bind(merchant_id)
+    .bind(livemode)
+    .bind(key)
+    .bind(owner)
+    .bind(interval(lock_timeout))
+    .execute(db)
+    .await?;
+    Ok((won.rows_affected() == 1).then(|| Claim {
+        merchant_id,
+        livemode,
+        key: key.to_owned(),
+        owner,
+    }))
+}
+
+/// Stores the response; false when the claim was lost to a taker.
+pub async fn complete(
+    db: impl PgExecutor<'_>,
+    claim: &Claim,
+    status: u16,
+    body: &[u8],
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE idempotency_keys
+         SET state = 'done', response_status = $5, response_body = $6, owner = NULL, locked_at = NULL
+         WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND owner = $4",
+    )
+    .bind(claim.merchant_id)
+    .bind(claim.livemode)
+    .bind(&claim.key)
+    .bind(claim.owner)
+    .bind(status as i16)
+    .bind(body)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives the key up (nothing stored), so a corrected retry can use it.
+pub async fn release(db: &PgPool, claim: &Claim) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+         WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND owner = $4 AND state = 'running'",
+    )
+    .bind(claim.merchant_id)
+    .bind(claim.livemode)
+    .bind(&claim.key)
+    .bind(claim.owner)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes keys older than `retention` in small batches (row locks only, skipping busy rows),
+/// and forgets the key on sessions of that age. Returns the number of keys deleted.
+pub async fn cleanup(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid IN (
+                SELECT ctid FROM idempotency_keys
+                WHERE created_at < now() - make_interval(secs => $1)
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(interval(retention))
+        .bind(batch)
+        .execute(db)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < batch as u64 {
+            break;
+        }
+    }
+    loop {
+        let cleared = sqlx::query(
+            "UPDATE checkout_sessions SET idempotency_key = NULL WHERE id IN (
+                SELECT id FROM checkout_sessions
+                WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(interval(retention))
+        .bind(batch)
+        .execute(db)
+        .await?
+        .rows_affected();
+        if cleared < batch as u64 {
+            break;
+        }
+    }
+    Ok(total)
+}

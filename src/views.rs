@@ -1,0 +1,58 @@
+//! The API's JSON objects, shared by responses, stored idempotent replies and webhook events.
+
+use crate::db::sessions::{SessionRow, TransactionRow};
+use crate::domain::money::{format_amount, format_rate};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// RFC 3339, UTC, whole seconds, `Z`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The session object of the API.
+pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) -> Value {
+    let transactions: Vec<Value> = txs
+        .iter()
+        .filter(|t| t.session_id == row.id)
+        .map(|t| {
+            json!({
+                "tx_hash": t.tx_hash,
+                "amount": format_amount(t.amount),
+                "network": t.network,
+                "status": t.status,
+                "created_at": timestamp(t.created_at),
+            })
+        })
+        .collect();
+    json!({
+        "id": row.id,
+        "livemode": row.livemode,
+        "status": row.status,
+        "amount": format_amount(row.amount),
+        "amount_received": format_amount(row.amount_received),
+        "fee_amount": format_amount(row.fee_amount),
+        "net_amount": format_amount(row.net_amount),
+        "currency": row.currency,
+        "network": row.network,
+        "chain_family": row.chain_family,
+        "currency_contract": row.currency_contract,
+        "detection_rpc_url": row.detection_rpc_url,
+        "pay_address": row.pay_address,
+        "pricing": {
+            "amount": row.pricing_amount.to_string(),
+            "currency": row.pricing_currency,
+            "exchange_rate": format_rate(row.exchange_rate),
+        },
+        "client_reference_id": row.client_reference_id,
+        "success_url": row.success_url,
+        "cancel_url": row.cancel_url,
+        "sub_merchant_code": row.sub_merchant_code,
+        "merchant_name": row.merchant_name,
+        "merchant_logo_url": row.merchant_logo_url,
+        "url": format!("{base_url}/{}", row.id),
+        "created_at": timestamp(row.created_at),
+        "expires_at": timestamp(row.expires_at),
+        "transactions": transactions,
+    })
+}

@@ -1,0 +1,271 @@
+//! Idempotency-Key: replay, conflict, in-progress, validation not stored, scoping, takeover, races.
+
+use crate::common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn post_with_key(
+    app: &TestApp,
+    key: &str,
+    idem: &str,
+    body: &Value,
+    sub: Option<&str>,
+) -> (StatusCode, Value, bool) {
+    let mut req = app
+        .client
+        .post(format!("{}/v1/checkout/sessions", app.base))
+        .bearer_auth(key)
+        .header("Idempotency-Key", idem)
+        .json(body);
+    if let Some(sub) = sub {
+        req = req.header("X-Sub-Merchant-Code", sub);
+    }
+    let res = req.send().await.unwrap();
+    let replayed = res
+        .headers()
+        .get("idempotency-replayed")
+        .is_some_and(|v| v == "true");
+    let (status, value) = read(res).await;
+    (status, value, replayed)
+}
+
+#[tokio::test]
+async fn same_key_same_request_replays_the_first_response() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    let (s1, b1, r1) = post_with_key(&app, key, "order-1", &seed_request(), None).await;
+    assert_eq!(s1, 201, "{b1}");
+    assert!(!r1);
+    // Same parameters in another order: still the same request.
+    let reordered: Value = serde_json::from_str(&seed_request().to_string()).unwrap();
+    let (s2, b2, r2) = post_with_key(&app, key, "order-1", &reordered, None).await;
+    assert_eq!(s2, 201);
+    assert!(r2, "replayed header");
+    assert_eq!(b1, b2);
+    assert_eq!(app.count("checkout_sessions").await, 1);
+    // The replay is the first response even after the session changed.
+    sqlx::query("UPDATE checkout_sessions SET status = 'Expired'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (_, b3, _) = post_with_key(&app, key, "order-1", &seed_request(), None).await;
+    assert_eq!(b3["status"], "Pending");
+}
+
+#[tokio::test]
+async fn same_key_different_request_conflicts() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    post_with_key(&app, key, "k", &seed_request(), None).await;
+    let mut other = seed_request();
+    other["pricing_amount"] = json!("11.00");
+    let (status, body, _) = post_with_key(&app, key, "k", &other, None).await;
+    let e = assert_error(status, &body, 409, "idempotency_conflict");
+    assert_eq!(e["type"], "idempotency_error");
+    // Another path with the same key.
+    let (_, s) = app.get("/v1/checkout/sessions", key).await;
+    let id = s["data"][0]["id"].as_str().unwrap().to_owned();
+    let res = app
+        .client
+        .post(format!("{}/v1/checkout/sessions/{id}/expire", app.base))
+        .bearer_auth(key)
+        .header("Idempotency-Key", "k")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(res).await;
+    assert_error(status, &body, 409, "idempotency_conflict");
+    // Another sub-merchant header with the same key.
+    app.request(
+        reqwest::Method::POST,
+        "/v1/sub-merchants",
+        Some(key),
+        Some(json!({"sub_merchant_code": "s1", "display_name": "S"})),
+    )
+    .await;
+    let (status, body, _) = post_with_key(&app, key, "k", &seed_request(), Some("s1")).await;
+    assert_error(status, &body, 409, "idempotency_conflict");
+    assert_eq!(app.count("checkout_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn validation_failures_are_not_stored() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    let mut bad = seed_request();
+    bad["pricing_amount"] = json!("0");
+    let (status, body, _) = post_with_key(&app, key, "retry-me", &bad, None).await;
+    assert_error(status, &body, 400, "parameter_invalid");
+    let (status, body, replayed) =
+        post_with_key(&app, key, "retry-me", &seed_request(), None).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(!replayed);
+    for bad_key in ["", &"k".repeat(256), "tab\there"] {
+        let res = app
+            .client
+            .post(format!("{}/v1/checkout/sessions", app.base))
+            .bearer_auth(key)
+            .header("Idempotency-Key", bad_key)
+            .json(&seed_request())
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = read(res).await;
+        let e = assert_error(status, &body, 400, "parameter_invalid");
+        assert_eq!(e["param"], "Idempotency-Key");
+    }
+    assert_eq!(app.count("checkout_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn keys_are_scoped_to_merchant_and_mode() {
+    let app = TestApp::spawn().await;
+    let other = app.new_merchant("Other").await;
+    let (s1, a, _) = post_with_key(
+        &app,
+        &app.merchant.test_key,
+        "shared",
+        &seed_request(),
+        None,
+    )
+    .await;
+    let (s2, b, r2) = post_with_key(
+        &app,
+        &app.merchant.live_key,
+        "shared",
+        &seed_request(),
+        None,
+    )
+    .await;
+    let (s3, c, r3) = post_with_key(&app, &other.test_key, "shared", &seed_request(), None).await;
+    assert_eq!((s1.as_u16(), s2.as_u16(), s3.as_u16()), (201, 201, 201));
+    assert!(!r2 && !r3);
+    assert_ne!(a["id"], b["id"]);
+    assert_ne!(a["id"], c["id"]);
+    assert_eq!(b["livemode"], true);
+    assert_eq!(app.count("checkout_sessions").await, 3);
+}
+
+#[tokio::test]
+async fn a_running_claim_is_in_progress_until_it_goes_stale_then_taken_over_once() {
+    let app = TestApp::spawn_with(TEST_CONFIG, |c| {
+        c.idempotency.lock_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let key = &app.merchant.test_key;
+    // A process claimed the key and died before writing anything: simulate its claim row.
+    let (status, first, _) = post_with_key(&app, key, "probe", &seed_request(), None).await;
+    assert_eq!(status, 201, "{first}");
+    let hash: Vec<u8> =
+        sqlx::query_scalar("SELECT request_hash FROM idempotency_keys WHERE key = 'probe'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (merchant_id, livemode, key, request_hash, state, owner, locked_at)
+         SELECT merchant_id, livemode, 'dead', request_hash, 'running', gen_random_uuid(), now()
+         FROM idempotency_keys WHERE key = 'probe'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(hash.len(), 32);
+    let (status, body, _) = post_with_key(&app, key, "dead", &seed_request(), None).await;
+    assert_error(status, &body, 409, "request_in_progress");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Stale: many retries race; exactly one takes over and creates the session, the rest wait or replay.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let client = app.client.clone();
+        let url = format!("{}/v1/checkout/sessions", app.base);
+        let k = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(k)
+                .header("Idempotency-Key", "dead")
+                .json(&seed_request())
+                .send()
+                .await
+                .unwrap();
+            read(res).await
+        }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status.as_u16() {
+            201 => bodies.push(body),
+            409 => assert_eq!(body["error"]["code"], "request_in_progress"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!bodies.is_empty());
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    assert_eq!(app.count("checkout_sessions").await, 2);
+}
+
+#[tokio::test]
+async fn fifty_simultaneous_requests_make_exactly_one_session() {
+    let app = TestApp::spawn().await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = app.client.clone();
+        let url = format!("{}/v1/checkout/sessions", app.base);
+        let k = app.merchant.test_key.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(k)
+                .header("Idempotency-Key", "race")
+                .json(&seed_request())
+                .send()
+                .await
+                .unwrap();
+            read(res).await
+        }));
+    }
+    let mut ok = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status.as_u16() {
+            201 => ok.push(body),
+            409 => assert_eq!(body["error"]["code"], "request_in_progress", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!ok.is_empty());
+    assert!(ok.iter().all(|b| b == &ok[0]), "every 2xx body identical");
+    assert_eq!(app.count("checkout_sessions").await, 1);
+}
+
+#[tokio::test]
+async fn other_posts_are_replayed_too() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    let (_, s) = app.create_session(key, seed_request()).await;
+    let url = format!(
+        "{}/v1/checkout/sessions/{}/expire",
+        app.base,
+        s["id"].as_str().unwrap()
+    );
+    let send = || {
+        app.client
+            .post(&url)
+            .bearer_auth(key)
+            .header("Idempotency-Key", "exp-1")
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert!(first.headers().get("idempotency-replayed").is_none());
+    let (s1, b1) = read(first).await;
+    let second = send().await.unwrap();
+    assert_eq!(second.headers()["idempotency-replayed"], "true");
+    let (s2, b2) = read(second).await;
+    assert_eq!(
+        (s1.as_u16(), s2.as_u16()),
+        (200, 200),
+        "the replay is the first 200, not a 410"
+    );
+    assert_eq!(b1, b2);
+}
