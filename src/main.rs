@@ -232,7 +232,9 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     startup::cancel_on_signal(shutdown.clone());
+    let cleanup = checkout_server::workers::spawn_idempotency_cleanup(state, shutdown.clone());
     app.run(shutdown).await?;
+    cleanup.await?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

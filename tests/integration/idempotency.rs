@@ -269,3 +269,43 @@ async fn other_posts_are_replayed_too() {
     );
     assert_eq!(b1, b2);
 }
+
+#[tokio::test]
+async fn cleanup_deletes_only_keys_past_retention() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    post_with_key(&app, key, "old", &seed_request(), None).await;
+    post_with_key(&app, key, "new", &seed_request(), None).await;
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE checkout_sessions SET created_at = now() - interval '25 hours' WHERE idempotency_key = 'old'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let state = checkout_server::state::AppState::new(
+        app.db.clone(),
+        checkout_server::config::Config::from_toml(TEST_CONFIG).unwrap(),
+    );
+    assert_eq!(
+        checkout_server::workers::idempotency_cleanup_tick(&state)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["new"]);
+    // The old key is free again: a new request with it makes a new session.
+    let (status, _, replayed) = post_with_key(&app, key, "old", &seed_request(), None).await;
+    assert_eq!(status, 201);
+    assert!(!replayed);
+    let (_, _, replayed) = post_with_key(&app, key, "new", &seed_request(), None).await;
+    assert!(replayed);
+    assert_eq!(app.count("checkout_sessions").await, 3);
+}
