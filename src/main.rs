@@ -8,6 +8,7 @@ use checkout_server::state::AppState;
 use checkout_server::{db, telemetry};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -258,7 +259,9 @@ async fn print_demo(pool: &sqlx::PgPool, addr: std::net::SocketAddr) -> anyhow::
     } else {
         addr.to_string()
     };
-    println!(
+    // A closed stdout (the reader went away) must not take the server down.
+    let _ = writeln!(
+        std::io::stdout(),
         r#"
 Demo merchant "{name}" ({id}), test mode, networks TRON and BSC (simulated).
 Test key: {key}

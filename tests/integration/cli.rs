@@ -194,6 +194,8 @@ fn start_demo(dir: &std::path::Path, db: &str) -> (std::process::Child, String, 
             url = Some(u.trim_end_matches(" \\").trim().to_owned());
         }
     }
+    // Keep the pipe open and drained for the rest of the child's life.
+    std::thread::spawn(move || for _ in lines {});
     (child, key.unwrap(), url.unwrap())
 }
 
@@ -238,6 +240,8 @@ async fn serve_demo_prints_a_working_key_and_reuses_it() {
     // A restart reuses the merchant and the key.
     let (mut child, key2, url2) = start_demo(&dir, &db);
     assert_eq!(key, key2);
+    // A fresh client: no pooled connection to the stopped server.
+    let client = reqwest::Client::new();
     let (status, _) = read(
         client
             .post(&url2)
