@@ -150,39 +150,47 @@ pub async fn release(db: &PgPool, claim: &Claim) -> sqlx::Result<()> {
 /// Deletes keys older than `retention` in small batches (row locks only, skipping busy rows),
 /// and forgets the key on sessions of that age. Returns the number of keys deleted.
 pub async fn cleanup(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Result<u64> {
+    let deleted = in_batches(
+        db,
+        "DELETE FROM idempotency_keys WHERE ctid IN (
+            SELECT ctid FROM idempotency_keys
+            WHERE created_at < now() - make_interval(secs => $1)
+            LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        retention,
+        batch,
+    )
+    .await?;
+    in_batches(
+        db,
+        "UPDATE checkout_sessions SET idempotency_key = NULL WHERE id IN (
+            SELECT id FROM checkout_sessions
+            WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
+            LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        retention,
+        batch,
+    )
+    .await?;
+    Ok(deleted)
+}
+
+/// Runs a statement taking ($1 age in seconds, $2 batch size) until a batch comes back short.
+async fn in_batches(
+    db: &PgPool,
+    sql: &'static str,
+    age: Duration,
+    batch: i64,
+) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE ctid IN (
-                SELECT ctid FROM idempotency_keys
-                WHERE created_at < now() - make_interval(secs => $1)
-                LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(interval(retention))
-        .bind(batch)
-        .execute(db)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < batch as u64 {
-            break;
+        let done = sqlx::query(sql)
+            .bind(interval(age))
+            .bind(batch)
+            .execute(db)
+            .await?
+            .rows_affected();
+        total += done;
+        if done < batch as u64 {
+            return Ok(total);
         }
     }
-    loop {
-        let cleared = sqlx::query(
-            "UPDATE checkout_sessions SET idempotency_key = NULL WHERE id IN (
-                SELECT id FROM checkout_sessions
-                WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
-                LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(interval(retention))
-        .bind(batch)
-        .execute(db)
-        .await?
-        .rows_affected();
-        if cleared < batch as u64 {
-            break;
-        }
-    }
-    Ok(total)
 }

@@ -230,6 +230,11 @@ impl Paging {
         })
     }
 
+    /// Rows to skip before this page.
+    pub fn offset(&self) -> i64 {
+        (self.page - 1).saturating_mul(self.page_size)
+    }
+
     pub fn meta(&self, total: i64) -> Value {
         let total_pages = (total + self.page_size - 1) / self.page_size;
         serde_json::json!({

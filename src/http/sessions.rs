@@ -209,8 +209,8 @@ async fn list(
         &auth.merchant,
         auth.mode,
         &filter,
-        paging.page,
         paging.page_size,
+        paging.offset(),
     )
     .await?;
     let data: Vec<Value> = rows

@@ -77,7 +77,7 @@ async fn list(
         auth.merchant.id,
         auth.mode.livemode(),
         paging.page_size,
-        (paging.page - 1) * paging.page_size,
+        paging.offset(),
     )
     .await?;
     let data: Vec<Value> = rows.iter().map(sub_merchant_json).collect();

@@ -249,17 +249,25 @@ pub async fn create(
     Ok(row)
 }
 
+fn session_missing(id: &str) -> ApiError {
+    ApiError::not_found(format!("no checkout session '{id}'"))
+}
+
+/// A malformed id is as missing as an unknown one.
+fn parse_id(id: &str) -> ApiResult<SessionId> {
+    SessionId::parse(id).ok_or_else(|| session_missing(id))
+}
+
 pub async fn retrieve(
     state: &AppState,
     merchant: &Merchant,
     mode: Mode,
     id: &str,
 ) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
-    let not_found = || ApiError::not_found(format!("no checkout session '{id}'"));
-    let id = SessionId::parse(id).ok_or_else(not_found)?;
+    let id = parse_id(id)?;
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| session_missing(id.as_str()))?;
     let txs = db::transactions_of(&state.db, std::slice::from_ref(&row.id)).await?;
     Ok((row, txs))
 }
@@ -269,16 +277,16 @@ pub async fn list(
     merchant: &Merchant,
     mode: Mode,
     filter: &SessionFilter,
-    page: i64,
-    page_size: i64,
+    limit: i64,
+    offset: i64,
 ) -> ApiResult<(Vec<SessionRow>, Vec<TransactionRow>, i64)> {
     let (rows, total) = db::list(
         &state.db,
         merchant.id,
         mode.livemode(),
         filter,
-        page_size,
-        (page - 1).saturating_mul(page_size),
+        limit,
+        offset,
     )
     .await?;
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
@@ -292,8 +300,7 @@ pub async fn expire(
     mode: Mode,
     id: &str,
 ) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
-    let not_found = || ApiError::not_found(format!("no checkout session '{id}'"));
-    let id = SessionId::parse(id).ok_or_else(not_found)?;
+    let id = parse_id(id)?;
     if let Some(row) = db::expire_open(&state.db, merchant.id, mode.livemode(), id.as_str()).await?
     {
         tracing::info!(session.id = %row.id, "session expired on request");
@@ -302,7 +309,7 @@ pub async fn expire(
     }
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| session_missing(id.as_str()))?;
     Err(match SessionStatus::parse(&row.status) {
         Some(SessionStatus::Expired) => {
             ApiError::gone("session_expired", "this session has already expired")

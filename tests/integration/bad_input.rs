@@ -409,16 +409,13 @@ async fn malformed_bodies_are_refused_and_write_nothing() {
 async fn bad_headers_are_refused() {
     let app = TestApp::spawn().await;
     for code in ["", "_leading", "has space", &"x".repeat(101), "emoji✓"] {
-        let res = app
-            .client
-            .post(format!("{}/v1/checkout/sessions", app.base))
-            .bearer_auth(&app.merchant.test_key)
-            .header("X-Sub-Merchant-Code", code.as_bytes())
-            .json(&seed_request())
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = read(res).await;
+        let (status, body, _) = app
+            .create_session_with(
+                &app.merchant.test_key,
+                &seed_request(),
+                &[("X-Sub-Merchant-Code", code)],
+            )
+            .await;
         let e = assert_error(status, &body, 400, "parameter_invalid");
         assert_eq!(e["param"], "X-Sub-Merchant-Code");
     }

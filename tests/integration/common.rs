@@ -129,6 +129,58 @@ impl TestApp {
             .await
     }
 
+    /// Creates a session with extra headers; also says whether the answer was a replay.
+    pub async fn create_session_with(
+        &self,
+        key: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value, bool) {
+        let res = send_create(&self.client, &self.base, key, body, headers).await;
+        let replayed = res
+            .headers()
+            .get("idempotency-replayed")
+            .is_some_and(|v| v == "true");
+        let (status, value) = read(res).await;
+        (status, value, replayed)
+    }
+
+    /// Sends `n` creates at once, each with the same headers and the body `body(i)`.
+    pub async fn concurrent_creates(
+        &self,
+        n: usize,
+        headers: &[(&str, &str)],
+        body: impl Fn(usize) -> Value,
+    ) -> Vec<(StatusCode, Value)> {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (client, base, key, headers, body) = (
+                    self.client.clone(),
+                    self.base.clone(),
+                    self.merchant.test_key.clone(),
+                    headers.clone(),
+                    body(i),
+                );
+                tokio::spawn(async move {
+                    let headers: Vec<(&str, &str)> = headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    read(send_create(&client, &base, &key, &body, &headers).await).await
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        out
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
         self.request(Method::GET, path, Some(key), None).await
     }
@@ -154,6 +206,27 @@ pub async fn create_merchant(db: &PgPool, name: &str, own_xpubs: bool) -> Mercha
         test_key: created.test_key.expose_secret().to_owned(),
         live_key: created.live_key.unwrap().expose_secret().to_owned(),
     }
+}
+
+/// Header values go out as raw bytes, so tests can send non-ASCII ones.
+async fn send_create(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client
+        .post(format!("{base}/v1/checkout/sessions"))
+        .bearer_auth(key)
+        .json(body);
+    for (name, value) in headers {
+        req = req.header(
+            *name,
+            reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+        );
+    }
+    req.send().await.unwrap()
 }
 
 pub async fn read(res: reqwest::Response) -> (StatusCode, Value) {

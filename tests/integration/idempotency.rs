@@ -11,22 +11,22 @@ async fn post_with_key(
     body: &Value,
     sub: Option<&str>,
 ) -> (StatusCode, Value, bool) {
-    let mut req = app
-        .client
-        .post(format!("{}/v1/checkout/sessions", app.base))
-        .bearer_auth(key)
-        .header("Idempotency-Key", idem)
-        .json(body);
-    if let Some(sub) = sub {
-        req = req.header("X-Sub-Merchant-Code", sub);
+    let mut headers = vec![("Idempotency-Key", idem)];
+    headers.extend(sub.map(|sub| ("X-Sub-Merchant-Code", sub)));
+    app.create_session_with(key, body, &headers).await
+}
+
+/// The 201 bodies of racing requests; every other answer must be `request_in_progress`.
+fn created_bodies(results: Vec<(StatusCode, Value)>) -> Vec<Value> {
+    let mut created = Vec::new();
+    for (status, body) in results {
+        match status.as_u16() {
+            201 => created.push(body),
+            409 => assert_eq!(body["error"]["code"], "request_in_progress", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
     }
-    let res = req.send().await.unwrap();
-    let replayed = res
-        .headers()
-        .get("idempotency-replayed")
-        .is_some_and(|v| v == "true");
-    let (status, value) = read(res).await;
-    (status, value, replayed)
+    created
 }
 
 #[tokio::test]
@@ -101,16 +101,7 @@ async fn validation_failures_are_not_stored() {
     assert_eq!(status, 201, "{body}");
     assert!(!replayed);
     for bad_key in ["", &"k".repeat(256), "tab\there"] {
-        let res = app
-            .client
-            .post(format!("{}/v1/checkout/sessions", app.base))
-            .bearer_auth(key)
-            .header("Idempotency-Key", bad_key)
-            .json(&seed_request())
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = read(res).await;
+        let (status, body, _) = post_with_key(&app, key, bad_key, &seed_request(), None).await;
         let e = assert_error(status, &body, 400, "parameter_invalid");
         assert_eq!(e["param"], "Idempotency-Key");
     }
@@ -174,32 +165,10 @@ async fn a_running_claim_is_in_progress_until_it_goes_stale_then_taken_over_once
     assert_error(status, &body, 409, "request_in_progress");
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     // Stale: many retries race; exactly one takes over and creates the session, the rest wait or replay.
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let client = app.client.clone();
-        let url = format!("{}/v1/checkout/sessions", app.base);
-        let k = key.clone();
-        tasks.push(tokio::spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(k)
-                .header("Idempotency-Key", "dead")
-                .json(&seed_request())
-                .send()
-                .await
-                .unwrap();
-            read(res).await
-        }));
-    }
-    let mut bodies = Vec::new();
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
-        match status.as_u16() {
-            201 => bodies.push(body),
-            409 => assert_eq!(body["error"]["code"], "request_in_progress"),
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let bodies = created_bodies(
+        app.concurrent_creates(10, &[("Idempotency-Key", "dead")], |_| seed_request())
+            .await,
+    );
     assert!(!bodies.is_empty());
     assert!(bodies.iter().all(|b| b == &bodies[0]));
     assert_eq!(app.count("checkout_sessions").await, 2);
@@ -208,32 +177,10 @@ async fn a_running_claim_is_in_progress_until_it_goes_stale_then_taken_over_once
 #[tokio::test]
 async fn fifty_simultaneous_requests_make_exactly_one_session() {
     let app = TestApp::spawn().await;
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let client = app.client.clone();
-        let url = format!("{}/v1/checkout/sessions", app.base);
-        let k = app.merchant.test_key.clone();
-        tasks.push(tokio::spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(k)
-                .header("Idempotency-Key", "race")
-                .json(&seed_request())
-                .send()
-                .await
-                .unwrap();
-            read(res).await
-        }));
-    }
-    let mut ok = Vec::new();
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
-        match status.as_u16() {
-            201 => ok.push(body),
-            409 => assert_eq!(body["error"]["code"], "request_in_progress", "{body}"),
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let ok = created_bodies(
+        app.concurrent_creates(50, &[("Idempotency-Key", "race")], |_| seed_request())
+            .await,
+    );
     assert!(!ok.is_empty());
     assert!(ok.iter().all(|b| b == &ok[0]), "every 2xx body identical");
     assert_eq!(app.count("checkout_sessions").await, 1);

@@ -448,29 +448,17 @@ async fn expire_moves_pending_to_expired_once() {
 #[tokio::test]
 async fn concurrent_creates_get_distinct_addresses() {
     let app = TestApp::spawn().await;
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let client = app.client.clone();
-        let url = format!("{}/v1/checkout/sessions", app.base);
-        let key = app.merchant.test_key.clone();
-        let mut req = seed_request();
-        if i % 2 == 0 {
-            req["network"] = json!("BSC");
-        }
-        tasks.push(tokio::spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(key)
-                .json(&req)
-                .send()
-                .await
-                .unwrap();
-            read(res).await
-        }));
-    }
+    let results = app
+        .concurrent_creates(40, &[], |i| {
+            let mut req = seed_request();
+            if i % 2 == 0 {
+                req["network"] = json!("BSC");
+            }
+            req
+        })
+        .await;
     let mut addresses = HashSet::new();
-    for t in tasks {
-        let (status, s) = t.await.unwrap();
+    for (status, s) in results {
         assert_eq!(status, 201, "{s}");
         assert!(addresses.insert(s["pay_address"].as_str().unwrap().to_owned()));
     }
@@ -505,23 +493,13 @@ async fn sub_merchants_flow() {
         .await;
     assert_error(status, &dup, 409, "resource_already_exists");
 
-    let create_under = |code: &str| {
-        let code = code.to_owned();
-        let app = &app;
-        async move {
-            let res = app
-                .client
-                .post(format!("{}/v1/checkout/sessions", app.base))
-                .bearer_auth(&app.merchant.test_key)
-                .header("X-Sub-Merchant-Code", code)
-                .json(&seed_request())
-                .send()
-                .await
-                .unwrap();
-            read(res).await
-        }
+    let app_ref = &app;
+    let create_under = |code: &'static str| async move {
+        app_ref
+            .create_session_with(key, &seed_request(), &[("X-Sub-Merchant-Code", code)])
+            .await
     };
-    let (status, s) = create_under("shop_tokyo").await;
+    let (status, s, _) = create_under("shop_tokyo").await;
     assert_eq!(status, 201, "{s}");
     assert_eq!(s["sub_merchant_code"], "shop_tokyo");
     assert_eq!(s["merchant_name"], "Tokyo Shop");
@@ -536,10 +514,10 @@ async fn sub_merchants_flow() {
     assert_eq!(all["meta"]["total"], 2);
 
     let before = app.count("checkout_sessions").await;
-    let (status, body) = create_under("shop_osaka").await;
+    let (status, body, _) = create_under("shop_osaka").await;
     let e = assert_error(status, &body, 400, "parameter_invalid");
     assert_eq!(e["param"], "X-Sub-Merchant-Code");
-    let (status, body) = create_under("_bad").await;
+    let (status, body, _) = create_under("_bad").await;
     assert_error(status, &body, 400, "parameter_invalid");
 
     let (status, patched) = app
@@ -553,7 +531,7 @@ async fn sub_merchants_flow() {
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["status"], "suspended");
     assert_eq!(patched["display_name"], "Tokyo");
-    let (status, body) = create_under("shop_tokyo").await;
+    let (status, body, _) = create_under("shop_tokyo").await;
     let e = assert_error(status, &body, 400, "parameter_invalid");
     assert_eq!(e["param"], "X-Sub-Merchant-Code");
     assert_eq!(app.count("checkout_sessions").await, before);
