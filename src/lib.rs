@@ -1,9 +1,11 @@
 //! A self-hosted hosted-checkout server for stablecoin payments (IronixPay-compatible API).
 
+pub mod chain;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod faults;
 pub mod http;
 pub mod localdb;
 pub mod service;

@@ -1,5 +1,6 @@
 use crate::config::Config;
 use crate::domain::address::AccountXpub;
+use crate::faults::Faults;
 use crate::service::pricing::RateService;
 use dashmap::DashMap;
 use sqlx::PgPool;
@@ -12,6 +13,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub rates: Arc<RateService>,
     pub xpubs: Arc<XpubCache>,
+    /// Crash points that tests arm; inert otherwise.
+    pub faults: Arc<Faults>,
 }
 
 impl AppState {
@@ -22,6 +25,7 @@ impl AppState {
             config: Arc::new(config),
             rates,
             xpubs: Arc::new(XpubCache::default()),
+            faults: Arc::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
 use crate::domain::urls::HttpUrl;
 use crate::error::{ApiError, ApiResult};
+use crate::faults::FaultPoint;
 use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
@@ -244,7 +245,9 @@ pub async fn create(
                 "another request with this Idempotency-Key took over; retry to get its result",
             )
         })?;
+    state.faults.hit(FaultPoint::SessionWritten);
     tx.commit().await?;
+    state.faults.hit(FaultPoint::SessionCommitted);
     tracing::info!(session.id = %row.id, network = %row.network, amount = %row.amount, "session created");
     Ok(row)
 }

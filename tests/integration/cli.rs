@@ -170,11 +170,20 @@ fn a_bad_config_stops_start_up_with_one_line_naming_the_key() {
 
 /// Starts `serve --demo` in `dir`; returns the child, the key and the curl URL it printed.
 fn start_demo(dir: &std::path::Path, db: &str) -> (std::process::Child, String, String) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--demo"])
-        .current_dir(dir)
         .env("DATABASE_URL", db)
-        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("BIND_ADDR", "127.0.0.1:0");
+    spawn_demo(command, dir)
+}
+
+fn spawn_demo(
+    mut command: Command,
+    dir: &std::path::Path,
+) -> (std::process::Child, String, String) {
+    let mut child = command
+        .current_dir(dir)
         .env_remove("CHECKOUT_CONFIG")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -183,7 +192,7 @@ fn start_demo(dir: &std::path::Path, db: &str) -> (std::process::Child, String, 
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut key, mut url) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while key.is_none() || url.is_none() {
         assert!(Instant::now() < deadline, "demo output did not appear");
         let line = lines.next().expect("demo output").unwrap();
@@ -261,5 +270,97 @@ async fn serve_demo_prints_a_working_key_and_reuses_it() {
         .await
         .unwrap();
     assert_eq!(merchants, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `serve --demo` where nothing answers on the default URL: run in a fresh network namespace
+/// (only loopback, so the machine's PostgreSQL on :5432 is out of reach), it must start a
+/// private PostgreSQL under ./.data/, serve with it, stop it on exit and reuse it on restart.
+#[test]
+fn serve_demo_without_postgres_runs_a_private_one_under_dot_data() {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !(is_root && have("unshare") && have("nsenter") && have("curl") && have("ip")) {
+        eprintln!("skipped: needs root, unshare, nsenter, ip and curl");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("cs-localdb-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let isolated_demo = || {
+        let mut command = Command::new("unshare");
+        command
+            .args([
+                "-n",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$0\" serve --demo",
+                BIN,
+            ])
+            .env_remove("DATABASE_URL")
+            .env("BIND_ADDR", "127.0.0.1:8080");
+        command
+    };
+    let create_in_namespace = |pid: u32, url: &str, key: &str| -> Value {
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                url,
+            ])
+            .args(["-H", &format!("Authorization: Bearer {key}")])
+            .args(["-H", "Content-Type: application/json"])
+            .args(["-d", &seed_request().to_string()])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("a JSON session")
+    };
+    let stop = |mut child: std::process::Child| {
+        // SIGTERM, as an operator's Ctrl-C: the server stops its PostgreSQL on the way out.
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "clean exit: {status:?}");
+    };
+    let pid_file = dir.join(".data/postgres/postmaster.pid");
+
+    let (child, key, url) = spawn_demo(isolated_demo(), &dir);
+    assert!(
+        pid_file.is_file(),
+        "the private PostgreSQL runs from ./.data/postgres"
+    );
+    let session = create_in_namespace(child.id(), &url, &key);
+    assert_eq!(session["status"], "Pending", "{session}");
+    assert_eq!(session["pay_address"], "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH");
+    stop(child);
+    assert!(!pid_file.exists(), "stopped with the server");
+
+    // A restart reuses the cluster, the merchant, the key and the address counter.
+    let (child, key2, url2) = spawn_demo(isolated_demo(), &dir);
+    assert_eq!(key, key2);
+    let session = create_in_namespace(child.id(), &url2, &key2);
+    assert_ne!(
+        session["pay_address"], "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH",
+        "index 1 now"
+    );
+    assert!(session["pay_address"].as_str().unwrap().starts_with('T'));
+    stop(child);
+    assert!(!pid_file.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

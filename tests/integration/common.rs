@@ -64,6 +64,7 @@ pub struct TestApp {
     pub db: PgPool,
     pub client: reqwest::Client,
     pub merchant: Merchant,
+    pub faults: std::sync::Arc<checkout_server::faults::Faults>,
     shutdown: CancellationToken,
 }
 
@@ -86,6 +87,7 @@ impl TestApp {
         adjust(&mut config);
         let db = checkout_server::db::connect(&db_url).await.unwrap();
         let state = AppState::new(db.clone(), config);
+        let faults = state.faults.clone();
         let app = Application::bind(state, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -98,6 +100,7 @@ impl TestApp {
             db,
             client: reqwest::Client::new(),
             merchant,
+            faults,
             shutdown,
         }
     }

@@ -1,6 +1,7 @@
 //! Idempotency-Key: replay, conflict, in-progress, validation not stored, scoping, takeover, races.
 
 use crate::common::*;
+use checkout_server::faults::FaultPoint;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -172,6 +173,62 @@ async fn a_running_claim_is_in_progress_until_it_goes_stale_then_taken_over_once
     assert!(!bodies.is_empty());
     assert!(bodies.iter().all(|b| b == &bodies[0]));
     assert_eq!(app.count("checkout_sessions").await, 2);
+}
+
+/// The process dies after the session's transaction committed, before any response or
+/// middleware bookkeeping: the retry must return that session, never create a second one.
+#[tokio::test]
+async fn a_crash_after_the_session_commits_replays_that_session_on_retry() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    app.faults.arm(FaultPoint::SessionCommitted);
+    let (status, _, _) = post_with_key(&app, key, "crash-1", &seed_request(), None).await;
+    assert_eq!(status, 500, "the injected crash");
+    assert_eq!(
+        app.count("checkout_sessions").await,
+        1,
+        "the session was written"
+    );
+    let id: String = sqlx::query_scalar("SELECT id FROM checkout_sessions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+
+    let (status, body, replayed) = post_with_key(&app, key, "crash-1", &seed_request(), None).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(replayed);
+    assert_eq!(body["id"], id.as_str(), "the session that exists");
+    assert_eq!(app.count("checkout_sessions").await, 1);
+}
+
+/// The process dies after writing the session but before its commit: nothing of the session
+/// survives, the claim is left running, and once it goes stale one retry creates the session.
+#[tokio::test]
+async fn a_crash_before_the_commit_leaves_no_session_and_the_retry_creates_exactly_one() {
+    let app = TestApp::spawn_with(TEST_CONFIG, |c| {
+        c.idempotency.lock_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let key = &app.merchant.test_key;
+    app.faults.arm(FaultPoint::SessionWritten);
+    let (status, _, _) = post_with_key(&app, key, "crash-2", &seed_request(), None).await;
+    assert_eq!(status, 500, "the injected crash");
+    assert_eq!(app.count("checkout_sessions").await, 0, "rolled back");
+    let (status, body, _) = post_with_key(&app, key, "crash-2", &seed_request(), None).await;
+    assert_error(status, &body, 409, "request_in_progress");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let bodies = created_bodies(
+        app.concurrent_creates(5, &[("Idempotency-Key", "crash-2")], |_| seed_request())
+            .await,
+    );
+    assert!(!bodies.is_empty());
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    assert_eq!(app.count("checkout_sessions").await, 1);
+    let (status, again, replayed) =
+        post_with_key(&app, key, "crash-2", &seed_request(), None).await;
+    assert_eq!((status.as_u16(), replayed), (201, true));
+    assert_eq!(again, bodies[0]);
 }
 
 #[tokio::test]

@@ -1,0 +1,596 @@
+//! A JSON-RPC client for EVM-style nodes (and TRON's `/jsonrpc`): several URLs with failover,
+//! per-call timeouts, exponential backoff with jitter on errors and HTTP 429, custom headers per
+//! URL, and `eth_getLogs` ranges split to the provider's limit. Every value a node sends is
+//! parsed defensively: a malformed answer is an error, never a panic.
+
+use alloy_primitives::{B256, U256};
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// ERC-20 `Transfer(address,address,uint256)`.
+pub const TRANSFER_TOPIC: &str =
+    "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("HTTP {0}")]
+    Http(StatusCode),
+    #[error("rate limited (HTTP 429)")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("node error {code}: {message}")]
+    Node { code: i64, message: String },
+    #[error("malformed answer to {method}: {detail}")]
+    Malformed { method: String, detail: String },
+}
+
+impl RpcError {
+    /// Node errors that mean "ask for fewer blocks" rather than "this node is broken".
+    fn asks_for_a_smaller_range(&self) -> bool {
+        match self {
+            RpcError::Node { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                [
+                    "range",
+                    "limit",
+                    "too many",
+                    "exceed",
+                    "too large",
+                    "query returned more than",
+                    "response size",
+                ]
+                .iter()
+                .any(|needle| m.contains(needle))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempts: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(15),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a random delay in [0, min(max, base·2^attempt)].
+    fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+}
+
+struct Endpoint {
+    url: String,
+    headers: HeaderMap,
+}
+
+pub struct RpcClient {
+    http: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    /// The endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+    policy: RetryPolicy,
+    max_block_range: u64,
+    calls: AtomicU64,
+}
+
+/// A log as the node reports it, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub address: [u8; 20],
+    pub topics: Vec<B256>,
+    pub data: Vec<u8>,
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub tx_hash: B256,
+    pub log_index: u64,
+    pub removed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub number: u64,
+    pub hash: B256,
+    pub timestamp: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub succeeded: bool,
+    pub block_hash: B256,
+    pub block_number: u64,
+    pub logs: Vec<Log>,
+}
+
+#[derive(Deserialize)]
+struct RawLog {
+    address: String,
+    topics: Vec<String>,
+    data: String,
+    #[serde(rename = "blockNumber")]
+    block_number: Option<String>,
+    #[serde(rename = "blockHash")]
+    block_hash: Option<String>,
+    #[serde(rename = "transactionHash")]
+    transaction_hash: Option<String>,
+    #[serde(rename = "logIndex")]
+    log_index: Option<String>,
+    #[serde(default)]
+    removed: bool,
+}
+
+#[derive(Deserialize)]
+struct RawBlock {
+    number: String,
+    hash: String,
+    timestamp: String,
+}
+
+#[derive(Deserialize)]
+struct RawReceipt {
+    status: Option<String>,
+    #[serde(rename = "blockHash")]
+    block_hash: String,
+    #[serde(rename = "blockNumber")]
+    block_number: String,
+    #[serde(default)]
+    logs: Vec<RawLog>,
+}
+
+pub fn parse_quantity(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("0x")?;
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+pub fn quantity(n: u64) -> String {
+    format!("{n:#x}")
+}
+
+fn parse_hash(s: &str) -> Option<B256> {
+    if s.len() != 66 {
+        return None;
+    }
+    B256::from_str(s).ok()
+}
+
+fn parse_bytes(s: &str) -> Option<Vec<u8>> {
+    hex::decode(s.strip_prefix("0x")?).ok()
+}
+
+/// A node's 20-byte address, `0x` + 40 hex digits, or TRON's `41`-prefixed 21-byte form.
+pub fn parse_address_hex(s: &str) -> Option<[u8; 20]> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    let digits = match digits.len() {
+        40 => digits,
+        42 if digits.starts_with("41") => &digits[2..],
+        _ => return None,
+    };
+    let mut out = [0u8; 20];
+    hex::decode_to_slice(digits, &mut out).ok()?;
+    Some(out)
+}
+
+impl RawLog {
+    fn parse(self) -> Option<Log> {
+        Some(Log {
+            address: parse_address_hex(&self.address)?,
+            topics: self
+                .topics
+                .iter()
+                .map(|t| parse_hash(t))
+                .collect::<Option<_>>()?,
+            data: parse_bytes(&self.data)?,
+            block_number: parse_quantity(self.block_number.as_deref()?)?,
+            block_hash: parse_hash(self.block_hash.as_deref()?)?,
+            tx_hash: parse_hash(self.transaction_hash.as_deref()?)?,
+            log_index: parse_quantity(self.log_index.as_deref()?)?,
+            removed: self.removed,
+        })
+    }
+}
+
+/// A `Transfer` log decoded: the recipient and the raw value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferLog {
+    pub token: [u8; 20],
+    pub from: [u8; 20],
+    pub to: [u8; 20],
+    pub value: U256,
+}
+
+impl Log {
+    /// `None` for anything that is not a well-formed ERC-20 `Transfer` log.
+    pub fn as_transfer(&self) -> Option<TransferLog> {
+        let topic0 = B256::from_str(TRANSFER_TOPIC).ok()?;
+        if self.topics.len() != 3 || self.topics[0] != topic0 || self.data.len() != 32 {
+            return None;
+        }
+        let word_address = |word: &B256| -> Option<[u8; 20]> {
+            let (pad, tail) = word.0.split_at(12);
+            pad.iter().all(|b| *b == 0).then(|| tail.try_into().ok())?
+        };
+        Some(TransferLog {
+            token: self.address,
+            from: word_address(&self.topics[1])?,
+            to: word_address(&self.topics[2])?,
+            value: U256::from_be_slice(&self.data),
+        })
+    }
+}
+
+fn malformed(method: &str, detail: impl Into<String>) -> RpcError {
+    RpcError::Malformed {
+        method: method.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+impl RpcClient {
+    /// `urls` in order of preference; `headers` are sent to every URL (e.g. `TRON-PRO-API-KEY`).
+    pub fn new(
+        urls: &[String],
+        headers: &[(String, String)],
+        policy: RetryPolicy,
+        max_block_range: u64,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "no RPC URL");
+        let mut header_map = HeaderMap::new();
+        for (name, value) in headers {
+            header_map.insert(
+                HeaderName::from_bytes(name.as_bytes())?,
+                HeaderValue::from_str(value)?,
+            );
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(policy.timeout)
+            .connect_timeout(policy.timeout.min(Duration::from_secs(5)))
+            .build()?;
+        Ok(Self {
+            http,
+            endpoints: urls
+                .iter()
+                .map(|url| Endpoint {
+                    url: url.clone(),
+                    headers: header_map.clone(),
+                })
+                .collect(),
+            preferred: AtomicUsize::new(0),
+            policy,
+            max_block_range: max_block_range.max(1),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// HTTP requests sent so far (for benchmarks and lag reports).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    async fn call_once(
+        &self,
+        endpoint: &Endpoint,
+        method: &str,
+        params: &Value,
+    ) -> Result<Value, RpcError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let response = self
+            .http
+            .post(&endpoint.url)
+            .headers(endpoint.headers.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| RpcError::Transport(e.without_url().to_string()))?;
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(60)));
+            return Err(RpcError::RateLimited { retry_after });
+        }
+        if !status.is_success() {
+            return Err(RpcError::Http(status));
+        }
+        let envelope: Value = response
+            .json()
+            .await
+            .map_err(|e| malformed(method, e.without_url().to_string()))?;
+        if let Some(error) = envelope.get("error").filter(|e| !e.is_null()) {
+            return Err(RpcError::Node {
+                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no message)")
+                    .chars()
+                    .take(300)
+                    .collect(),
+            });
+        }
+        envelope
+            .get("result")
+            .cloned()
+            .ok_or_else(|| malformed(method, "no result"))
+    }
+
+    /// Calls `method`, starting at the preferred URL and failing over to the next one on
+    /// every error; after each failed attempt it backs off with jitter. A node's answer that
+    /// asks for a smaller range is returned at once (the caller splits).
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let n = self.endpoints.len();
+        let mut last = None;
+        for attempt in 0..self.policy.attempts {
+            let index = (self.preferred.load(Ordering::Relaxed) + attempt as usize) % n;
+            match self
+                .call_once(&self.endpoints[index], method, &params)
+                .await
+            {
+                Ok(value) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(e) if e.asks_for_a_smaller_range() => return Err(e),
+                Err(e) => {
+                    tracing::debug!(method, url = index, error = %e, "RPC call failed");
+                    let mut delay = self.policy.delay(attempt);
+                    if let RpcError::RateLimited {
+                        retry_after: Some(after),
+                    } = &e
+                    {
+                        delay = delay.max(*after);
+                    }
+                    last = Some(e);
+                    if attempt + 1 < self.policy.attempts {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RpcError::Transport("no attempt made".into())))
+    }
+
+    pub async fn block_number(&self) -> Result<u64, RpcError> {
+        let v = self.call("eth_blockNumber", json!([])).await?;
+        v.as_str()
+            .and_then(parse_quantity)
+            .ok_or_else(|| malformed("eth_blockNumber", v.to_string()))
+    }
+
+    pub async fn block(&self, number: u64) -> Result<Option<BlockHeader>, RpcError> {
+        let v = self
+            .call("eth_getBlockByNumber", json!([quantity(number), false]))
+            .await?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        let raw: RawBlock = serde_json::from_value(v)
+            .map_err(|e| malformed("eth_getBlockByNumber", e.to_string()))?;
+        Ok(Some(BlockHeader {
+            number: parse_quantity(&raw.number)
+                .ok_or_else(|| malformed("eth_getBlockByNumber", "number"))?,
+            hash: parse_hash(&raw.hash).ok_or_else(|| malformed("eth_getBlockByNumber", "hash"))?,
+            timestamp: parse_quantity(&raw.timestamp)
+                .ok_or_else(|| malformed("eth_getBlockByNumber", "timestamp"))?,
+        }))
+    }
+
+    pub async fn receipt(&self, tx_hash: &B256) -> Result<Option<Receipt>, RpcError> {
+        const METHOD: &str = "eth_getTransactionReceipt";
+        let v = self.call(METHOD, json!([tx_hash.to_string()])).await?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        let raw: RawReceipt =
+            serde_json::from_value(v).map_err(|e| malformed(METHOD, e.to_string()))?;
+        Ok(Some(Receipt {
+            // Pre-Byzantium receipts have no status; every chain we serve has it.
+            succeeded: raw.status.as_deref().and_then(parse_quantity) == Some(1),
+            block_hash: parse_hash(&raw.block_hash)
+                .ok_or_else(|| malformed(METHOD, "blockHash"))?,
+            block_number: parse_quantity(&raw.block_number)
+                .ok_or_else(|| malformed(METHOD, "blockNumber"))?,
+            logs: raw
+                .logs
+                .into_iter()
+                .map(|l| l.parse().ok_or_else(|| malformed(METHOD, "log")))
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    /// `Transfer` logs of `contracts` in `[from, to]`, in ranges of at most the configured
+    /// size, halving a range whenever the node says it is too large.
+    pub async fn transfer_logs(
+        &self,
+        contracts: &[[u8; 20]],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Log>, RpcError> {
+        const METHOD: &str = "eth_getLogs";
+        let addresses: Vec<String> = contracts
+            .iter()
+            .map(|c| format!("0x{}", hex::encode(c)))
+            .collect();
+        let mut out = Vec::new();
+        let mut start = from;
+        let mut span = self.max_block_range;
+        while start <= to {
+            let end = to.min(start.saturating_add(span - 1));
+            let params = json!([{
+                "fromBlock": quantity(start),
+                "toBlock": quantity(end),
+                "address": addresses,
+                "topics": [TRANSFER_TOPIC],
+            }]);
+            match self.call(METHOD, params).await {
+                Ok(Value::Array(items)) => {
+                    for item in items {
+                        let raw: RawLog = serde_json::from_value(item)
+                            .map_err(|e| malformed(METHOD, e.to_string()))?;
+                        let log = raw.parse().ok_or_else(|| malformed(METHOD, "log fields"))?;
+                        if log.block_number < start || log.block_number > end {
+                            return Err(malformed(METHOD, "log outside the asked range"));
+                        }
+                        out.push(log);
+                    }
+                    start = end + 1;
+                }
+                Ok(other) => return Err(malformed(METHOD, format!("not an array: {other}"))),
+                Err(e) if e.asks_for_a_smaller_range() && span > 1 => span = (span / 2).max(1),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("0x0"), Some(0));
+        assert_eq!(parse_quantity("0x1b4"), Some(436));
+        assert_eq!(parse_quantity("0xffffffffffffffff"), Some(u64::MAX));
+        for bad in ["", "0x", "1b4", "0x1g", "0x10000000000000000", "-0x1"] {
+            assert_eq!(parse_quantity(bad), None, "{bad}");
+        }
+        assert_eq!(quantity(436), "0x1b4");
+    }
+
+    #[test]
+    fn addresses_in_evm_and_tron_hex_forms() {
+        let evm = parse_address_hex("0x00000000000000000000000000000000000000ff").unwrap();
+        assert_eq!(evm[19], 0xff);
+        let tron = parse_address_hex("4100000000000000000000000000000000000000ff").unwrap();
+        assert_eq!(tron, evm);
+        assert!(parse_address_hex("0x00ff").is_none());
+        assert!(parse_address_hex("0xzz000000000000000000000000000000000000ff").is_none());
+    }
+
+    fn log_json(topics: Vec<String>, data: &str) -> Value {
+        json!({
+            "address": "0x00000000000000000000000000000000000000aa",
+            "topics": topics,
+            "data": data,
+            "blockNumber": "0x10",
+            "blockHash": format!("0x{}", "11".repeat(32)),
+            "transactionHash": format!("0x{}", "22".repeat(32)),
+            "logIndex": "0x3",
+        })
+    }
+
+    #[test]
+    fn transfer_logs_decode_and_anything_else_is_not_a_transfer() {
+        let word = |byte: &str| format!("0x{}{}", "00".repeat(12), byte.repeat(20));
+        let value = format!("0x{:064x}", 10_500_000u64);
+        let raw: RawLog = serde_json::from_value(log_json(
+            vec![TRANSFER_TOPIC.into(), word("01"), word("02")],
+            &value,
+        ))
+        .unwrap();
+        let log = raw.parse().unwrap();
+        assert_eq!((log.block_number, log.log_index), (16, 3));
+        let t = log.as_transfer().unwrap();
+        assert_eq!(t.to, [2u8; 20]);
+        assert_eq!(t.from, [1u8; 20]);
+        assert_eq!(t.value, U256::from(10_500_000u64));
+
+        // Dirty padding in an address word, missing topics, wrong data length: not transfers.
+        let dirty = format!("0x{}{}", "ff".repeat(12), "02".repeat(20));
+        for (topics, data) in [
+            (
+                vec![TRANSFER_TOPIC.to_string(), word("01"), dirty],
+                value.clone(),
+            ),
+            (vec![TRANSFER_TOPIC.to_string(), word("01")], value.clone()),
+            (
+                vec![TRANSFER_TOPIC.to_string(), word("01"), word("02")],
+                "0x01".into(),
+            ),
+        ] {
+            let raw: RawLog = serde_json::from_value(log_json(topics, &data)).unwrap();
+            assert!(raw.parse().unwrap().as_transfer().is_none());
+        }
+        // The largest U256 decodes (the caller decides whether it fits).
+        let max = format!("0x{}", "ff".repeat(32));
+        let raw: RawLog = serde_json::from_value(log_json(
+            vec![TRANSFER_TOPIC.into(), word("01"), word("02")],
+            &max,
+        ))
+        .unwrap();
+        assert_eq!(raw.parse().unwrap().as_transfer().unwrap().value, U256::MAX);
+    }
+
+    #[test]
+    fn malformed_logs_are_rejected_not_panicked_on() {
+        let mut pending = log_json(vec![TRANSFER_TOPIC.into()], "0x");
+        pending["blockNumber"] = Value::Null;
+        let raw: RawLog = serde_json::from_value(pending).unwrap();
+        assert!(raw.parse().is_none());
+        let raw: RawLog = serde_json::from_value(log_json(vec!["0x12".into()], "0x")).unwrap();
+        assert!(raw.parse().is_none());
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        for attempt in 0..40 {
+            assert!(p.delay(attempt) <= Duration::from_secs(1));
+        }
+        assert!(p.delay(0) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn range_errors_are_recognised() {
+        let e = RpcError::Node {
+            code: -32005,
+            message: "query returned more than 10000 results".into(),
+        };
+        assert!(e.asks_for_a_smaller_range());
+        let e = RpcError::Node {
+            code: -32000,
+            message: "exceed maximum block range: 5000".into(),
+        };
+        assert!(e.asks_for_a_smaller_range());
+        assert!(!RpcError::Http(StatusCode::BAD_GATEWAY).asks_for_a_smaller_range());
+    }
+}
