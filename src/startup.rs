@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Application {
     listener: TcpListener,
+    local_addr: SocketAddr,
     state: AppState,
 }
 
@@ -18,19 +19,22 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        Ok(Self { listener, state })
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.local_addr
     }
 
     /// Serves until `shutdown` is cancelled; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let router = crate::http::router(self.state);
-        tracing::info!(addr = %self.listener.local_addr()?, "listening");
+        tracing::info!(addr = %self.local_addr, "listening");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;

@@ -30,6 +30,27 @@ fn created_bodies(results: Vec<(StatusCode, Value)>) -> Vec<Value> {
     created
 }
 
+/// Claims go stale after 1 s.
+async fn app_with_one_second_lock_timeout() -> TestApp {
+    TestApp::spawn_with(TEST_CONFIG, |c| {
+        c.idempotency.lock_timeout = std::time::Duration::from_secs(1)
+    })
+    .await
+}
+
+/// Waits until the running claim on `idem` is stale, then races `racers` retries: exactly one
+/// takes over and creates the session, the rest wait or replay it. Returns its body.
+async fn stale_claim_is_taken_over_once(app: &TestApp, idem: &str, racers: usize) -> Value {
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let bodies = created_bodies(
+        app.concurrent_creates(racers, &[("Idempotency-Key", idem)], |_| seed_request())
+            .await,
+    );
+    assert!(!bodies.is_empty());
+    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    bodies[0].clone()
+}
+
 #[tokio::test]
 async fn same_key_same_request_replays_the_first_response() {
     let app = TestApp::spawn().await;
@@ -140,10 +161,7 @@ async fn keys_are_scoped_to_merchant_and_mode() {
 
 #[tokio::test]
 async fn a_running_claim_is_in_progress_until_it_goes_stale_then_taken_over_once() {
-    let app = TestApp::spawn_with(TEST_CONFIG, |c| {
-        c.idempotency.lock_timeout = std::time::Duration::from_secs(1)
-    })
-    .await;
+    let app = app_with_one_second_lock_timeout().await;
     let key = &app.merchant.test_key;
     // A process claimed the key and died before writing anything: simulate its claim row.
     let (status, first, _) = post_with_key(&app, key, "probe", &seed_request(), None).await;
@@ -164,14 +182,7 @@ async fn a_running_claim_is_in_progress_until_it_goes_stale_then_taken_over_once
     assert_eq!(hash.len(), 32);
     let (status, body, _) = post_with_key(&app, key, "dead", &seed_request(), None).await;
     assert_error(status, &body, 409, "request_in_progress");
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    // Stale: many retries race; exactly one takes over and creates the session, the rest wait or replay.
-    let bodies = created_bodies(
-        app.concurrent_creates(10, &[("Idempotency-Key", "dead")], |_| seed_request())
-            .await,
-    );
-    assert!(!bodies.is_empty());
-    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    stale_claim_is_taken_over_once(&app, "dead", 10).await;
     assert_eq!(app.count("checkout_sessions").await, 2);
 }
 
@@ -205,10 +216,7 @@ async fn a_crash_after_the_session_commits_replays_that_session_on_retry() {
 /// survives, the claim is left running, and once it goes stale one retry creates the session.
 #[tokio::test]
 async fn a_crash_before_the_commit_leaves_no_session_and_the_retry_creates_exactly_one() {
-    let app = TestApp::spawn_with(TEST_CONFIG, |c| {
-        c.idempotency.lock_timeout = std::time::Duration::from_secs(1)
-    })
-    .await;
+    let app = app_with_one_second_lock_timeout().await;
     let key = &app.merchant.test_key;
     app.faults.arm(FaultPoint::SessionWritten);
     let (status, _, _) = post_with_key(&app, key, "crash-2", &seed_request(), None).await;
@@ -217,18 +225,12 @@ async fn a_crash_before_the_commit_leaves_no_session_and_the_retry_creates_exact
     let (status, body, _) = post_with_key(&app, key, "crash-2", &seed_request(), None).await;
     assert_error(status, &body, 409, "request_in_progress");
 
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let bodies = created_bodies(
-        app.concurrent_creates(5, &[("Idempotency-Key", "crash-2")], |_| seed_request())
-            .await,
-    );
-    assert!(!bodies.is_empty());
-    assert!(bodies.iter().all(|b| b == &bodies[0]));
+    let created = stale_claim_is_taken_over_once(&app, "crash-2", 5).await;
     assert_eq!(app.count("checkout_sessions").await, 1);
     let (status, again, replayed) =
         post_with_key(&app, key, "crash-2", &seed_request(), None).await;
     assert_eq!((status.as_u16(), replayed), (201, true));
-    assert_eq!(again, bodies[0]);
+    assert_eq!(again, created);
 }
 
 #[tokio::test]
