@@ -43,6 +43,7 @@ pub struct Config {
     pub rates: RatesConfig,
     pub webhooks: WebhooksConfig,
     pub idempotency: IdempotencyConfig,
+    pub watcher: WatcherConfig,
     /// Every (network, mode) pair, enabled or not.
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
 }
@@ -140,6 +141,26 @@ impl Default for IdempotencyConfig {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct WatcherConfig {
+    /// A watcher's lease on its network; another replica takes over this long after it dies.
+    pub lease: Duration,
+    /// How often open sessions past `expires_at` are checked.
+    pub expiry_interval: Duration,
+    /// Senders whose transfers block the session, as 20-byte addresses.
+    pub denylist: std::collections::HashSet<[u8; 20]>,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(15),
+            expiry_interval: Duration::from_secs(5),
+            denylist: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct WebhooksConfig {
     pub allow_private_targets: bool,
@@ -165,12 +186,25 @@ pub struct NetworkConfig {
     pub poll_interval: Duration,
     pub simulated: bool,
     pub tokens: Vec<TokenConfig>,
+    /// Largest `eth_getLogs` range this network's provider accepts.
+    pub max_block_range: u64,
+    /// Blocks scanned per watcher cycle at most (backfill proceeds in steps of this size).
+    pub max_blocks_per_scan: u64,
+    /// The watcher is stale (unready, creates refused) when its last successful cycle is older.
+    pub max_lag: Duration,
+    /// ... or when it is this many blocks behind the head.
+    pub max_lag_blocks: u64,
 }
 
 impl NetworkConfig {
     /// A network is usable in a mode when it has RPC URLs or is simulated (test mode only).
     pub fn enabled(&self) -> bool {
         self.simulated || !self.rpc_urls.is_empty()
+    }
+
+    /// Enabled and read from a chain (not simulated): a watcher runs for it.
+    pub fn watched(&self) -> bool {
+        !self.simulated && !self.rpc_urls.is_empty()
     }
 
     pub fn token(&self, token: Token) -> Option<&TokenConfig> {
@@ -192,6 +226,10 @@ impl NetworkConfig {
             public_rpc_url: None,
             poll_interval: Duration::from_millis(3000),
             simulated: false,
+            max_block_range: if network == Network::Tron { 5000 } else { 2000 },
+            max_blocks_per_scan: 10_000,
+            max_lag: Duration::from_secs(120),
+            max_lag_blocks: 500,
             tokens: defaults
                 .tokens
                 .iter()
@@ -222,6 +260,8 @@ struct RawConfig {
     webhooks: RawWebhooks,
     #[serde(default)]
     idempotency: RawIdempotency,
+    #[serde(default)]
+    watcher: RawWatcher,
     #[serde(default)]
     networks: BTreeMap<String, BTreeMap<String, RawNetwork>>,
 }
@@ -262,6 +302,14 @@ struct RawIdempotency {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawWatcher {
+    lease_seconds: Option<u64>,
+    expiry_interval_ms: Option<u64>,
+    denylist_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawWebhooks {
     allow_private_targets: Option<bool>,
 }
@@ -277,6 +325,10 @@ struct RawNetwork {
     poll_interval_ms: Option<u64>,
     simulated: Option<bool>,
     tokens: Option<BTreeMap<String, RawToken>>,
+    max_block_range: Option<u64>,
+    max_blocks_per_scan: Option<u64>,
+    max_lag_seconds: Option<u64>,
+    max_lag_blocks: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,6 +425,7 @@ impl Config {
             allow_private_targets: raw.webhooks.allow_private_targets.unwrap_or(false),
         };
         let networks = parse_networks(raw.networks)?;
+        let watcher = parse_watcher(raw.watcher)?;
         let mut idempotency = IdempotencyConfig::default();
         if let Some(secs) = raw.idempotency.lock_timeout_seconds {
             if !(1..=3600).contains(&secs) {
@@ -404,6 +457,7 @@ impl Config {
             rates,
             webhooks,
             idempotency,
+            watcher,
             networks,
         })
     }
@@ -529,6 +583,51 @@ fn parse_rates(raw: Option<RawRates>) -> Result<RatesConfig, ConfigError> {
     Ok(rates)
 }
 
+fn parse_watcher(raw: RawWatcher) -> Result<WatcherConfig, ConfigError> {
+    let mut watcher = WatcherConfig::default();
+    if let Some(secs) = raw.lease_seconds {
+        if !(2..=600).contains(&secs) {
+            return Err(err("watcher.lease_seconds", "must be between 2 and 600"));
+        }
+        watcher.lease = Duration::from_secs(secs);
+    }
+    if let Some(ms) = raw.expiry_interval_ms {
+        if !(50..=600_000).contains(&ms) {
+            return Err(err(
+                "watcher.expiry_interval_ms",
+                "must be between 50 and 600000",
+            ));
+        }
+        watcher.expiry_interval = Duration::from_millis(ms);
+    }
+    if let Some(path) = raw.denylist_file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| err("watcher.denylist_file", format!("cannot read {path}: {e}")))?;
+        watcher.denylist = parse_denylist(&text)
+            .map_err(|m| err("watcher.denylist_file", format!("{path}: {m}")))?;
+    }
+    Ok(watcher)
+}
+
+/// One address per line (TRON base58 or EVM hex); blank lines and `#` comments are skipped.
+pub fn parse_denylist(text: &str) -> Result<std::collections::HashSet<[u8; 20]>, String> {
+    let mut out = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let raw = if entry.starts_with('T') {
+            crate::domain::address::parse_tron_address(entry)
+        } else {
+            crate::domain::address::parse_evm_address(entry)
+        }
+        .map_err(|m| format!("line {}: '{entry}' {m}", i + 1))?;
+        out.insert(raw);
+    }
+    Ok(out)
+}
+
 fn parse_networks(
     raw: BTreeMap<String, BTreeMap<String, RawNetwork>>,
 ) -> Result<HashMap<(Network, Mode), NetworkConfig>, ConfigError> {
@@ -611,6 +710,36 @@ fn apply_network(
             ));
         }
         net.poll_interval = Duration::from_millis(ms);
+    }
+    if let Some(n) = raw.max_block_range {
+        if !(1..=100_000).contains(&n) {
+            return Err(err(
+                format!("{prefix}.max_block_range"),
+                "must be between 1 and 100000",
+            ));
+        }
+        net.max_block_range = n;
+    }
+    if let Some(n) = raw.max_blocks_per_scan {
+        if !(1..=1_000_000).contains(&n) {
+            return Err(err(
+                format!("{prefix}.max_blocks_per_scan"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        net.max_blocks_per_scan = n;
+    }
+    if let Some(secs) = raw.max_lag_seconds {
+        if secs == 0 {
+            return Err(err(
+                format!("{prefix}.max_lag_seconds"),
+                "must be at least 1",
+            ));
+        }
+        net.max_lag = Duration::from_secs(secs);
+    }
+    if let Some(n) = raw.max_lag_blocks {
+        net.max_lag_blocks = n;
     }
     if let Some(simulated) = raw.simulated {
         if simulated && net.mode == Mode::Live {

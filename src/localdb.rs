@@ -40,8 +40,11 @@ fn is_root() -> bool {
 impl LocalPostgres {
     /// Initializes (first time) and starts the server; returns once it accepts connections.
     pub fn start(bin_dir: PathBuf, root: &Path) -> anyhow::Result<Self> {
+        // Absolute: the server runs from its data directory, and the socket path must resolve.
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
         let data_dir = std::fs::canonicalize(root)
-            .unwrap_or_else(|_| root.to_path_buf())
+            .with_context(|| format!("cannot resolve {}", root.display()))?
             .join("postgres");
         let this = Self {
             bin_dir,

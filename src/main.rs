@@ -233,9 +233,13 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     startup::cancel_on_signal(shutdown.clone());
-    let cleanup = checkout_server::workers::spawn_idempotency_cleanup(state, shutdown.clone());
-    app.run(shutdown).await?;
-    cleanup.await?;
+    let workers = checkout_server::workers::spawn_all(&state, shutdown.clone())?;
+    let served = app.run(shutdown.clone()).await;
+    shutdown.cancel();
+    for worker in workers {
+        worker.await?;
+    }
+    served?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,6 +1,7 @@
 use crate::config::Config;
 use crate::domain::address::AccountXpub;
 use crate::faults::Faults;
+use crate::service::chain_health::HealthCache;
 use crate::service::pricing::RateService;
 use dashmap::DashMap;
 use sqlx::PgPool;
@@ -15,6 +16,7 @@ pub struct AppState {
     pub xpubs: Arc<XpubCache>,
     /// Crash points that tests arm; inert otherwise.
     pub faults: Arc<Faults>,
+    pub chain_health: Arc<HealthCache>,
 }
 
 impl AppState {
@@ -26,6 +28,7 @@ impl AppState {
             rates,
             xpubs: Arc::new(XpubCache::default()),
             faults: Arc::default(),
+            chain_health: Arc::default(),
         }
     }
 }

@@ -28,3 +28,75 @@ pub fn spawn_idempotency_cleanup(
         tracing::info!("idempotency cleanup stopped");
     })
 }
+
+/// Expires open sessions past `expires_at` whose network's watcher has caught up with that
+/// moment (simulated networks have no chain to wait for). Returns the expired ids.
+pub async fn expiry_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
+    let simulated: Vec<_> = state
+        .config
+        .enabled_networks()
+        .into_iter()
+        .filter(|n| n.simulated)
+        .map(|n| (n.network.as_str().to_owned(), n.mode.livemode()))
+        .collect();
+    let (networks, modes): (Vec<String>, Vec<bool>) = simulated.into_iter().unzip();
+    let mut expired = Vec::new();
+    loop {
+        let batch = crate::db::chain::expire_due(&state.db, &networks, &modes, 500).await?;
+        let done = batch.len() < 500;
+        expired.extend(batch);
+        if done {
+            return Ok(expired);
+        }
+    }
+}
+
+pub fn spawn_expiry(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(state.config.watcher.expiry_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => match expiry_tick(&state).await {
+                    Ok(ids) if ids.is_empty() => {}
+                    Ok(ids) => tracing::info!(count = ids.len(), "sessions expired"),
+                    Err(e) => tracing::warn!(error = %e, "expiry failed"),
+                },
+            }
+        }
+        tracing::info!("expiry worker stopped");
+    })
+}
+
+/// One watcher task per network and mode read from a chain.
+pub fn spawn_watchers(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for net in state.config.enabled_networks() {
+        if !net.watched() {
+            continue;
+        }
+        let watcher = crate::chain::watcher::Watcher::new(
+            state.db.clone(),
+            net,
+            &state.config.watcher,
+            crate::chain::rpc::RetryPolicy::default(),
+        )?;
+        handles.push(tokio::spawn(watcher.run(shutdown.clone())));
+    }
+    Ok(handles)
+}
+
+/// Every background loop of `serve`.
+pub fn spawn_all(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut handles = spawn_watchers(state, shutdown.clone())?;
+    handles.push(spawn_expiry(state.clone(), shutdown.clone()));
+    handles.push(spawn_idempotency_cleanup(state.clone(), shutdown));
+    Ok(handles)
+}

@@ -1,3 +1,4 @@
-//! Reading chains: the JSON-RPC client (the watcher that uses it is being built).
+//! Reading chains: the JSON-RPC client and the watcher that detects and confirms payments.
 
 pub mod rpc;
+pub mod watcher;

@@ -1,5 +1,6 @@
 //! sqlx query functions, one file per table group. Nothing here knows about HTTP.
 
+pub mod chain;
 pub mod idempotency;
 pub mod merchants;
 pub mod sessions;

@@ -1,3 +1,8 @@
+use rust_decimal::Decimal;
+
+/// Within this much of the amount a payment counts as exact (API "Lifecycle").
+pub const PAID_TOLERANCE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
 /// Session statuses, exactly as the API spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionStatus {
@@ -45,9 +50,41 @@ impl SessionStatus {
     }
 }
 
+/// The status an open session takes once `received` in total has been credited.
+pub fn status_after_payment(amount: Decimal, received: Decimal) -> SessionStatus {
+    if received > amount {
+        SessionStatus::Overpaid
+    } else if amount - received <= PAID_TOLERANCE {
+        SessionStatus::Paid
+    } else {
+        SessionStatus::Underpaid
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payment_rule_follows_the_tolerance() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let cases = [
+            ("10.5", "10.5", SessionStatus::Paid),
+            ("10.5", "10.49", SessionStatus::Paid),
+            ("10.5", "10.489999", SessionStatus::Underpaid),
+            ("10.5", "10.500001", SessionStatus::Overpaid),
+            ("10.5", "0.000001", SessionStatus::Underpaid),
+            ("1", "0.99", SessionStatus::Paid),
+            ("1", "1.000000000000000001", SessionStatus::Overpaid),
+        ];
+        for (amount, received, want) in cases {
+            assert_eq!(
+                status_after_payment(d(amount), d(received)),
+                want,
+                "{amount} / {received}"
+            );
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -3,6 +3,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Json;
@@ -22,13 +23,22 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: the database answers within two seconds.
+/// Ready: the database answers within two seconds and every chain watcher keeps up.
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db);
-    match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => Ok(Json(
-            json!({ "status": "ready", "checks": { "database": "ok" } }),
-        )),
+    let report = crate::service::chain_health::report(&state);
+    match tokio::time::timeout(Duration::from_secs(2), report).await {
+        Ok(Ok((all_ok, watchers))) => {
+            let status = if all_ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = json!({
+                "status": if all_ok { "ready" } else { "unready" },
+                "checks": { "database": "ok", "watchers": watchers },
+            });
+            Ok((status, Json(body)))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database error");
             Err(ApiError::unavailable("the database is unreachable"))

@@ -1,6 +1,8 @@
 //! Business rules and transaction boundaries.
 
+pub mod chain_health;
 pub mod merchants;
+pub mod payments;
 pub mod pricing;
 pub mod sessions;
 pub mod sub_merchants;

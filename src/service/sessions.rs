@@ -180,6 +180,8 @@ pub async fn create(
         }
     };
 
+    crate::service::chain_health::ensure_fresh(state, net).await?;
+
     let fees = FeeSchedule {
         rate: merchant.fee_rate.unwrap_or(state.config.fees.rate),
         floor: state.config.fees.floor(req.network),

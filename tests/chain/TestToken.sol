@@ -4,8 +4,6 @@ pragma solidity ^0.8.20;
 /// A minimal ERC-20 for the chain tests: anyone may mint; `transfer` reverts when the sender
 /// lacks the balance or when the recipient is blocked (to produce failed transactions).
 contract TestToken {
-    string public name;
-    string public symbol;
     uint8 public immutable decimals;
     uint256 public totalSupply;
     mapping(address => uint256) public balanceOf;
@@ -13,9 +11,7 @@ contract TestToken {
 
     event Transfer(address indexed from, address indexed to, uint256 value);
 
-    constructor(string memory name_, string memory symbol_, uint8 decimals_) {
-        name = name_;
-        symbol = symbol_;
+    constructor(uint8 decimals_) {
         decimals = decimals_;
     }
 

@@ -65,6 +65,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub merchant: Merchant,
     pub faults: std::sync::Arc<checkout_server::faults::Faults>,
+    pub state: AppState,
     shutdown: CancellationToken,
 }
 
@@ -79,7 +80,30 @@ impl TestApp {
         Self::spawn_with(TEST_CONFIG, |_| {}).await
     }
 
+    /// For tests that do not read a chain: live networks' watchers are recorded as healthy
+    /// (as if another replica ran them), so creates there are not refused as stale.
     pub async fn spawn_with(toml: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let app = Self::spawn_unwatched(toml, adjust).await;
+        for net in app.state.config.enabled_networks() {
+            if net.watched() {
+                sqlx::query(
+                    "INSERT INTO chain_cursors (network, livemode, lease_owner, lease_expires_at,
+                            block_number, block_hash, block_time, head_number, last_success_at)
+                     VALUES ($1, $2, gen_random_uuid(), now() + interval '1 day', 1, '0x01',
+                             now() + interval '1 day', 1, now() + interval '1 day')",
+                )
+                .bind(net.network.as_str())
+                .bind(net.mode.livemode())
+                .execute(&app.db)
+                .await
+                .unwrap();
+            }
+        }
+        app
+    }
+
+    /// The server with no watcher running and none recorded: chain tests run their own.
+    pub async fn spawn_unwatched(toml: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let db_url = fresh_database().await;
         let mut config = Config::from_toml(toml).expect("test config");
         config.database_url = db_url.clone();
@@ -88,7 +112,7 @@ impl TestApp {
         let db = checkout_server::db::connect(&db_url).await.unwrap();
         let state = AppState::new(db.clone(), config);
         let faults = state.faults.clone();
-        let app = Application::bind(state, "127.0.0.1:0".parse().unwrap())
+        let app = Application::bind(state.clone(), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let base = format!("http://{}", app.local_addr());
@@ -101,6 +125,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             merchant,
             faults,
+            state,
             shutdown,
         }
     }

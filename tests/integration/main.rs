@@ -1,9 +1,11 @@
 //! Integration tests over real HTTP against a real Postgres.
 
 mod bad_input;
+mod chain_support;
 mod cli;
 mod common;
 mod idempotency;
 mod openapi;
 mod pricing;
 mod sessions;
+mod watcher;

@@ -1,0 +1,415 @@
+//! The chain watcher's tables: cursors and leases, detected transfers, anomalies.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CursorRow {
+    pub network: String,
+    pub livemode: bool,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub block_time: Option<DateTime<Utc>>,
+    pub head_number: Option<i64>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<Uuid>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Takes or renews the lease on a network's watcher. True when `owner` holds it afterwards.
+pub async fn acquire_lease(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    owner: Uuid,
+    ttl: Duration,
+) -> sqlx::Result<bool> {
+    let held: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO chain_cursors (network, livemode, lease_owner, lease_expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+         ON CONFLICT (network, livemode) DO UPDATE
+            SET lease_owner = EXCLUDED.lease_owner, lease_expires_at = EXCLUDED.lease_expires_at
+          WHERE chain_cursors.lease_owner IS NULL
+             OR chain_cursors.lease_owner = EXCLUDED.lease_owner
+             OR chain_cursors.lease_expires_at < now()
+         RETURNING lease_owner",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(owner)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(db)
+    .await?;
+    Ok(held == Some(owner))
+}
+
+/// Gives the lease up at once (on shutdown), so another replica need not wait for it to lapse.
+pub async fn release_lease(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    owner: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE chain_cursors SET lease_owner = NULL, lease_expires_at = NULL
+          WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(owner)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn cursor(
+    db: impl PgExecutor<'_>,
+    network: &str,
+    livemode: bool,
+) -> sqlx::Result<Option<CursorRow>> {
+    sqlx::query_as("SELECT * FROM chain_cursors WHERE network = $1 AND livemode = $2")
+        .bind(network)
+        .bind(livemode)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn all_cursors(db: &PgPool) -> sqlx::Result<Vec<CursorRow>> {
+    sqlx::query_as("SELECT * FROM chain_cursors ORDER BY livemode, network")
+        .fetch_all(db)
+        .await
+}
+
+/// Where a scan ended: the block whose transfers are now all stored.
+#[derive(Debug, Clone)]
+pub struct CursorAdvance {
+    pub block_number: i64,
+    pub block_hash: String,
+    pub block_time: DateTime<Utc>,
+    pub head_number: i64,
+}
+
+/// Moves the cursor, inside the transaction that stored the range's transfers. False when
+/// `owner` no longer holds the lease: the caller must roll back.
+pub async fn advance_cursor(
+    tx: &mut Transaction<'_, Postgres>,
+    network: &str,
+    livemode: bool,
+    owner: Uuid,
+    to: &CursorAdvance,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_cursors
+            SET block_number = $4, block_hash = $5, block_time = $6, head_number = $7,
+                last_success_at = now(), last_error = NULL, last_error_at = NULL
+          WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(owner)
+    .bind(to.block_number)
+    .bind(&to.block_hash)
+    .bind(to.block_time)
+    .bind(to.head_number)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A cycle that stored nothing new still proves the watcher alive.
+pub async fn mark_success(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    owner: Uuid,
+    head: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE chain_cursors SET head_number = $4, last_success_at = now(), last_error = NULL,
+                last_error_at = NULL
+          WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(owner)
+    .bind(head)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_error(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    owner: Uuid,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE chain_cursors SET last_error = $4, last_error_at = now()
+          WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(owner)
+    .bind(error.chars().take(500).collect::<String>())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A session that a transfer's recipient address belongs to.
+#[derive(Debug, Clone, FromRow)]
+pub struct AddressOwner {
+    pub pay_address: String,
+    pub session_id: String,
+    pub currency_contract: String,
+    pub token_decimals: i16,
+}
+
+/// The sessions of this network and mode whose pay address is one of `addresses`: one
+/// indexed lookup for a whole scanned range, however many sessions are open.
+pub async fn sessions_by_address(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    family: &str,
+    addresses: &[String],
+) -> sqlx::Result<Vec<AddressOwner>> {
+    if addresses.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT pay_address, id AS session_id, currency_contract, token_decimals
+           FROM checkout_sessions
+          WHERE chain_family = $1 AND pay_address = ANY($2) AND network = $3 AND livemode = $4",
+    )
+    .bind(family)
+    .bind(addresses)
+    .bind(network)
+    .bind(livemode)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTransfer {
+    pub session_id: String,
+    pub tx_hash: String,
+    pub log_index: i64,
+    pub block_number: i64,
+    pub block_hash: String,
+    pub from_address: String,
+    pub to_address: String,
+    pub amount: Decimal,
+    pub token_contract: String,
+    /// The sender is on the denylist.
+    pub blocked: bool,
+}
+
+/// Stores transfers once per (network, mode, tx hash, log index). A transfer seen again in a
+/// different block (a reorg moved it) gets the new block while it is not yet decided; a
+/// confirmed or failed one never changes. Returns how many rows were new or moved.
+pub async fn upsert_transfers(
+    tx: &mut Transaction<'_, Postgres>,
+    network: &str,
+    livemode: bool,
+    transfers: &[NewTransfer],
+) -> sqlx::Result<u64> {
+    if transfers.is_empty() {
+        return Ok(0);
+    }
+    macro_rules! column {
+        ($field:ident) => {
+            transfers
+                .iter()
+                .map(|t| t.$field.clone())
+                .collect::<Vec<_>>()
+        };
+    }
+    let done = sqlx::query(
+        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index,
+                block_number, block_hash, from_address, to_address, amount, token_contract, blocked)
+         SELECT s, $1, $2, h, i, bn, bh, f, t, a, c, b
+           FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+                       $8::text[], $9::text[], $10::numeric[], $11::text[], $12::boolean[])
+                AS u(s, h, i, bn, bh, f, t, a, c, b)
+         ON CONFLICT (network, livemode, tx_hash, log_index) DO UPDATE
+            SET block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
+                status = 'Unconfirmed', updated_at = now()
+          WHERE transactions.status IN ('Unconfirmed', 'NotFound')
+            AND transactions.block_hash IS DISTINCT FROM EXCLUDED.block_hash",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(column!(session_id))
+    .bind(column!(tx_hash))
+    .bind(column!(log_index))
+    .bind(column!(block_number))
+    .bind(column!(block_hash))
+    .bind(column!(from_address))
+    .bind(column!(to_address))
+    .bind(column!(amount))
+    .bind(column!(token_contract))
+    .bind(column!(blocked))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAnomaly {
+    pub tx_hash: String,
+    pub log_index: i64,
+    pub kind: &'static str,
+    pub session_id: Option<String>,
+    pub detail: String,
+}
+
+pub async fn insert_anomalies(
+    tx: &mut Transaction<'_, Postgres>,
+    network: &str,
+    livemode: bool,
+    anomalies: &[NewAnomaly],
+) -> sqlx::Result<()> {
+    for a in anomalies {
+        sqlx::query(
+            "INSERT INTO chain_anomalies (network, livemode, tx_hash, log_index, kind, session_id, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT ON CONSTRAINT chain_anomalies_once DO NOTHING",
+        )
+        .bind(network)
+        .bind(livemode)
+        .bind(&a.tx_hash)
+        .bind(a.log_index)
+        .bind(a.kind)
+        .bind(&a.session_id)
+        .bind(&a.detail)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An unconfirmed transfer, as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct PendingTransfer {
+    pub id: i64,
+    pub session_id: String,
+    pub tx_hash: String,
+    pub log_index: i64,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub to_address: String,
+    pub amount: Decimal,
+    pub token_contract: Option<String>,
+    pub blocked: bool,
+    pub token_decimals: i16,
+}
+
+/// Unconfirmed transfers in blocks at or below `max_block`, oldest first.
+pub async fn due_transfers(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    max_block: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<PendingTransfer>> {
+    sqlx::query_as(
+        "SELECT t.id, t.session_id, t.tx_hash, t.log_index, t.block_number, t.block_hash,
+                t.to_address, t.amount, t.token_contract, t.blocked, s.token_decimals
+           FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
+          WHERE t.network = $1 AND t.livemode = $2 AND t.status = 'Unconfirmed'
+            AND t.block_number <= $3
+          ORDER BY t.block_number, t.id
+          LIMIT $4",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(max_block)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The transaction moved to another block (a reorg re-included it): wait for that block's
+/// confirmations instead.
+pub async fn move_transfer(
+    db: &PgPool,
+    id: i64,
+    block_number: i64,
+    block_hash: &str,
+    log_index: i64,
+) -> sqlx::Result<()> {
+    let moved = sqlx::query(
+        "UPDATE transactions SET block_number = $2, block_hash = $3, log_index = $4,
+                updated_at = now()
+          WHERE id = $1 AND status = 'Unconfirmed'",
+    )
+    .bind(id)
+    .bind(block_number)
+    .bind(block_hash)
+    .bind(log_index)
+    .execute(db)
+    .await;
+    match moved {
+        Ok(_) => Ok(()),
+        // The same transfer was already stored at its new position by a rescan.
+        Err(e) if super::is_constraint(&e, "transactions_once") => {
+            set_outcome(db, id, "NotFound").await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Settles a transfer that will never be credited (`NotFound` or `Failed`).
+pub async fn set_outcome(db: &PgPool, id: i64, status: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE transactions SET status = $2, updated_at = now()
+          WHERE id = $1 AND status = 'Unconfirmed'",
+    )
+    .bind(id)
+    .bind(status)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Open sessions past `expires_at` become Expired, but only where the network's watcher has
+/// scanned past that moment (or the network is simulated: no chain to wait for) and no
+/// transfer to the session is still confirming. Returns the expired ids.
+pub async fn expire_due(
+    db: &PgPool,
+    simulated_networks: &[String],
+    simulated_livemodes: &[bool],
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "WITH due AS (
+            SELECT s.id FROM checkout_sessions s
+             WHERE s.status IN ('Pending', 'Underpaid') AND s.expires_at <= now()
+               AND (EXISTS (SELECT 1 FROM chain_cursors c
+                             WHERE c.network = s.network AND c.livemode = s.livemode
+                               AND c.block_time >= s.expires_at)
+                    OR (s.network, s.livemode) IN (SELECT * FROM UNNEST($1::text[], $2::boolean[])))
+               AND NOT EXISTS (SELECT 1 FROM transactions t
+                                WHERE t.session_id = s.id AND t.status = 'Unconfirmed')
+             ORDER BY s.expires_at
+             LIMIT $3
+             FOR UPDATE OF s SKIP LOCKED
+         )
+         UPDATE checkout_sessions s SET status = 'Expired', updated_at = now()
+           FROM due WHERE s.id = due.id AND s.status IN ('Pending', 'Underpaid')
+         RETURNING s.id",
+    )
+    .bind(simulated_networks)
+    .bind(simulated_livemodes)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,137 @@
+//! Crediting a confirmed transfer: the transfer's status, the session's total and status, and
+//! the fee fixed on payment change together in one transaction, at most once per transfer.
+
+use crate::domain::money::FeeSchedule;
+use crate::domain::session::{status_after_payment, SessionStatus};
+use chrono::{DurationRound, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+/// How long an underpaid session stays open for a top-up, from the payment that left it short.
+pub const UNDERPAID_EXTENSION: chrono::Duration = chrono::Duration::hours(24);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credit {
+    /// Added to the session; its status is now this.
+    Credited(SessionStatus),
+    /// The session was already Paid/Overpaid/Expired/Blocked: recorded as a late payment.
+    Late,
+    /// The sender is denylisted: the session is Blocked (if it was open), nothing credited.
+    Blocked,
+    /// Another worker decided this transfer first.
+    AlreadySettled,
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedSession {
+    status: String,
+    amount: Decimal,
+    amount_received: Decimal,
+    fee_rate: Decimal,
+    fee_floor: Decimal,
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedTransfer {
+    session_id: String,
+    amount: Decimal,
+    blocked: bool,
+}
+
+/// Confirms transfer `id` and applies it to its session.
+pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result<Credit> {
+    let mut tx = db.begin().await?;
+    // Session first, then the transfer: the same lock order as every other writer.
+    let session_id: Option<String> =
+        sqlx::query_scalar("SELECT session_id FROM transactions WHERE id = $1")
+            .bind(transfer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(session_id) = session_id else {
+        return Ok(Credit::AlreadySettled);
+    };
+    let session: LockedSession = sqlx::query_as(
+        "SELECT status, amount, amount_received, fee_rate, fee_floor
+           FROM checkout_sessions WHERE id = $1 FOR UPDATE",
+    )
+    .bind(&session_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let transfer: Option<LockedTransfer> = sqlx::query_as(
+        "SELECT session_id, amount, blocked FROM transactions
+          WHERE id = $1 AND status = 'Unconfirmed' FOR UPDATE",
+    )
+    .bind(transfer_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(transfer) = transfer else {
+        return Ok(Credit::AlreadySettled);
+    };
+    debug_assert_eq!(transfer.session_id, session_id);
+
+    let status = SessionStatus::parse(&session.status)
+        .ok_or_else(|| anyhow::anyhow!("session {session_id} has status {}", session.status))?;
+    let now = Utc::now().duration_trunc(chrono::Duration::seconds(1))?;
+
+    let outcome = if !status.is_open() {
+        Credit::Late
+    } else if transfer.blocked {
+        sqlx::query(
+            "UPDATE checkout_sessions SET status = 'Blocked', updated_at = now() WHERE id = $1",
+        )
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await?;
+        Credit::Blocked
+    } else {
+        let received = session
+            .amount_received
+            .checked_add(transfer.amount)
+            .ok_or_else(|| anyhow::anyhow!("amount_received of {session_id} would overflow"))?;
+        let new_status = status_after_payment(session.amount, received);
+        let fees = FeeSchedule {
+            rate: session.fee_rate,
+            floor: session.fee_floor,
+        };
+        // Fee and net stay on `amount` until paid, then are fixed on what was received.
+        let (fee, net) = fees.split(if new_status.is_paid() {
+            received
+        } else {
+            session.amount
+        });
+        sqlx::query(
+            "UPDATE checkout_sessions
+                SET status = $2, amount_received = $3, fee_amount = $4, net_amount = $5,
+                    paid_at = CASE WHEN $6 THEN $7 ELSE paid_at END,
+                    expires_at = CASE WHEN $8 THEN GREATEST(expires_at, $9) ELSE expires_at END,
+                    updated_at = now()
+              WHERE id = $1",
+        )
+        .bind(&session_id)
+        .bind(new_status.as_str())
+        .bind(received)
+        .bind(fee)
+        .bind(net)
+        .bind(new_status.is_paid())
+        .bind(now)
+        .bind(new_status == SessionStatus::Underpaid)
+        .bind(now + UNDERPAID_EXTENSION)
+        .execute(&mut *tx)
+        .await?;
+        Credit::Credited(new_status)
+    };
+
+    sqlx::query(
+        "UPDATE transactions
+            SET status = 'Confirmed', confirmed_at = now(), updated_at = now(),
+                credited = $2, late = $3
+          WHERE id = $1",
+    )
+    .bind(transfer_id)
+    .bind(matches!(outcome, Credit::Credited(_)))
+    .bind(outcome == Credit::Late)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
