@@ -59,7 +59,8 @@ async fn run(
                 let mut latencies = Vec::with_capacity(per_worker);
                 for i in 0..per_worker {
                     let body = json!({
-                        "amount": "10.5", "currency": "USDT", "network": "TRON",
+                        "pricing_amount": "10.50", "pricing_currency": "USDT",
+                        "currency": "USDT", "network": "TRON",
                         "success_url": "https://shop.example/ok",
                         "cancel_url": "https://shop.example/cancel",
                     });

@@ -875,6 +875,23 @@ mod tests {
     }
 
     #[test]
+    fn denylists_take_both_address_forms_and_name_a_bad_line() {
+        let list = parse_denylist(
+            "# sanctioned\n\nTUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH\n0x9858EfFD232B4033E47d90003D41EC34EcaEda94 # note\n",
+        )
+        .unwrap();
+        assert_eq!(list.len(), 2);
+        let bad = parse_denylist("0x9858EfFD232B4033E47d90003D41EC34EcaEda94\nTnotanaddress\n")
+            .unwrap_err();
+        assert!(bad.starts_with("line 2:"), "{bad}");
+        assert!(error_of("[watcher]\ndenylist_file = \"/nonexistent/x\"")
+            .starts_with("watcher.denylist_file:"));
+        assert!(error_of("[watcher]\nlease_seconds = 1").starts_with("watcher.lease_seconds:"));
+        assert!(error_of("[networks.BSC.test]\nmax_block_range = 0")
+            .starts_with("networks.BSC.test.max_block_range:"));
+    }
+
+    #[test]
     fn environment_wins() {
         struct E;
         impl Env for E {

@@ -125,7 +125,13 @@ pub fn token_amount(value: U256, decimals: u32) -> Option<Decimal> {
 }
 
 fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
-    i64::try_from(header.timestamp)
+    // Some TRON nodes answer in milliseconds.
+    let seconds = if header.timestamp > 100_000_000_000 {
+        header.timestamp / 1000
+    } else {
+        header.timestamp
+    };
+    i64::try_from(seconds)
         .ok()
         .and_then(|t| DateTime::from_timestamp(t, 0))
         .ok_or_else(|| WatchError::Chain(format!("block {} has a bad timestamp", header.number)))
@@ -263,10 +269,17 @@ impl Watcher {
     }
 
     async fn header(&self, number: u64) -> Result<BlockHeader, WatchError> {
-        self.rpc
-            .block(number)
-            .await?
-            .ok_or_else(|| WatchError::Chain(format!("the node does not have block {number}")))
+        let header =
+            self.rpc.block(number).await?.ok_or_else(|| {
+                WatchError::Chain(format!("the node does not have block {number}"))
+            })?;
+        if header.number != number {
+            return Err(WatchError::Chain(format!(
+                "asked for block {number}, the node sent block {}",
+                header.number
+            )));
+        }
+        Ok(header)
     }
 
     /// Transfers to pay addresses of this network's sessions, and anomalies.
@@ -275,9 +288,11 @@ impl Watcher {
         logs: &[Log],
     ) -> Result<(Vec<NewTransfer>, Vec<NewAnomaly>), WatchError> {
         let family = family_of(&self.net);
+        // A node may repeat a log (overlapping ranges, a buggy provider): keep each once.
+        let mut seen = HashSet::new();
         let decoded: Vec<(&Log, super::rpc::TransferLog)> = logs
             .iter()
-            .filter(|l| !l.removed)
+            .filter(|l| !l.removed && seen.insert((l.tx_hash, l.log_index)))
             .filter_map(|l| l.as_transfer().map(|t| (l, t)))
             .filter(|(_, t)| self.contracts.contains(&t.token) && !t.value.is_zero())
             .collect();

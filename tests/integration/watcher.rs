@@ -449,28 +449,35 @@ async fn one_watcher_per_network_across_replicas_and_a_released_lease_moves_at_o
     assert!(!a.tick().await.unwrap().leader);
 }
 
-/// A proxy in front of the node that fails every other call with HTTP 500.
-async fn flaky_proxy(target: String) -> String {
+type Hook = dyn Fn(u64, &Value, Value) -> Option<Value> + Send + Sync;
+
+/// A JSON-RPC proxy in front of the node. `hook(call number, request, answer)` may rewrite
+/// the node's answer, or return `None` to fail the call with HTTP 500.
+async fn proxy(target: String, hook: std::sync::Arc<Hook>) -> String {
     use axum::response::IntoResponse;
     use std::sync::atomic::{AtomicU64, Ordering};
     let calls = std::sync::Arc::new(AtomicU64::new(0));
     let client = reqwest::Client::new();
     let app = axum::Router::new().route(
         "/",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let (calls, client, target) = (calls.clone(), client.clone(), target.clone());
+        axum::routing::post(move |axum::Json(request): axum::Json<Value>| {
+            let (calls, client, target, hook) =
+                (calls.clone(), client.clone(), target.clone(), hook.clone());
             async move {
-                if calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, "flaky").into_response();
-                }
-                let res = client
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let answer: Value = client
                     .post(&target)
-                    .header("content-type", "application/json")
-                    .body(body)
+                    .json(&request)
                     .send()
                     .await
+                    .unwrap()
+                    .json()
+                    .await
                     .unwrap();
-                (StatusCode::OK, res.bytes().await.unwrap()).into_response()
+                match hook(n, &request, answer) {
+                    Some(v) => axum::Json(v).into_response(),
+                    None => (StatusCode::INTERNAL_SERVER_ERROR, "flaky").into_response(),
+                }
             }
         }),
     );
@@ -478,6 +485,78 @@ async fn flaky_proxy(target: String) -> String {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
+}
+
+/// Fails every other call.
+async fn flaky_proxy(target: String) -> String {
+    proxy(target, std::sync::Arc::new(|n, _, answer| (n % 2 == 1).then_some(answer))).await
+}
+
+/// The watcher over a proxy with `hook`, for a node that misbehaves.
+async fn watcher_behind_proxy(c: &Chain, hook: std::sync::Arc<Hook>) -> Watcher {
+    let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+    net.rpc_urls = vec![proxy(c.anvil.url.clone(), hook).await];
+    c.watcher_for(net)
+}
+
+#[tokio::test]
+async fn a_logged_transfer_whose_receipt_failed_is_never_credited() {
+    let c = Chain::start().await;
+    // A node (as TRON's may) that lists the transfer's log but reports its receipt as failed.
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(|_, request: &Value, mut answer: Value| {
+            if request["method"] == "eth_getTransactionReceipt" && answer["result"].is_object() {
+                answer["result"]["status"] = json!("0x0");
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.pay(&s, "10").await;
+    assert_eq!(tick(&w).await.recorded, 1);
+    let report = c.confirm(&w).await;
+    assert_eq!((report.failed, report.credited), (1, 0), "{report:?}");
+    let after = c.session(&id(&s)).await;
+    assert_eq!(after["status"], "Pending");
+    assert_eq!(after["transactions"][0]["status"], "Failed");
+    assert_eq!(after["amount_received"], "0");
+}
+
+#[tokio::test]
+async fn repeated_and_malformed_logs_from_a_node_are_handled() {
+    let c = Chain::start().await;
+    // Every log twice, plus a log that is not a well-formed Transfer.
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(|_, request: &Value, mut answer: Value| {
+            if request["method"] == "eth_getLogs" {
+                if let Some(logs) = answer["result"].as_array().cloned() {
+                    let mut doubled = logs.clone();
+                    doubled.extend(logs.iter().cloned());
+                    if let Some(first) = logs.first() {
+                        let mut odd = first.clone();
+                        odd["topics"] = json!([odd["topics"][0]]);
+                        doubled.push(odd);
+                    }
+                    answer["result"] = json!(doubled);
+                }
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.pay(&s, "10").await;
+    let seen = tick(&w).await;
+    assert_eq!(seen.recorded, 1, "{seen:?}");
+    c.confirm(&w).await;
+    let paid = c.session(&id(&s)).await;
+    assert_eq!(paid["status"], "Paid");
+    assert_eq!(paid["amount_received"], "10");
 }
 
 #[tokio::test]
