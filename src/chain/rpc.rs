@@ -7,6 +7,7 @@ use alloy_primitives::{B256, U256};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::str::FromStr;
@@ -247,6 +248,22 @@ impl Log {
     }
 }
 
+/// A JSON-RPC answer. `result` is `None` only when absent; a present `null` is `T`'s own.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct Envelope<T> {
+    #[serde(default, deserialize_with = "present")]
+    result: Option<T>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 fn malformed(method: &str, detail: impl Into<String>) -> RpcError {
     RpcError::Malformed {
         method: method.to_owned(),
@@ -296,12 +313,12 @@ impl RpcClient {
         self.calls.load(Ordering::Relaxed)
     }
 
-    async fn call_once(
+    async fn call_once<T: DeserializeOwned>(
         &self,
         endpoint: &Endpoint,
         method: &str,
         params: &Value,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<T, RpcError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
         let response = self
@@ -325,11 +342,14 @@ impl RpcClient {
         if !status.is_success() {
             return Err(RpcError::Http(status));
         }
-        let envelope: Value = response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|e| malformed(method, e.without_url().to_string()))?;
-        if let Some(error) = envelope.get("error").filter(|e| !e.is_null()) {
+            .map_err(|e| RpcError::Transport(e.without_url().to_string()))?;
+        // Straight into the caller's type: a large eth_getLogs answer is never held as a tree.
+        let envelope: Envelope<T> =
+            serde_json::from_slice(&body).map_err(|e| malformed(method, e.to_string()))?;
+        if let Some(error) = envelope.error.filter(|e| !e.is_null()) {
             return Err(RpcError::Node {
                 code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
                 message: error
@@ -342,8 +362,7 @@ impl RpcClient {
             });
         }
         envelope
-            .get("result")
-            .cloned()
+            .result
             .ok_or_else(|| malformed(method, "no result"))
     }
 
@@ -351,6 +370,15 @@ impl RpcClient {
     /// every error; after each failed attempt it backs off with jitter. A node's answer that
     /// asks for a smaller range is returned at once (the caller splits).
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        self.call_as(method, params).await
+    }
+
+    /// `call`, decoding the result as `T`.
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, RpcError> {
         let n = self.endpoints.len();
         let mut last = None;
         for attempt in 0..self.policy.attempts {
@@ -455,11 +483,9 @@ impl RpcClient {
                 "address": addresses,
                 "topics": [TRANSFER_TOPIC],
             }]);
-            match self.call(METHOD, params).await {
-                Ok(Value::Array(items)) => {
-                    for item in items {
-                        let raw: RawLog = serde_json::from_value(item)
-                            .map_err(|e| malformed(METHOD, e.to_string()))?;
+            match self.call_as::<Vec<RawLog>>(METHOD, params).await {
+                Ok(items) => {
+                    for raw in items {
                         let log = raw.parse().ok_or_else(|| malformed(METHOD, "log fields"))?;
                         if log.block_number < start || log.block_number > end {
                             return Err(malformed(METHOD, "log outside the asked range"));
@@ -468,7 +494,6 @@ impl RpcClient {
                     }
                     start = end + 1;
                 }
-                Ok(other) => return Err(malformed(METHOD, format!("not an array: {other}"))),
                 Err(e) if e.asks_for_a_smaller_range() && span > 1 => span = (span / 2).max(1),
                 Err(e) => return Err(e),
             }
@@ -577,6 +602,17 @@ mod tests {
             assert!(p.delay(attempt) <= Duration::from_secs(1));
         }
         assert!(p.delay(0) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_null_result_is_an_answer_and_a_missing_one_is_not() {
+        let null: Envelope<Value> = serde_json::from_str(r#"{"id":1,"result":null}"#).unwrap();
+        assert_eq!(null.result, Some(Value::Null));
+        let missing: Envelope<Value> = serde_json::from_str(r#"{"id":1}"#).unwrap();
+        assert_eq!(missing.result, None);
+        let logs: Result<Envelope<Vec<RawLog>>, _> =
+            serde_json::from_str(r#"{"id":1,"result":[{"address":5}]}"#);
+        assert!(logs.is_err(), "a wrong shape is an error, not a panic");
     }
 
     #[test]

@@ -418,13 +418,18 @@ impl Watcher {
                 .buffer_unordered(RECEIPT_CONCURRENCY)
                 .try_collect()
                 .await?;
-        let mut canonical: HashMap<u64, B256> = HashMap::new();
-        for transfer in due {
-            let receipt = receipts.get(&transfer.tx_hash).cloned().flatten();
-            match self
-                .settle(&transfer, receipt, head, depth, &mut canonical)
-                .await?
-            {
+        // Different sessions' credits do not contend; one session's are serialized by its
+        // row lock.
+        let canonical = std::sync::Mutex::new(HashMap::new());
+        let settled: Vec<(PendingTransfer, Settled)> = stream::iter(due.into_iter().map(|t| {
+            let receipt = receipts.get(&t.tx_hash).cloned().flatten();
+            self.settle_owned(t, receipt, head, depth, &canonical)
+        }))
+        .buffer_unordered(RECEIPT_CONCURRENCY)
+        .try_collect()
+        .await?;
+        for (transfer, outcome) in settled {
+            match outcome {
                 Settled::Credit(c) => match c {
                     Credit::Credited(status) => {
                         report.credited += 1;
@@ -458,13 +463,27 @@ impl Watcher {
         Ok((text, receipt))
     }
 
+    async fn settle_owned(
+        &self,
+        transfer: PendingTransfer,
+        receipt: Option<super::rpc::Receipt>,
+        head: u64,
+        depth: u64,
+        canonical: &std::sync::Mutex<HashMap<u64, B256>>,
+    ) -> Result<(PendingTransfer, Settled), WatchError> {
+        let outcome = self
+            .settle(&transfer, receipt, head, depth, canonical)
+            .await?;
+        Ok((transfer, outcome))
+    }
+
     async fn settle(
         &self,
         transfer: &PendingTransfer,
         receipt: Option<super::rpc::Receipt>,
         head: u64,
         depth: u64,
-        canonical: &mut HashMap<u64, B256>,
+        canonical: &std::sync::Mutex<HashMap<u64, B256>>,
     ) -> Result<Settled, WatchError> {
         let stored_block = transfer
             .block_number
@@ -474,12 +493,16 @@ impl Watcher {
         let Some(receipt) = receipt else {
             // No receipt: gone in a reorg, unless its block is still canonical (then the node
             // is only lagging behind itself; ask again next cycle).
-            let hash = match canonical.get(&stored_block) {
-                Some(h) => Some(*h),
+            let cached = canonical
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&stored_block).copied());
+            let hash = match cached {
+                Some(h) => Some(h),
                 None => {
                     let found = self.rpc.block(stored_block).await?.map(|b| b.hash);
-                    if let Some(h) = found {
-                        canonical.insert(stored_block, h);
+                    if let (Some(h), Ok(mut c)) = (found, canonical.lock()) {
+                        c.insert(stored_block, h);
                     }
                     found
                 }

@@ -23,59 +23,43 @@ pub enum Credit {
 }
 
 #[derive(sqlx::FromRow)]
-struct LockedSession {
+struct Locked {
+    session_id: String,
     status: String,
     amount: Decimal,
     amount_received: Decimal,
     fee_rate: Decimal,
     fee_floor: Decimal,
-}
-
-#[derive(sqlx::FromRow)]
-struct LockedTransfer {
-    session_id: String,
-    amount: Decimal,
+    transfer_amount: Decimal,
     blocked: bool,
 }
 
 /// Confirms transfer `id` and applies it to its session.
 pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result<Credit> {
     let mut tx = db.begin().await?;
-    // Session first, then the transfer: the same lock order as every other writer.
-    let session_id: Option<String> =
-        sqlx::query_scalar("SELECT session_id FROM transactions WHERE id = $1")
-            .bind(transfer_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(session_id) = session_id else {
-        return Ok(Credit::AlreadySettled);
-    };
-    let session: LockedSession = sqlx::query_as(
-        "SELECT status, amount, amount_received, fee_rate, fee_floor
-           FROM checkout_sessions WHERE id = $1 FOR UPDATE",
-    )
-    .bind(&session_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let transfer: Option<LockedTransfer> = sqlx::query_as(
-        "SELECT session_id, amount, blocked FROM transactions
-          WHERE id = $1 AND status = 'Unconfirmed' FOR UPDATE",
+    // Locks the session and the transfer together; a transfer someone else settled first no
+    // longer matches once its lock is granted.
+    let locked: Option<Locked> = sqlx::query_as(
+        "SELECT t.session_id, s.status, s.amount, s.amount_received, s.fee_rate, s.fee_floor,
+                t.amount AS transfer_amount, t.blocked
+           FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
+          WHERE t.id = $1 AND t.status = 'Unconfirmed'
+            FOR UPDATE OF s, t",
     )
     .bind(transfer_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(transfer) = transfer else {
+    let Some(session) = locked else {
         return Ok(Credit::AlreadySettled);
     };
-    debug_assert_eq!(transfer.session_id, session_id);
-
+    let session_id = session.session_id.clone();
     let status = SessionStatus::parse(&session.status)
         .ok_or_else(|| anyhow::anyhow!("session {session_id} has status {}", session.status))?;
     let now = Utc::now().duration_trunc(chrono::Duration::seconds(1))?;
 
     let outcome = if !status.is_open() {
         Credit::Late
-    } else if transfer.blocked {
+    } else if session.blocked {
         sqlx::query(
             "UPDATE checkout_sessions SET status = 'Blocked', updated_at = now() WHERE id = $1",
         )
@@ -86,7 +70,7 @@ pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result
     } else {
         let received = session
             .amount_received
-            .checked_add(transfer.amount)
+            .checked_add(session.transfer_amount)
             .ok_or_else(|| anyhow::anyhow!("amount_received of {session_id} would overflow"))?;
         let new_status = status_after_payment(session.amount, received);
         let fees = FeeSchedule {

@@ -489,7 +489,11 @@ async fn proxy(target: String, hook: std::sync::Arc<Hook>) -> String {
 
 /// Fails every other call.
 async fn flaky_proxy(target: String) -> String {
-    proxy(target, std::sync::Arc::new(|n, _, answer| (n % 2 == 1).then_some(answer))).await
+    proxy(
+        target,
+        std::sync::Arc::new(|n, _, answer| (n % 2 == 1).then_some(answer)),
+    )
+    .await
 }
 
 /// The watcher over a proxy with `hook`, for a node that misbehaves.
