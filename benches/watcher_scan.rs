@@ -321,7 +321,8 @@ tokens.USDT = {{ contract = "{}", decimals = 18 }}
     // The scan alone: a confirmation depth beyond the range, so nothing is due yet.
     let mut deep = net.clone();
     deep.confirmations = BLOCKS as u32 + 1;
-    let scanner = Watcher::new(db.clone(), &deep, &config.watcher, RetryPolicy::default())?;
+    let state = checkout_server::state::AppState::new(db.clone(), config.clone());
+    let scanner = Watcher::new(&state, &deep, RetryPolicy::default())?;
     // First cycle: starts at the head (START - 1). Then the chain grows by the 1,000 blocks.
     scanner.tick().await?;
     chain.head.store(START + BLOCKS - 1, Ordering::SeqCst);
@@ -334,7 +335,7 @@ tokens.USDT = {{ contract = "{}", decimals = 18 }}
     scanner.release().await;
 
     // The confirmations arrive: one more cycle (repeated while its batch limit leaves some).
-    let watcher = Watcher::new(db.clone(), net, &config.watcher, RetryPolicy::default())?;
+    let watcher = Watcher::new(&state, net, RetryPolicy::default())?;
     chain.head.store(
         START + BLOCKS - 1 + u64::from(CONFIRMATIONS),
         Ordering::SeqCst,

@@ -161,9 +161,28 @@ impl Default for WatcherConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WebhooksConfig {
     pub allow_private_targets: bool,
+    /// One delivery attempt's limit.
+    pub timeout: Duration,
+    /// Waits before each retry; after the last, the delivery is `failed`.
+    pub retry_schedule: Vec<Duration>,
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            timeout: Duration::from_secs(10),
+            retry_schedule: [15, 60, 300, 3600, 6 * 3600, 24 * 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +331,9 @@ struct RawWatcher {
 #[serde(deny_unknown_fields)]
 struct RawWebhooks {
     allow_private_targets: Option<bool>,
+    timeout_ms: Option<u64>,
+    retry_schedule_seconds: Option<Vec<u64>>,
+    poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,9 +443,7 @@ impl Config {
 
         let fees = parse_fees(raw.fees)?;
         let rates = parse_rates(raw.rates)?;
-        let webhooks = WebhooksConfig {
-            allow_private_targets: raw.webhooks.allow_private_targets.unwrap_or(false),
-        };
+        let webhooks = parse_webhooks(raw.webhooks)?;
         let networks = parse_networks(raw.networks)?;
         let watcher = parse_watcher(raw.watcher)?;
         let mut idempotency = IdempotencyConfig::default();
@@ -581,6 +601,38 @@ fn parse_rates(raw: Option<RawRates>) -> Result<RatesConfig, ConfigError> {
         }
     };
     Ok(rates)
+}
+
+fn parse_webhooks(raw: RawWebhooks) -> Result<WebhooksConfig, ConfigError> {
+    let mut w = WebhooksConfig {
+        allow_private_targets: raw.allow_private_targets.unwrap_or(false),
+        ..WebhooksConfig::default()
+    };
+    if let Some(ms) = raw.timeout_ms {
+        if !(100..=60_000).contains(&ms) {
+            return Err(err("webhooks.timeout_ms", "must be between 100 and 60000"));
+        }
+        w.timeout = Duration::from_millis(ms);
+    }
+    if let Some(schedule) = raw.retry_schedule_seconds {
+        if schedule.len() > 20 || schedule.iter().any(|s| *s > 7 * 24 * 3600) {
+            return Err(err(
+                "webhooks.retry_schedule_seconds",
+                "at most 20 waits of at most 7 days each",
+            ));
+        }
+        w.retry_schedule = schedule.into_iter().map(Duration::from_secs).collect();
+    }
+    if let Some(ms) = raw.poll_interval_ms {
+        if !(10..=60_000).contains(&ms) {
+            return Err(err(
+                "webhooks.poll_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        w.poll_interval = Duration::from_millis(ms);
+    }
+    Ok(w)
 }
 
 fn parse_watcher(raw: RawWatcher) -> Result<WatcherConfig, ConfigError> {

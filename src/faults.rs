@@ -11,6 +11,8 @@ pub enum FaultPoint {
     SessionWritten = 1,
     /// The session's transaction has committed; the response is not yet sent.
     SessionCommitted = 2,
+    /// A payment changed the session's status; its event is not yet written.
+    StatusChanged = 4,
 }
 
 #[derive(Debug, Default)]

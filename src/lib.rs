@@ -13,4 +13,5 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod views;
+pub mod webhooks;
 pub mod workers;

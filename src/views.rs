@@ -56,3 +56,14 @@ pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) ->
         "transactions": transactions,
     })
 }
+
+/// The event envelope: the webhook body, and the events API's object.
+pub fn event_json(e: &crate::db::events::EventRow) -> Value {
+    json!({
+        "id": e.id,
+        "event_type": e.event_type,
+        "created": e.created_at.timestamp(),
+        "livemode": e.livemode,
+        "data": e.data,
+    })
+}

@@ -40,10 +40,23 @@ pub async fn expiry_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
         .map(|n| (n.network.as_str().to_owned(), n.mode.livemode()))
         .collect();
     let (networks, modes): (Vec<String>, Vec<bool>) = simulated.into_iter().unzip();
+    const BATCH: usize = 200;
     let mut expired = Vec::new();
     loop {
-        let batch = crate::db::chain::expire_due(&state.db, &networks, &modes, 500).await?;
-        let done = batch.len() < 500;
+        // Each batch and its events commit together.
+        let mut tx = state.db.begin().await?;
+        let batch = crate::db::chain::expire_due(&mut *tx, &networks, &modes, BATCH as i64).await?;
+        for id in &batch {
+            crate::service::events::record(
+                &mut tx,
+                id,
+                crate::domain::event::EventType::Expired,
+                &state.config.base_url,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let done = batch.len() < BATCH;
         expired.extend(batch);
         if done {
             return Ok(expired);
@@ -80,9 +93,8 @@ pub fn spawn_watchers(
             continue;
         }
         let watcher = crate::chain::watcher::Watcher::new(
-            state.db.clone(),
+            state,
             net,
-            &state.config.watcher,
             crate::chain::rpc::RetryPolicy::default(),
         )?;
         handles.push(tokio::spawn(watcher.run(shutdown.clone())));
@@ -96,6 +108,9 @@ pub fn spawn_all(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut handles = spawn_watchers(state, shutdown.clone())?;
+    let dispatcher =
+        crate::webhooks::dispatcher::Dispatcher::new(state.db.clone(), &state.config.webhooks)?;
+    handles.push(tokio::spawn(dispatcher.run(shutdown.clone())));
     handles.push(spawn_expiry(state.clone(), shutdown.clone()));
     handles.push(spawn_idempotency_cleanup(state.clone(), shutdown));
     Ok(handles)

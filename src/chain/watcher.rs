@@ -13,11 +13,13 @@
 //! transfer reaching its confirmations. None depends on how many sessions are open.
 
 use super::rpc::{BlockHeader, Log, RetryPolicy, RpcClient, RpcError};
-use crate::config::{NetworkConfig, WatcherConfig};
+use crate::config::NetworkConfig;
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
 use crate::domain::network::ChainFamily;
+use crate::faults::Faults;
 use crate::service::payments::{self, Credit};
+use crate::state::AppState;
 use alloy_primitives::{B256, U256};
 use chrono::{DateTime, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -71,6 +73,8 @@ pub struct TickReport {
 
 pub struct Watcher {
     db: PgPool,
+    faults: Arc<Faults>,
+    base_url: String,
     net: NetworkConfig,
     rpc: RpcClient,
     owner: Uuid,
@@ -142,12 +146,8 @@ fn to_i64(n: u64) -> Result<i64, WatchError> {
 }
 
 impl Watcher {
-    pub fn new(
-        db: PgPool,
-        net: &NetworkConfig,
-        config: &WatcherConfig,
-        policy: RetryPolicy,
-    ) -> anyhow::Result<Self> {
+    pub fn new(state: &AppState, net: &NetworkConfig, policy: RetryPolicy) -> anyhow::Result<Self> {
+        let config = &state.config.watcher;
         let headers: Vec<(String, String)> = net
             .rpc_headers
             .iter()
@@ -161,7 +161,9 @@ impl Watcher {
             .map(|t| address_bytes(family, &t.contract).map_err(|m| anyhow::anyhow!("{m}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            db,
+            db: state.db.clone(),
+            faults: state.faults.clone(),
+            base_url: state.config.base_url.clone(),
             rpc,
             owner: Uuid::new_v4(),
             lease: config.lease,
@@ -554,7 +556,8 @@ impl Watcher {
             return Ok(Settled::Wait);
         }
         Ok(Settled::Credit(
-            payments::confirm_and_credit(&self.db, transfer.id).await?,
+            payments::confirm_and_credit(&self.db, &self.faults, transfer.id, &self.base_url)
+                .await?,
         ))
     }
 

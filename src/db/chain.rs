@@ -384,7 +384,7 @@ pub async fn set_outcome(db: &PgPool, id: i64, status: &str) -> sqlx::Result<()>
 /// scanned past that moment (or the network is simulated: no chain to wait for) and no
 /// transfer to the session is still confirming. Returns the expired ids.
 pub async fn expire_due(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     simulated_networks: &[String],
     simulated_livemodes: &[bool],
     limit: i64,

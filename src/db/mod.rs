@@ -1,10 +1,12 @@
 //! sqlx query functions, one file per table group. Nothing here knows about HTTP.
 
 pub mod chain;
+pub mod events;
 pub mod idempotency;
 pub mod merchants;
 pub mod sessions;
 pub mod sub_merchants;
+pub mod webhooks;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};

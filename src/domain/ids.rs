@@ -1,6 +1,22 @@
 use rand::RngCore;
 use std::fmt;
 
+/// `prefix` + 32 lowercase hex characters (128 random bits), e.g. `evt_…`, `we_…`.
+pub fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// Whether `s` is `prefix` + 32 lowercase hex characters.
+pub fn is_random_id(prefix: &str, s: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// `cs_` + 32 lowercase hex characters (128 random bits): the only secret of the hosted page.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId(String);

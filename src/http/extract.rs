@@ -141,6 +141,29 @@ impl Fields {
             .ok_or_else(|| ApiError::invalid(name, format!("{name} is required")))
     }
 
+    /// An optional array of strings.
+    pub fn optional_string_list(&mut self, name: &str) -> ApiResult<Option<Vec<String>>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) if items.len() <= 100 => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(ApiError::invalid(
+                        name,
+                        format!("must hold strings, not {}", type_name(&other)),
+                    )),
+                })
+                .collect::<ApiResult<Vec<_>>>()
+                .map(Some),
+            Some(Value::Array(_)) => Err(ApiError::invalid(name, "has too many entries")),
+            Some(other) => Err(ApiError::invalid(
+                name,
+                format!("must be an array of strings, not {}", type_name(&other)),
+            )),
+        }
+    }
+
     /// `Some(None)` when the field is present as `null` (clear it), `None` when absent.
     pub fn nullable_string(&mut self, name: &str) -> ApiResult<Option<Option<String>>> {
         match self.0.remove(name) {

@@ -1,10 +1,12 @@
 //! The HTTP surface: one `routes()` per resource, and the layers every request passes.
 
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod sessions;
 pub mod sub_merchants;
+pub mod webhook_endpoints;
 
 use crate::error::{ApiError, ErrorType};
 use crate::state::AppState;
@@ -52,6 +54,8 @@ fn all_routes() -> Routes {
     let r = Routes::new();
     let r = health::routes(r);
     let r = sessions::routes(r);
+    let r = events::routes(r);
+    let r = webhook_endpoints::routes(r);
     sub_merchants::routes(r)
 }
 

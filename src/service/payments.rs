@@ -1,11 +1,15 @@
 //! Crediting a confirmed transfer: the transfer's status, the session's total and status, and
 //! the fee fixed on payment change together in one transaction, at most once per transfer.
 
+use crate::domain::event::EventType;
+use crate::domain::ids::random_id;
 use crate::domain::money::FeeSchedule;
 use crate::domain::session::{status_after_payment, SessionStatus};
+use crate::faults::{FaultPoint, Faults};
+use crate::service::events;
 use chrono::{DurationRound, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 /// How long an underpaid session stays open for a top-up, from the payment that left it short.
 pub const UNDERPAID_EXTENSION: chrono::Duration = chrono::Duration::hours(24);
@@ -34,9 +38,26 @@ struct Locked {
     blocked: bool,
 }
 
-/// Confirms transfer `id` and applies it to its session.
-pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result<Credit> {
+/// Confirms transfer `id` and applies it to its session, with its event, in one transaction.
+pub async fn confirm_and_credit(
+    db: &PgPool,
+    faults: &Faults,
+    transfer_id: i64,
+    base_url: &str,
+) -> anyhow::Result<Credit> {
     let mut tx = db.begin().await?;
+    let outcome = credit_in(&mut tx, faults, transfer_id, base_url).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The crediting itself, inside the caller's transaction.
+async fn credit_in(
+    tx: &mut Transaction<'_, Postgres>,
+    faults: &Faults,
+    transfer_id: i64,
+    base_url: &str,
+) -> anyhow::Result<Credit> {
     // Locks the session and the transfer together; a transfer someone else settled first no
     // longer matches once its lock is granted.
     let locked: Option<Locked> = sqlx::query_as(
@@ -47,7 +68,7 @@ pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result
             FOR UPDATE OF s, t",
     )
     .bind(transfer_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(session) = locked else {
         return Ok(Credit::AlreadySettled);
@@ -64,7 +85,7 @@ pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result
             "UPDATE checkout_sessions SET status = 'Blocked', updated_at = now() WHERE id = $1",
         )
         .bind(&session_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         Credit::Blocked
     } else {
@@ -100,7 +121,7 @@ pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result
         .bind(now)
         .bind(new_status == SessionStatus::Underpaid)
         .bind(now + UNDERPAID_EXTENSION)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         Credit::Credited(new_status)
     };
@@ -114,8 +135,82 @@ pub async fn confirm_and_credit(db: &PgPool, transfer_id: i64) -> anyhow::Result
     .bind(transfer_id)
     .bind(matches!(outcome, Credit::Credited(_)))
     .bind(outcome == Credit::Late)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
+    faults.hit(FaultPoint::StatusChanged);
+    let event = match &outcome {
+        Credit::Credited(s) if s.is_paid() => Some(EventType::Completed),
+        Credit::Credited(_) => Some(EventType::Underpaid),
+        Credit::Late => Some(EventType::LatePayment),
+        Credit::Blocked => Some(EventType::Blocked),
+        Credit::AlreadySettled => None,
+    };
+    if let Some(event) = event {
+        events::record(tx, &session_id, event, base_url).await?;
+    }
+    Ok(outcome)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("no such session")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for SimulateError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Test mode: a confirmed transfer of `amount` to the session, credited by exactly the path a
+/// chain transfer takes (same statuses, same events), in one transaction.
+pub async fn simulate(
+    db: &PgPool,
+    faults: &Faults,
+    merchant_id: uuid::Uuid,
+    session_id: &str,
+    amount: Decimal,
+    base_url: &str,
+) -> Result<Credit, SimulateError> {
+    let mut tx = db.begin().await?;
+    let session: Option<(String, String, String, i16)> = sqlx::query_as(
+        "SELECT network, chain_family, pay_address, token_decimals FROM checkout_sessions
+          WHERE id = $1 AND merchant_id = $2 AND NOT livemode",
+    )
+    .bind(session_id)
+    .bind(merchant_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (network, family, pay_address, decimals) = session.ok_or(SimulateError::NotFound)?;
+    if amount.scale() > u32::try_from(decimals).unwrap_or(0) {
+        return Err(SimulateError::Invalid(format!(
+            "the token has {decimals} decimals; the amount has more"
+        )));
+    }
+    let hash = random_id("");
+    let tx_hash = if family == "tron" {
+        format!("{hash}{hash}")
+    } else {
+        format!("0x{hash}{hash}")
+    };
+    let transfer_id: i64 = sqlx::query_scalar(
+        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index, to_address,
+                amount, from_address)
+         VALUES ($1, $2, false, $3, 0, $4, $5, 'simulated') RETURNING id",
+    )
+    .bind(session_id)
+    .bind(&network)
+    .bind(&tx_hash)
+    .bind(&pay_address)
+    .bind(amount)
+    .fetch_one(&mut *tx)
+    .await?;
+    let outcome = credit_in(&mut tx, faults, transfer_id, base_url).await?;
     tx.commit().await?;
     Ok(outcome)
 }

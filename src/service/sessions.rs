@@ -306,12 +306,21 @@ pub async fn expire(
     id: &str,
 ) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
     let id = parse_id(id)?;
-    if let Some(row) = db::expire_open(&state.db, merchant.id, mode.livemode(), id.as_str()).await?
-    {
+    let mut tx = state.db.begin().await?;
+    if let Some(row) = db::expire_open(&mut *tx, merchant.id, mode.livemode(), id.as_str()).await? {
+        crate::service::events::record(
+            &mut tx,
+            &row.id,
+            crate::domain::event::EventType::Expired,
+            &state.config.base_url,
+        )
+        .await?;
+        tx.commit().await?;
         tracing::info!(session.id = %row.id, "session expired on request");
         let txs = db::transactions_of(&state.db, std::slice::from_ref(&row.id)).await?;
         return Ok((row, txs));
     }
+    drop(tx);
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
         .await?
         .ok_or_else(|| session_missing(id.as_str()))?;

@@ -9,3 +9,4 @@ mod openapi;
 mod pricing;
 mod sessions;
 mod watcher;
+mod webhooks;

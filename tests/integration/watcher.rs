@@ -92,13 +92,7 @@ tokens.USDT = {{ contract = "{tron}", decimals = 6 }}
     }
 
     fn watcher_for(&self, net: checkout_server::config::NetworkConfig) -> Watcher {
-        Watcher::new(
-            self.app.db.clone(),
-            &net,
-            &self.app.state.config.watcher,
-            fast_retries(),
-        )
-        .unwrap()
+        Watcher::new(&self.app.state, &net, fast_retries()).unwrap()
     }
 
     async fn create(&self, network: &str, currency: &str, amount: &str) -> Value {

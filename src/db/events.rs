@@ -1,0 +1,117 @@
+//! Events and what webhook deliveries they fan out to.
+
+use super::sessions::{SessionRow, TransactionRow};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EventRow {
+    pub id: String,
+    pub merchant_id: Uuid,
+    pub livemode: bool,
+    pub event_type: String,
+    pub session_id: String,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The session and its transactions, read inside the transaction that changed them.
+pub async fn session_snapshot(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+) -> sqlx::Result<(SessionRow, Vec<TransactionRow>)> {
+    let row: SessionRow = sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1")
+        .bind(session_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let txs: Vec<TransactionRow> = sqlx::query_as(
+        "SELECT session_id, tx_hash, amount, network, status, created_at FROM transactions
+          WHERE session_id = $1 ORDER BY created_at, id",
+    )
+    .bind(session_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok((row, txs))
+}
+
+/// Inserts the event and, in the same statement, one pending delivery per live endpoint of
+/// the merchant and mode that subscribes to its type.
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    id: &str,
+    merchant_id: Uuid,
+    livemode: bool,
+    event_type: &str,
+    session_id: &str,
+    data: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH e AS (
+            INSERT INTO events (id, merchant_id, livemode, event_type, session_id, data)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            RETURNING id
+         )
+         INSERT INTO webhook_deliveries (event_id, endpoint_id)
+         SELECT e.id, w.id FROM e, webhook_endpoints w
+          WHERE w.merchant_id = $2 AND w.livemode = $3 AND w.deleted_at IS NULL
+            AND (w.event_types IS NULL OR $4 = ANY (w.event_types))",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(livemode)
+    .bind(event_type)
+    .bind(session_id)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    merchant_id: Uuid,
+    livemode: bool,
+    id: &str,
+) -> sqlx::Result<Option<EventRow>> {
+    sqlx::query_as("SELECT * FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3")
+        .bind(id)
+        .bind(merchant_id)
+        .bind(livemode)
+        .fetch_optional(db)
+        .await
+}
+
+/// One page, newest first, and the total.
+pub async fn list(
+    db: &sqlx::PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+    event_type: Option<&str>,
+    session_id: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<EventRow>, i64)> {
+    const FILTER: &str = "merchant_id = $1 AND livemode = $2
+        AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR session_id = $4)";
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM events WHERE {FILTER}"))
+        .bind(merchant_id)
+        .bind(livemode)
+        .bind(event_type)
+        .bind(session_id)
+        .fetch_one(db)
+        .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT * FROM events WHERE {FILTER} ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
+    ))
+    .bind(merchant_id)
+    .bind(livemode)
+    .bind(event_type)
+    .bind(session_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    Ok((rows, total))
+}

@@ -1,0 +1,260 @@
+//! Webhook endpoints, deliveries and attempts.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct EndpointRow {
+    pub id: String,
+    pub merchant_id: Uuid,
+    pub livemode: bool,
+    pub url: String,
+    pub event_types: Option<Vec<String>>,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert_endpoint(
+    db: &PgPool,
+    id: &str,
+    merchant_id: Uuid,
+    livemode: bool,
+    url: &str,
+    event_types: Option<&[String]>,
+    secret: &str,
+) -> sqlx::Result<EndpointRow> {
+    sqlx::query_as(
+        "INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, event_types, secret)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(livemode)
+    .bind(url)
+    .bind(event_types)
+    .bind(secret)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn list_endpoints(
+    db: &PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+) -> sqlx::Result<Vec<EndpointRow>> {
+    sqlx::query_as(
+        "SELECT * FROM webhook_endpoints
+          WHERE merchant_id = $1 AND livemode = $2 AND deleted_at IS NULL
+          ORDER BY created_at, id",
+    )
+    .bind(merchant_id)
+    .bind(livemode)
+    .fetch_all(db)
+    .await
+}
+
+/// Soft delete: past deliveries keep their endpoint; no new ones are made.
+pub async fn delete_endpoint(
+    db: &PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints SET deleted_at = now()
+          WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(livemode)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The new secret signs from now on; the old one also signs until `overlap` has passed.
+pub async fn rotate_secret(
+    db: &PgPool,
+    merchant_id: Uuid,
+    livemode: bool,
+    id: &str,
+    secret: &str,
+    overlap: chrono::Duration,
+) -> sqlx::Result<Option<EndpointRow>> {
+    sqlx::query_as(
+        "UPDATE webhook_endpoints
+            SET previous_secret = secret, previous_secret_until = now() + $5, secret = $4
+          WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL
+          RETURNING *",
+    )
+    .bind(id)
+    .bind(merchant_id)
+    .bind(livemode)
+    .bind(secret)
+    .bind(overlap)
+    .fetch_optional(db)
+    .await
+}
+
+/// A delivery claimed for sending, with what the request needs.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub attempts: i32,
+    pub event_id: String,
+    pub event_type: String,
+    pub livemode: bool,
+    pub created_at: DateTime<Utc>,
+    pub data: serde_json::Value,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
+}
+
+/// Claims up to `limit` due deliveries for `hold`; rows another dispatcher holds are skipped,
+/// and a claim whose holder died lapses after `hold`.
+pub async fn claim_due(
+    db: &PgPool,
+    limit: i64,
+    hold: std::time::Duration,
+) -> sqlx::Result<Vec<ClaimedDelivery>> {
+    sqlx::query_as(
+        "WITH due AS (
+            SELECT id FROM webhook_deliveries
+             WHERE status = 'pending' AND next_attempt_at <= now()
+               AND (locked_until IS NULL OR locked_until < now())
+             ORDER BY next_attempt_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+            UPDATE webhook_deliveries d
+               SET locked_until = now() + make_interval(secs => $2), updated_at = now()
+              FROM due WHERE d.id = due.id
+            RETURNING d.id, d.attempts, d.event_id, d.endpoint_id
+         )
+         SELECT c.id, c.attempts, e.id AS event_id, e.event_type, e.livemode, e.created_at, e.data,
+                w.url, w.secret, w.previous_secret, w.previous_secret_until
+           FROM claimed c
+           JOIN events e ON e.id = c.event_id
+           JOIN webhook_endpoints w ON w.id = c.endpoint_id",
+    )
+    .bind(limit)
+    .bind(hold.as_secs_f64())
+    .fetch_all(db)
+    .await
+}
+
+pub struct AttemptRecord<'a> {
+    pub delivery_id: i64,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<&'a str>,
+}
+
+/// Logs the attempt and moves the delivery on: `succeeded`, `failed` (no retry left), or
+/// pending again at `next_attempt_at`. One transaction.
+pub async fn finish_attempt(
+    db: &PgPool,
+    attempt: &AttemptRecord<'_>,
+    outcome: &str,
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, duration_ms, status_code, error)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(attempt.delivery_id)
+    .bind(attempt.duration_ms)
+    .bind(attempt.status_code)
+    .bind(attempt.error)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries
+            SET status = $2, attempts = attempts + 1, locked_until = NULL, updated_at = now(),
+                next_attempt_at = COALESCE($3, next_attempt_at)
+          WHERE id = $1",
+    )
+    .bind(attempt.delivery_id)
+    .bind(outcome)
+    .bind(next_attempt_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub endpoint_id: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AttemptRow {
+    pub delivery_id: i64,
+    pub attempted_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+pub async fn deliveries_of(
+    db: &PgPool,
+    event_id: &str,
+) -> sqlx::Result<(Vec<DeliveryRow>, Vec<AttemptRow>)> {
+    let deliveries: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT d.id, d.endpoint_id, w.url, d.status, d.attempts, d.next_attempt_at
+           FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+          WHERE d.event_id = $1 ORDER BY d.id",
+    )
+    .bind(event_id)
+    .fetch_all(db)
+    .await?;
+    let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+    let attempts = sqlx::query_as(
+        "SELECT delivery_id, attempted_at, duration_ms, status_code, error FROM webhook_attempts
+          WHERE delivery_id = ANY($1) ORDER BY attempted_at, id",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    Ok((deliveries, attempts))
+}
+
+/// Sends the event again now: its deliveries become pending and due, and endpoints created
+/// since get one too. Returns how many deliveries are now due.
+pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<u64> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id)
+         SELECT e.id, w.id FROM events e JOIN webhook_endpoints w
+           ON w.merchant_id = e.merchant_id AND w.livemode = e.livemode
+          WHERE e.id = $1 AND w.deleted_at IS NULL
+            AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
+         ON CONFLICT ON CONSTRAINT webhook_deliveries_once DO NOTHING",
+    )
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
+    let due = sqlx::query(
+        "UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(),
+                updated_at = now()
+           FROM webhook_endpoints w
+          WHERE d.event_id = $1 AND w.id = d.endpoint_id AND w.deleted_at IS NULL",
+    )
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(due.rows_affected())
+}

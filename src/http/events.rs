@@ -1,0 +1,125 @@
+use super::extract::{Auth, JsonObject, Paging, QueryParams};
+use super::Routes;
+use crate::db::events as db;
+use crate::domain::event::EventType;
+use crate::domain::ids::{is_random_id, SessionId};
+use crate::domain::money::parse_plain_decimal;
+use crate::error::{ApiError, ApiResult};
+use crate::service::payments::{self, SimulateError};
+use crate::state::AppState;
+use crate::views::{event_json, session_json};
+use axum::extract::{Path, RawQuery, State};
+use axum::routing::{get, post};
+use axum::Json;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+pub fn routes(r: Routes) -> Routes {
+    r.add("GET", "/v1/events", get(list))
+        .add("GET", "/v1/events/{id}", get(retrieve))
+        .add(
+            "POST",
+            "/v1/test_helpers/checkout/sessions/{id}/simulate_payment",
+            post(simulate_payment),
+        )
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let mut q = QueryParams::parse(raw.as_deref());
+    let paging = Paging::take(&mut q)?;
+    let event_type = q
+        .take("type")
+        .map(|t| {
+            EventType::parse(&t).ok_or_else(|| {
+                ApiError::invalid(
+                    "type",
+                    format!("'{t}' is not an event type (session.completed, session.expired, session.underpaid, session.late_payment, session.blocked)"),
+                )
+            })
+        })
+        .transpose()?;
+    let session_id = q
+        .take("session_id")
+        .map(|s| {
+            SessionId::parse(&s)
+                .ok_or_else(|| ApiError::invalid("session_id", "is not a session id"))
+        })
+        .transpose()?;
+    q.finish()?;
+    let (rows, total) = db::list(
+        &state.db,
+        auth.merchant.id,
+        auth.mode.livemode(),
+        event_type.map(EventType::as_str),
+        session_id.as_ref().map(SessionId::as_str),
+        paging.page_size,
+        paging.offset(),
+    )
+    .await?;
+    let data: Vec<Value> = rows.iter().map(event_json).collect();
+    Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let missing = || ApiError::not_found(format!("no event '{id}'"));
+    if !is_random_id("evt_", &id) {
+        return Err(missing());
+    }
+    let row = db::find(&state.db, auth.merchant.id, auth.mode.livemode(), &id)
+        .await?
+        .ok_or_else(missing)?;
+    let mut body = event_json(&row);
+    body["deliveries"] = crate::service::webhooks::deliveries_json(&state, &row.id).await?;
+    Ok(Json(body))
+}
+
+/// Test mode only: a confirmed payment of `amount`, credited like a chain transfer.
+async fn simulate_payment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonObject(mut fields): JsonObject,
+) -> ApiResult<Json<Value>> {
+    if auth.mode.livemode() {
+        return Err(ApiError::forbidden(
+            "payments can be simulated with test keys only",
+        ));
+    }
+    let amount = fields.required_string("amount")?;
+    fields.finish()?;
+    let amount = parse_plain_decimal(&amount).map_err(|m| ApiError::invalid("amount", m))?;
+    if amount <= Decimal::ZERO || amount > Decimal::from(100_000_000) {
+        return Err(ApiError::invalid(
+            "amount",
+            "must be greater than 0 and at most 100000000",
+        ));
+    }
+    let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
+    let session_id = SessionId::parse(&id).ok_or_else(missing)?;
+    match payments::simulate(
+        &state.db,
+        &state.faults,
+        auth.merchant.id,
+        session_id.as_str(),
+        amount,
+        &state.config.base_url,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(SimulateError::NotFound) => return Err(missing()),
+        Err(SimulateError::Invalid(m)) => return Err(ApiError::invalid("amount", m)),
+        Err(SimulateError::Internal(e)) => return Err(ApiError::internal(e)),
+    }
+    let (row, txs) =
+        crate::service::sessions::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
+    Ok(Json(session_json(&row, &txs, &state.config.base_url)))
+}

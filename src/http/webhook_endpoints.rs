@@ -1,0 +1,79 @@
+use super::extract::{Auth, JsonObject};
+use super::Routes;
+use crate::db::webhooks as db;
+use crate::error::{ApiError, ApiResult};
+use crate::service::webhooks as service;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::Json;
+use serde_json::{json, Value};
+
+pub fn routes(r: Routes) -> Routes {
+    r.add("POST", "/v1/webhook_endpoints", post(create))
+        .add("GET", "/v1/webhook_endpoints", get(list))
+        .add("DELETE", "/v1/webhook_endpoints/{id}", delete(remove))
+        .add(
+            "POST",
+            "/v1/webhook_endpoints/{id}/rotate_secret",
+            post(rotate),
+        )
+        .add("POST", "/v1/events/{id}/resend", post(resend))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonObject(mut fields): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let url = fields.required_string("url")?;
+    let events = fields.optional_string_list("events")?;
+    fields.finish()?;
+    let body = service::create(&state, auth.merchant.id, auth.mode, &url, events).await?;
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let rows = db::list_endpoints(&state.db, auth.merchant.id, auth.mode.livemode()).await?;
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|e| service::endpoint_json(e, None))
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    service::delete(&state, auth.merchant.id, auth.mode, &id).await?;
+    Ok(Json(json!({ "id": id, "deleted": true })))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        service::rotate(&state, auth.merchant.id, auth.mode, &id).await?,
+    ))
+}
+
+async fn resend(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let missing = || ApiError::not_found(format!("no event '{id}'"));
+    if !crate::domain::ids::is_random_id("evt_", &id) {
+        return Err(missing());
+    }
+    let event = crate::db::events::find(&state.db, auth.merchant.id, auth.mode.livemode(), &id)
+        .await?
+        .ok_or_else(missing)?;
+    let due = db::resend(&state.db, &event.id).await?;
+    Ok(Json(json!({ "id": event.id, "deliveries_due": due })))
+}

@@ -1,0 +1,178 @@
+//! Sends webhook deliveries: claims due ones (`FOR UPDATE SKIP LOCKED` plus a lapsing
+//! claim, so replicas never send one delivery at once and a crashed one's claims come back),
+//! signs, POSTs with a timeout and no redirects, records every attempt, and schedules retries.
+
+use super::signing;
+use super::target::PublicOnlyResolver;
+use crate::config::WebhooksConfig;
+use crate::db::webhooks::{self as db, AttemptRecord, ClaimedDelivery};
+use chrono::Utc;
+use futures_util::{stream, StreamExt};
+use rand::Rng;
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const BATCH: i64 = 32;
+const IN_FLIGHT: usize = 8;
+
+pub struct Dispatcher {
+    db: PgPool,
+    config: WebhooksConfig,
+    /// Live deliveries: public addresses only (unless the operator allows private ones).
+    guarded: reqwest::Client,
+    /// Test deliveries may reach a developer's own machine.
+    open: reqwest::Client,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DispatchReport {
+    pub attempted: usize,
+    pub succeeded: usize,
+}
+
+impl Dispatcher {
+    pub fn new(db: PgPool, config: &WebhooksConfig) -> anyhow::Result<Self> {
+        let base = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+                .user_agent(concat!(
+                    "checkout-server-webhooks/",
+                    env!("CARGO_PKG_VERSION")
+                ))
+        };
+        let guarded = if config.allow_private_targets {
+            base().build()?
+        } else {
+            base().dns_resolver(Arc::new(PublicOnlyResolver)).build()?
+        };
+        Ok(Self {
+            db,
+            config: config.clone(),
+            guarded,
+            open: base().build()?,
+        })
+    }
+
+    /// Sends what is due now.
+    pub async fn tick(&self) -> sqlx::Result<DispatchReport> {
+        // A claim outlives the request's timeout, so it never lapses mid-send.
+        let hold = self.config.timeout * 2 + Duration::from_secs(30);
+        let claimed = db::claim_due(&self.db, BATCH, hold).await?;
+        let results: Vec<sqlx::Result<bool>> =
+            stream::iter(claimed.into_iter().map(|d| self.send(d)))
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+        let mut report = DispatchReport::default();
+        for r in results {
+            report.attempted += 1;
+            if r? {
+                report.succeeded += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn send(&self, d: ClaimedDelivery) -> sqlx::Result<bool> {
+        let body = serde_json::to_vec(&json!({
+            "id": d.event_id,
+            "event_type": d.event_type,
+            "created": d.created_at.timestamp(),
+            "livemode": d.livemode,
+            "data": d.data,
+        }))
+        .unwrap_or_default();
+        let now = Utc::now();
+        let mut secrets = vec![d.secret.as_str()];
+        if let (Some(prev), Some(until)) = (&d.previous_secret, d.previous_secret_until) {
+            if until > now {
+                secrets.push(prev.as_str());
+            }
+        }
+        let headers = signing::headers(&secrets, &d.event_id, now.timestamp(), &body);
+        let client = if d.livemode {
+            &self.guarded
+        } else {
+            &self.open
+        };
+        let guard_literal = d.livemode && !self.config.allow_private_targets;
+        let started = Instant::now();
+        let result = match super::target::check(&d.url, guard_literal).await {
+            Err(e) => Err(format!("refused target: {e}")),
+            Ok(url) => {
+                let mut req = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body);
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(res) => Ok(res.status()),
+                    Err(e) if e.is_timeout() => Err("timed out".to_owned()),
+                    Err(e) => Err(e.without_url().to_string()),
+                }
+            }
+        };
+        let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let (status_code, error, ok) = match &result {
+            Ok(status) if status.is_success() => (Some(i32::from(status.as_u16())), None, true),
+            Ok(status) => (
+                Some(i32::from(status.as_u16())),
+                Some(format!("HTTP {}", status.as_u16())),
+                false,
+            ),
+            Err(e) => (None, Some(e.clone()), false),
+        };
+        let attempt = AttemptRecord {
+            delivery_id: d.id,
+            duration_ms,
+            status_code,
+            error: error.as_deref(),
+        };
+        let retry_index = usize::try_from(d.attempts).unwrap_or(usize::MAX);
+        let (outcome, next) = if ok {
+            ("succeeded", None)
+        } else if let Some(delay) = self.config.retry_schedule.get(retry_index) {
+            // ±10 % so a receiver's recovery is not met by every retry at once.
+            let jitter = rand::thread_rng().gen_range(0.9..=1.1);
+            let delay = chrono::Duration::from_std(delay.mul_f64(jitter))
+                .unwrap_or(chrono::Duration::hours(24));
+            ("pending", Some(Utc::now() + delay))
+        } else {
+            ("failed", None)
+        };
+        if !ok {
+            tracing::warn!(event.id = %d.event_id, attempt = d.attempts + 1, error = ?error, outcome, "webhook delivery failed");
+        }
+        db::finish_attempt(&self.db, &attempt, outcome, next).await?;
+        Ok(ok)
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let busy = match self.tick().await {
+                Ok(r) => r.attempted as i64 == BATCH,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook dispatch failed");
+                    false
+                }
+            };
+            let wait = if busy {
+                Duration::ZERO
+            } else {
+                self.config.poll_interval
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!("webhook dispatcher stopped");
+    }
+}

@@ -1,0 +1,473 @@
+//! Events, webhook endpoints and deliveries against a real HTTP receiver on loopback, and
+//! payments simulated in test mode.
+
+use crate::common::{assert_error, seed_request, TestApp, TEST_CONFIG};
+use base64::Engine;
+use checkout_server::faults::FaultPoint;
+use checkout_server::webhooks::dispatcher::Dispatcher;
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Received = (axum::http::HeaderMap, Vec<u8>);
+
+/// A webhook receiver: records each request; answers with the queued statuses (then 200),
+/// or hangs for `hang` on a queued 0.
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<VecDeque<u16>>>,
+}
+
+impl Receiver {
+    async fn start(answers: &[u16]) -> (Self, String) {
+        let r = Receiver::default();
+        r.answers.lock().unwrap().extend(answers);
+        let state = r.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        state
+                            .requests
+                            .lock()
+                            .unwrap()
+                            .push((headers, body.to_vec()));
+                        let next = state.answers.lock().unwrap().pop_front().unwrap_or(200);
+                        if next == 0 {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            return StatusCode::OK;
+                        }
+                        StatusCode::from_u16(next).unwrap()
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (r, url)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+const WEBHOOK_CONFIG: &str = r#"
+[webhooks]
+timeout_ms = 300
+retry_schedule_seconds = [0, 0, 0, 0]
+"#;
+
+async fn app() -> TestApp {
+    TestApp::spawn_with(&format!("{TEST_CONFIG}{WEBHOOK_CONFIG}"), |_| {}).await
+}
+
+fn dispatcher(app: &TestApp) -> Dispatcher {
+    Dispatcher::new(app.db.clone(), &app.state.config.webhooks).unwrap()
+}
+
+async fn register(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
+    app.request(Method::POST, "/v1/webhook_endpoints", Some(key), Some(body))
+        .await
+}
+
+async fn simulate(app: &TestApp, key: &str, id: &str, amount: &str) -> (StatusCode, Value) {
+    app.request(
+        Method::POST,
+        &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
+        Some(key),
+        Some(json!({ "amount": amount })),
+    )
+    .await
+}
+
+async fn new_session(app: &TestApp) -> String {
+    let (status, s) = app
+        .create_session(&app.merchant.test_key, seed_request())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    s["id"].as_str().unwrap().to_owned()
+}
+
+fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    h.get(name).unwrap().to_str().unwrap()
+}
+
+/// Checks both signature schemes from scratch, as a merchant's receiver would.
+fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) {
+    let ts = header(headers, "x-timestamp");
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - ts.parse::<i64>().unwrap()).abs() < 300);
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(body);
+    assert_eq!(
+        header(headers, "x-signature"),
+        hex::encode(mac.finalize().into_bytes())
+    );
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let id = header(headers, "webhook-id");
+    let wts = header(headers, "webhook-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{wts}.").as_bytes());
+    mac.update(body);
+    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    assert!(
+        header(headers, "webhook-signature")
+            .split(' ')
+            .any(|s| s == expected),
+        "webhook-signature"
+    );
+}
+
+#[tokio::test]
+async fn a_simulated_payment_sends_one_signed_session_completed() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let (status, endpoint) = register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let (_, listed) = app
+        .get("/v1/webhook_endpoints", &app.merchant.test_key)
+        .await;
+    assert!(listed["data"][0].get("secret").is_none(), "shown once");
+
+    let id = new_session(&app).await;
+    let (status, paid) = simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "Paid");
+    assert_eq!(paid["amount_received"], "10.5");
+    assert_eq!(paid["transactions"][0]["status"], "Confirmed");
+
+    let d = dispatcher(&app);
+    assert_eq!(d.tick().await.unwrap().succeeded, 1);
+    assert_eq!(d.tick().await.unwrap().attempted, 0, "nothing left");
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let (headers, body) = &got[0];
+    verify(&secret, headers, body);
+    let event: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(event["event_type"], "session.completed");
+    assert_eq!(event["livemode"], false);
+    assert_eq!(event["data"]["id"], json!(id));
+    assert_eq!(event["data"]["status"], "Paid");
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"));
+    assert_eq!(header(headers, "webhook-id"), event["id"].as_str().unwrap());
+
+    let (status, e) = app
+        .get(
+            &format!("/v1/events/{}", event["id"].as_str().unwrap()),
+            &app.merchant.test_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(e["deliveries"][0]["status"], "succeeded");
+    assert_eq!(e["deliveries"][0]["attempt_log"][0]["status_code"], 200);
+}
+
+#[tokio::test]
+async fn every_payment_outcome_has_its_event() {
+    let app = app().await;
+    let key = app.merchant.test_key.clone();
+    let under = new_session(&app).await;
+    let (_, s) = simulate(&app, &key, &under, "4").await;
+    assert_eq!(s["status"], "Underpaid");
+    let (_, s) = simulate(&app, &key, &under, "7").await;
+    assert_eq!(s["status"], "Overpaid");
+    assert_eq!(s["amount_received"], "11");
+    let (_, s) = simulate(&app, &key, &under, "1").await;
+    assert_eq!(
+        s["status"], "Overpaid",
+        "terminal: a late payment changes nothing"
+    );
+    assert_eq!(s["amount_received"], "11");
+    let expired = new_session(&app).await;
+    app.request(
+        Method::POST,
+        &format!("/v1/checkout/sessions/{expired}/expire"),
+        Some(&key),
+        None,
+    )
+    .await;
+
+    let (status, page) = app.get("/v1/events?page_size=2", &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["meta"]["total"], 4);
+    assert_eq!(page["meta"]["total_pages"], 2);
+    assert_eq!(
+        page["data"][0]["event_type"], "session.expired",
+        "newest first"
+    );
+    let (_, all) = app
+        .get(&format!("/v1/events?session_id={under}"), &key)
+        .await;
+    let types: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "session.underpaid",
+            "session.completed",
+            "session.late_payment"
+        ]
+    );
+    let (_, only) = app.get("/v1/events?type=session.completed", &key).await;
+    assert_eq!(only["meta"]["total"], 1);
+    assert_eq!(only["data"][0]["data"]["status"], "Overpaid");
+    let (status, body) = app.get("/v1/events?type=session.paid", &key).await;
+    assert_error(status, &body, 400, "parameter_invalid");
+    // Other merchants and modes see none of it.
+    let (_, live) = app.get("/v1/events", &app.merchant.live_key).await;
+    assert_eq!(live["meta"]["total"], 0);
+}
+
+#[tokio::test]
+async fn simulation_is_for_test_keys_and_checks_its_input() {
+    let app = app().await;
+    let id = new_session(&app).await;
+    let (status, body) = simulate(&app, &app.merchant.live_key, &id, "10").await;
+    assert_error(status, &body, 403, "permission_denied");
+    for bad in ["0", "-1", "abc", "1.1234567"] {
+        let (status, body) = simulate(&app, &app.merchant.test_key, &id, bad).await;
+        assert_error(status, &body, 400, "parameter_invalid");
+    }
+    let (status, body) = simulate(
+        &app,
+        &app.merchant.test_key,
+        "cs_00000000000000000000000000000000",
+        "1",
+    )
+    .await;
+    assert_error(status, &body, 404, "resource_missing");
+    assert_eq!(app.count("transactions").await, 0);
+    assert_eq!(app.count("events").await, 0);
+}
+
+#[tokio::test]
+async fn a_failure_after_the_status_change_leaves_neither_change_nor_event() {
+    let app = app().await;
+    let id = new_session(&app).await;
+    app.faults.arm(FaultPoint::StatusChanged);
+    let (status, _) = simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let (_, s) = app
+        .get(
+            &format!("/v1/checkout/sessions/{id}"),
+            &app.merchant.test_key,
+        )
+        .await;
+    assert_eq!(s["status"], "Pending");
+    assert_eq!(s["amount_received"], "0");
+    assert_eq!(app.count("transactions").await, 0);
+    assert_eq!(app.count("events").await, 0);
+    // The retry goes through whole.
+    let (status, s) = simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    assert_eq!(
+        (status, s["status"].as_str()),
+        (StatusCode::OK, Some("Paid"))
+    );
+    assert_eq!(app.count("events").await, 1);
+}
+
+#[tokio::test]
+async fn failing_and_hanging_receivers_are_retried_until_delivered_once() {
+    let app = app().await;
+    // 500, 503, a hang past the timeout, then 200.
+    let (receiver, url) = Receiver::start(&[500, 503, 0]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let id = new_session(&app).await;
+    simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    let d = dispatcher(&app);
+    let mut succeeded = 0;
+    for _ in 0..4 {
+        succeeded += d.tick().await.unwrap().succeeded;
+    }
+    assert_eq!(succeeded, 1);
+    assert_eq!(d.tick().await.unwrap().attempted, 0);
+    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
+    let event_id = events["data"][0]["id"].as_str().unwrap();
+    let (_, e) = app
+        .get(&format!("/v1/events/{event_id}"), &app.merchant.test_key)
+        .await;
+    let log = e["deliveries"][0]["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 4, "{e}");
+    assert_eq!(log[0]["status_code"], 500);
+    assert_eq!(log[1]["status_code"], 503);
+    assert_eq!(log[2]["error"], "timed out");
+    assert_eq!(log[3]["status_code"], 200);
+    assert_eq!(e["deliveries"][0]["status"], "succeeded");
+    assert_eq!(receiver.received().len(), 4);
+
+    // Resend: once more, now.
+    let (status, _) = app
+        .request(
+            Method::POST,
+            &format!("/v1/events/{event_id}/resend"),
+            Some(&app.merchant.test_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(d.tick().await.unwrap().succeeded, 1);
+    assert_eq!(receiver.received().len(), 5);
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_recovers_ends_failed_and_visible() {
+    let app = app().await;
+    let (_, url) = Receiver::start(&[500, 500, 500, 500, 500, 500]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let id = new_session(&app).await;
+    simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    let d = dispatcher(&app);
+    for _ in 0..6 {
+        d.tick().await.unwrap();
+    }
+    let status: String = sqlx::query_scalar("SELECT status FROM webhook_deliveries")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "failed", "1 try + 4 retries, then given up");
+    let attempts: i64 = app.count("webhook_attempts").await;
+    assert_eq!(attempts, 5);
+}
+
+#[tokio::test]
+async fn two_dispatchers_and_a_restart_deliver_each_event_once() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    for _ in 0..20 {
+        let id = new_session(&app).await;
+        simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    }
+    // A dispatcher that claimed a delivery and died: its claim lapses, then it is sent.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET locked_until = now() + interval '1 second'
+          WHERE id = (SELECT min(id) FROM webhook_deliveries)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (a, b) = (dispatcher(&app), dispatcher(&app));
+    let (ra, rb) = tokio::join!(a.tick(), b.tick());
+    let sent = ra.unwrap().succeeded + rb.unwrap().succeeded;
+    assert_eq!(sent, 19, "the held one waits");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(a.tick().await.unwrap().succeeded, 1);
+    let got = receiver.received();
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|(h, _)| header(h, "webhook-id").to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((got.len(), ids.len()), (20, 20), "each event exactly once");
+}
+
+#[tokio::test]
+async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let (status, body) = register(
+        &app,
+        &app.merchant.live_key,
+        json!({ "url": "http://127.0.0.1:9/hook" }),
+    )
+    .await;
+    let err = assert_error(status, &body, 400, "parameter_invalid");
+    assert_eq!(err["param"], "url");
+    let (status, body) = register(
+        &app,
+        &app.merchant.live_key,
+        json!({ "url": "http://169.254.169.254/latest/meta-data" }),
+    )
+    .await;
+    assert_error(status, &body, 400, "parameter_invalid");
+    // Test mode may reach a developer's machine, but the rest is checked alike.
+    for bad in [
+        json!({ "url": "ftp://127.0.0.1/" }),
+        json!({ "url": url, "events": ["session.paid"] }),
+        json!({ "url": url, "events": [] }),
+        json!({ "url": url, "events": "session.expired" }),
+        json!({ "url": url, "extra": 1 }),
+    ] {
+        let (status, body) = register(&app, &app.merchant.test_key, bad.clone()).await;
+        assert_error(status, &body, 400, "parameter_invalid");
+    }
+    assert_eq!(app.count("webhook_endpoints").await, 0);
+
+    let (_, only_expired) = register(
+        &app,
+        &app.merchant.test_key,
+        json!({ "url": url, "events": ["session.expired"] }),
+    )
+    .await;
+    let old_secret = only_expired["secret"].as_str().unwrap().to_owned();
+    let id = new_session(&app).await;
+    simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    let d = dispatcher(&app);
+    assert_eq!(d.tick().await.unwrap().attempted, 0, "not subscribed");
+
+    let ep = only_expired["id"].as_str().unwrap();
+    let (status, rotated) = app
+        .request(
+            Method::POST,
+            &format!("/v1/webhook_endpoints/{ep}/rotate_secret"),
+            Some(&app.merchant.test_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    let other = new_session(&app).await;
+    app.request(
+        Method::POST,
+        &format!("/v1/checkout/sessions/{other}/expire"),
+        Some(&app.merchant.test_key),
+        None,
+    )
+    .await;
+    assert_eq!(d.tick().await.unwrap().succeeded, 1);
+    let (headers, body) = receiver.received().pop().unwrap();
+    verify(&new_secret, &headers, &body);
+    // During the overlap the old secret verifies too (Standard Webhooks, second signature).
+    let sigs = header(&headers, "webhook-signature");
+    assert_eq!(sigs.split(' ').count(), 2);
+
+    let (status, _) = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/webhook_endpoints/{ep}"),
+            Some(&app.merchant.test_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let third = new_session(&app).await;
+    app.request(
+        Method::POST,
+        &format!("/v1/checkout/sessions/{third}/expire"),
+        Some(&app.merchant.test_key),
+        None,
+    )
+    .await;
+    assert_eq!(d.tick().await.unwrap().attempted, 0, "deleted");
+}
