@@ -471,3 +471,45 @@ async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets(
     .await;
     assert_eq!(d.tick().await.unwrap().attempted, 0, "deleted");
 }
+
+#[tokio::test]
+async fn a_live_delivery_to_an_internal_address_is_refused_at_send_time() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    // As if the host had resolved to a public address at registration and to 127.0.0.1 now.
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, secret)
+         SELECT 'we_' || md5('x'), merchant_id, true, $1, 'whsec_AAAA' FROM api_keys LIMIT 1",
+    )
+    .bind(&url)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (status, s) = app
+        .create_session(&app.merchant.live_key, {
+            let mut r = seed_request();
+            r["network"] = json!("BSC");
+            r
+        })
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let id = s["id"].as_str().unwrap();
+    app.request(
+        Method::POST,
+        &format!("/v1/checkout/sessions/{id}/expire"),
+        Some(&app.merchant.live_key),
+        None,
+    )
+    .await;
+    let report = dispatcher(&app).tick().await.unwrap();
+    assert_eq!((report.attempted, report.succeeded), (1, 0));
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the internal address"
+    );
+    let error: String = sqlx::query_scalar("SELECT error FROM webhook_attempts")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(error.contains("internal address"), "{error}");
+}
