@@ -44,6 +44,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub idempotency: IdempotencyConfig,
     pub watcher: WatcherConfig,
+    pub hosted: HostedConfig,
     /// Every (network, mode) pair, enabled or not.
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
 }
@@ -139,6 +140,12 @@ impl Default for IdempotencyConfig {
             retention: Duration::from_secs(24 * 3600),
         }
     }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HostedConfig {
+    /// Origins allowed to frame the page (`?embed=1`); none by default.
+    pub frame_ancestors: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +289,8 @@ struct RawConfig {
     #[serde(default)]
     watcher: RawWatcher,
     #[serde(default)]
+    hosted: RawHosted,
+    #[serde(default)]
     networks: BTreeMap<String, BTreeMap<String, RawNetwork>>,
 }
 
@@ -317,6 +326,12 @@ struct RawRates {
 struct RawIdempotency {
     lock_timeout_seconds: Option<u64>,
     retention_hours: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHosted {
+    frame_ancestors: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -446,6 +461,28 @@ impl Config {
         let webhooks = parse_webhooks(raw.webhooks)?;
         let networks = parse_networks(raw.networks)?;
         let watcher = parse_watcher(raw.watcher)?;
+        let mut hosted = HostedConfig::default();
+        for (i, origin) in raw
+            .hosted
+            .frame_ancestors
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("hosted.frame_ancestors[{i}]");
+            let parsed = url::Url::parse(&origin)
+                .map_err(|_| err(&key, "is not an origin such as https://shop.example"))?;
+            let is_origin = matches!(parsed.scheme(), "http" | "https")
+                && parsed.path() == "/"
+                && parsed.query().is_none()
+                && origin.trim_end_matches('/') == parsed.origin().ascii_serialization();
+            if !is_origin {
+                return Err(err(key, "is not an origin such as https://shop.example"));
+            }
+            hosted
+                .frame_ancestors
+                .push(parsed.origin().ascii_serialization());
+        }
         let mut idempotency = IdempotencyConfig::default();
         if let Some(secs) = raw.idempotency.lock_timeout_seconds {
             if !(1..=3600).contains(&secs) {
@@ -478,6 +515,7 @@ impl Config {
             webhooks,
             idempotency,
             watcher,
+            hosted,
             networks,
         })
     }

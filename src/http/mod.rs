@@ -3,6 +3,8 @@
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod hosted;
+pub mod i18n;
 pub mod idempotency;
 pub mod sessions;
 pub mod sub_merchants;
@@ -56,6 +58,7 @@ fn all_routes() -> Routes {
     let r = sessions::routes(r);
     let r = events::routes(r);
     let r = webhook_endpoints::routes(r);
+    let r = hosted::routes(r);
     sub_merchants::routes(r)
 }
 
@@ -133,7 +136,8 @@ async fn json_errors(response: Response) -> Response {
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // Our own JSON errors and the hosted page's HTML 404 pass; anything else gets our shape.
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

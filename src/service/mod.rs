@@ -2,6 +2,7 @@
 
 pub mod chain_health;
 pub mod events;
+pub mod hosted;
 pub mod merchants;
 pub mod payments;
 pub mod pricing;

@@ -1,9 +1,11 @@
 //! Integration tests over real HTTP against a real Postgres.
 
 mod bad_input;
+mod browser;
 mod chain_support;
 mod cli;
 mod common;
+mod hosted;
 mod idempotency;
 mod openapi;
 mod pricing;

@@ -1,0 +1,281 @@
+//! The hosted payment page (`GET /{id}`), its public view JSON, its live status stream
+//! (server-sent events) and its two assets. No external requests, a strict CSP.
+
+use super::i18n::{self, Text};
+use super::Routes;
+use crate::domain::ids::SessionId;
+use crate::domain::session::SessionStatus;
+use crate::error::{ApiError, ApiResult};
+use crate::service::hosted::{network_label, PageView};
+use crate::state::AppState;
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{
+    ACCEPT_LANGUAGE, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+const CSS: &str = include_str!("../../assets/checkout.css");
+const JS: &str = include_str!("../../assets/checkout.js");
+/// How often the live stream looks for a change, and how long one stream lasts.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+const STREAM_LIFETIME: Duration = Duration::from_secs(600);
+
+pub fn routes(r: Routes) -> Routes {
+    r.add("GET", "/{id}", get(page))
+        .add("GET", "/v1/checkout/sessions/{id}/view", get(view))
+        .add("GET", "/v1/checkout/sessions/{id}/events", get(events))
+        .add("GET", "/assets/checkout.css", get(css))
+        .add("GET", "/assets/checkout.js", get(js))
+}
+
+#[derive(Template)]
+#[template(path = "page.html")]
+struct PageTemplate<'a> {
+    t: &'static Text,
+    v: &'a PageView,
+    embed: bool,
+    state: &'static str,
+    open: bool,
+    confirmations: u64,
+    network_label: &'static str,
+    qr_svg: String,
+    initial: String,
+    other_lang: &'static str,
+    server_time_unix: i64,
+    expires_unix: i64,
+    expires_iso: String,
+    expires_text: String,
+    remaining: String,
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundTemplate {
+    t: &'static Text,
+}
+
+/// The state the page shows: the session status, or "Confirming" while a payment to a
+/// pending session waits for its confirmations.
+pub fn page_state(v: &PageView) -> &'static str {
+    match (v.status, v.confirming()) {
+        (SessionStatus::Pending, Some(_)) => "Confirming",
+        (status, _) => status.as_str(),
+    }
+}
+
+/// The QR code as inline SVG, scalable by CSS.
+pub fn qr_svg(data: &str) -> String {
+    let Ok(code) = qrcode::QrCode::new(data.as_bytes()) else {
+        return String::new();
+    };
+    let modules = code.width() + 8; // with the quiet zone
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .module_dimensions(1, 1)
+        .quiet_zone(true)
+        .build();
+    let start = svg.find("<svg").unwrap_or(0);
+    svg[start..].replacen(
+        "<svg ",
+        &format!(
+            "<svg viewBox=\"0 0 {modules} {modules}\" focusable=\"false\" aria-hidden=\"true\" "
+        ),
+        1,
+    )
+}
+
+fn page_headers(state: &AppState, html: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let ancestors = &state.config.hosted.frame_ancestors;
+    let frame = if ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        ancestors.join(" ")
+    };
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(CONTENT_SECURITY_POLICY, v);
+    }
+    if ancestors.is_empty() {
+        h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if html {
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    h
+}
+
+struct PageQuery {
+    lang: Option<String>,
+    embed: bool,
+}
+
+fn page_query(raw: Option<&str>) -> PageQuery {
+    let mut q = super::extract::QueryParams::parse(raw);
+    PageQuery {
+        lang: q.take("lang"),
+        embed: q.take("embed").is_some_and(|v| v == "1" || v == "true"),
+    }
+}
+
+fn render_not_found(state: &AppState, t: &'static Text) -> Response {
+    let body = NotFoundTemplate { t }.render().unwrap_or_default();
+    (StatusCode::NOT_FOUND, page_headers(state, true), body).into_response()
+}
+
+fn format_remaining(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
+async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = page_query(raw.as_deref());
+    let accept = headers.get(ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    let t = i18n::choose(q.lang.as_deref(), accept);
+    let Some(id) = SessionId::parse(&id) else {
+        return Ok(render_not_found(&state, t));
+    };
+    let Some(v) = PageView::load(&state, id.as_str()).await? else {
+        return Ok(render_not_found(&state, t));
+    };
+    let state_name = page_state(&v);
+    let page = PageTemplate {
+        t,
+        embed: q.embed,
+        state: state_name,
+        open: matches!(state_name, "Pending" | "Confirming" | "Underpaid"),
+        confirmations: v.confirming().and_then(|c| c.confirmations).unwrap_or(0),
+        network_label: network_label(v.network),
+        qr_svg: qr_svg(&v.payment_uri),
+        initial: v
+            .merchant_name
+            .chars()
+            .next()
+            .map(|c| c.to_uppercase().to_string())
+            .unwrap_or_default(),
+        other_lang: if t.lang == "en" { "zh" } else { "en" },
+        server_time_unix: v.server_time.timestamp(),
+        expires_unix: v.expires_at.timestamp(),
+        expires_iso: crate::views::timestamp(v.expires_at),
+        expires_text: v.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        remaining: format_remaining((v.expires_at - v.server_time).num_seconds()),
+        v: &v,
+    };
+    let body = page.render().map_err(ApiError::internal)?;
+    Ok((page_headers(&state, true), Html(body)).into_response())
+}
+
+async fn load_public(state: &AppState, id: &str) -> ApiResult<PageView> {
+    let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
+    let id = SessionId::parse(id).ok_or_else(missing)?;
+    PageView::load(state, id.as_str())
+        .await?
+        .ok_or_else(missing)
+}
+
+async fn view(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let v = load_public(&state, &id).await?;
+    Ok((page_headers(&state, false), Json(v.to_json())).into_response())
+}
+
+/// `session` events with the view whenever it changes; ends after a terminal status or ten
+/// minutes (the browser reconnects).
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let first = load_public(&state, &id).await?;
+    let started = Instant::now();
+    let initial = (Some(first), None::<String>, false);
+    let s = stream::unfold(initial, move |(pending, last, done)| {
+        let state = state.clone();
+        let id = id.clone();
+        async move {
+            if done || started.elapsed() > STREAM_LIFETIME {
+                return None;
+            }
+            let mut next = pending;
+            loop {
+                let v = match next.take() {
+                    Some(v) => v,
+                    None => {
+                        tokio::time::sleep(STREAM_POLL).await;
+                        if started.elapsed() > STREAM_LIFETIME {
+                            return None;
+                        }
+                        match PageView::load(&state, &id).await {
+                            Ok(Some(v)) => v,
+                            Ok(None) => return None,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "page stream: database error");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let mut json = v.to_json();
+                let comparable = {
+                    json.as_object_mut().map(|o| o.remove("server_time"));
+                    json.to_string()
+                };
+                if last.as_deref() == Some(comparable.as_str()) {
+                    continue;
+                }
+                let terminal = !v.status.is_open();
+                let event = Event::default()
+                    .event("session")
+                    .data(v.to_json().to_string());
+                return Some((Ok(event), (None, Some(comparable), terminal)));
+            }
+        }
+    });
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/css; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        JS,
+    )
+}

@@ -1,0 +1,304 @@
+//! The hosted page in real headless Chromium, driven over the W3C WebDriver protocol
+//! (chromedriver). Screenshots of each state at phone and desktop sizes go to
+//! `target/screenshots/`.
+
+use crate::common::{seed_request, TestApp};
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Browser<'a> {
+    driver: &'a Driver,
+    session: String,
+}
+
+impl Driver {
+    async fn start() -> Option<Self> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            // CI installs both and sets REQUIRE_BROWSER: there a missing browser is a failure.
+            assert!(
+                std::env::var_os("REQUIRE_BROWSER").is_none(),
+                "REQUIRE_BROWSER is set but chromium or chromedriver is missing"
+            );
+            eprintln!("skipped: needs chromium and chromium-driver (installed by .ci/run)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        for _ in 0..100 {
+            if driver
+                .http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Some(driver);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not answer");
+    }
+
+    async fn browser(&self, width: u32, height: u32) -> Browser<'_> {
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", format!("--window-size={width},{height}")],
+            }
+        }}});
+        let v: Value = self
+            .http
+            .post(format!("{}/session", self.url))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_owned();
+        Browser {
+            driver: self,
+            session,
+        }
+    }
+}
+
+impl Browser<'_> {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.driver.url, self.session);
+        let mut req = self.driver.http.request(method, url);
+        req = req.json(&body.unwrap_or(json!({})));
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        if v["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {v}");
+        }
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.call(Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    async fn script(&self, source: &str) -> Value {
+        self.call(
+            Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": source, "args": [] })),
+        )
+        .await
+    }
+
+    async fn current_url(&self) -> String {
+        self.call(Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.call(Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), bytes).unwrap();
+    }
+
+    /// Waits until `condition` (a JS expression) is true.
+    async fn wait_for(&self, condition: &str, what: &str) {
+        for _ in 0..150 {
+            if self.script(&format!("return !!({condition});")).await == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn close(self) {
+        let url = format!("{}/session/{}", self.driver.url, self.session);
+        let _ = self.driver.http.delete(url).send().await;
+    }
+}
+
+/// A shop's success page, so the redirect lands somewhere real.
+async fn shop() -> String {
+    let app = axum::Router::new().route(
+        "/success",
+        axum::routing::get(|| async { axum::response::Html("<h1>Thanks from the shop</h1>") }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+async fn simulate(app: &TestApp, id: &str, amount: &str) {
+    let (status, body) = app
+        .request(
+            Method::POST,
+            &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
+            Some(&app.merchant.test_key),
+            Some(json!({ "amount": amount })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_customer_pays_and_the_page_turns_paid_without_reload_then_returns_to_the_shop() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let shop = shop().await;
+    let mut req = seed_request();
+    req["success_url"] = json!(format!("{shop}/success"));
+    let (_, s) = app.create_session(&app.merchant.test_key, req).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+
+    let b = driver.browser(390, 844).await;
+    b.go(&format!("{}/{id}", app.base)).await;
+    let address = b
+        .script("return document.getElementById('address').textContent;")
+        .await;
+    assert_eq!(address, s["pay_address"]);
+    let amount = b
+        .script("return document.getElementById('amount').textContent.trim();")
+        .await;
+    assert_eq!(amount, json!("10.5 USDT"));
+    let countdown = b
+        .script("return document.getElementById('countdown').textContent;")
+        .await;
+    assert!(
+        countdown.as_str().unwrap().starts_with("29:") || countdown == json!("30:00"),
+        "{countdown}"
+    );
+    b.screenshot("pending-390x844").await;
+    // A marker that a reload would wipe.
+    b.script("window.__stillHere = true; return null;").await;
+
+    simulate(&app, &id, "10.5").await;
+    b.wait_for(
+        "document.body.dataset.status === 'Paid' && !document.querySelector('[data-state=Paid]').hidden",
+        "the page to turn Paid",
+    )
+    .await;
+    assert_eq!(
+        b.script("return window.__stillHere === true;").await,
+        json!(true),
+        "no reload"
+    );
+    assert_eq!(
+        b.script("return document.querySelector('[data-open]').hidden;")
+            .await,
+        json!(true),
+        "the pay details are gone"
+    );
+    b.screenshot("paid-390x844").await;
+    b.wait_for(
+        "location.pathname === '/success'",
+        "the redirect to success_url",
+    )
+    .await;
+    assert_eq!(b.current_url().await, format!("{shop}/success"));
+    b.close().await;
+}
+
+#[tokio::test]
+async fn screenshots_of_each_state_at_phone_and_desktop_sizes() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let new = |app: &TestApp| {
+        let (client, base, key) = (
+            app.client.clone(),
+            app.base.clone(),
+            app.merchant.test_key.clone(),
+        );
+        async move {
+            let res = client
+                .post(format!("{base}/v1/checkout/sessions"))
+                .bearer_auth(key)
+                .json(&seed_request())
+                .send()
+                .await
+                .unwrap();
+            let v: Value = res.json().await.unwrap();
+            v["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let pending = new(&app).await;
+    let underpaid = new(&app).await;
+    simulate(&app, &underpaid, "4").await;
+    let overpaid = new(&app).await;
+    simulate(&app, &overpaid, "12").await;
+    let expired = new(&app).await;
+    app.request(
+        Method::POST,
+        &format!("/v1/checkout/sessions/{expired}/expire"),
+        Some(&app.merchant.test_key),
+        None,
+    )
+    .await;
+    for (w, h) in [(390, 844), (1280, 800)] {
+        let b = driver.browser(w, h).await;
+        for (name, id, lang) in [
+            ("pending", &pending, "en"),
+            ("pending-zh", &pending, "zh"),
+            ("underpaid", &underpaid, "en"),
+            ("overpaid", &overpaid, "en"),
+            ("expired", &expired, "en"),
+        ] {
+            b.go(&format!("{}/{id}?lang={lang}", app.base)).await;
+            b.wait_for("document.readyState === 'complete'", "the page")
+                .await;
+            b.screenshot(&format!("{name}-{w}x{h}")).await;
+        }
+        b.close().await;
+    }
+}

@@ -1,0 +1,407 @@
+//! The hosted payment page: every state in both languages, escaping, the public view, the
+//! live stream, headers, the 404 page.
+
+use crate::common::{seed_request, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn page(
+    app: &TestApp,
+    path: &str,
+    lang: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut req = app.client.get(format!("{}{path}", app.base));
+    if let Some(lang) = lang {
+        req = req.header("accept-language", lang);
+    }
+    let res = req.send().await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    (status, headers, res.text().await.unwrap())
+}
+
+async fn session(app: &TestApp, body: Value) -> Value {
+    let (status, s) = app.create_session(&app.merchant.test_key, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    s
+}
+
+async fn simulate(app: &TestApp, id: &str, amount: &str) {
+    let (status, body) = app
+        .request(
+            Method::POST,
+            &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
+            Some(&app.merchant.test_key),
+            Some(json!({ "amount": amount })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The one state panel that is not hidden.
+fn visible_state(html: &str) -> String {
+    let shown: Vec<&str> = html
+        .split("data-state=\"")
+        .skip(1)
+        .filter(|chunk| {
+            let tag_end = chunk.find('>').unwrap();
+            !chunk[..tag_end].contains(" hidden")
+        })
+        .map(|chunk| &chunk[..chunk.find('"').unwrap()])
+        .collect();
+    assert_eq!(shown.len(), 1, "exactly one state is shown: {shown:?}");
+    shown[0].to_owned()
+}
+
+fn pay_section_open(html: &str) -> bool {
+    let start = html.find("data-open").unwrap();
+    !html[start..start + 40].contains("hidden")
+}
+
+#[tokio::test]
+async fn the_page_shows_every_payment_fact_and_needs_nothing_external() {
+    let app = TestApp::spawn().await;
+    let s = session(&app, seed_request()).await;
+    let id = s["id"].as_str().unwrap();
+    assert_eq!(s["url"], format!("https://checkout.example.com/{id}"));
+    let (status, headers, html) = page(&app, &format!("/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(html.contains("Acme Store"));
+    assert!(html.contains(">10.5</span> USDT"), "the exact amount");
+    assert!(html.contains("USDT · TRON (TRC20)"));
+    assert!(html.contains(&format!(">{}</code>", s["pay_address"].as_str().unwrap())));
+    assert!(html.contains("<svg viewBox="), "QR as inline SVG");
+    assert!(html.contains("role=\"img\" aria-label=\"QR code of the payment: T"));
+    assert!(html.contains("Send only this token on this network"));
+    assert!(
+        html.contains("https://example.com/cancel"),
+        "cancel link while unpaid"
+    );
+    assert!(html.contains("Test mode"));
+    assert_eq!(visible_state(&html), "Pending");
+    assert!(pay_section_open(&html));
+    // Nothing loaded from elsewhere but the merchant's own logo.
+    let external: Vec<&str> = html.matches("src=\"http").collect();
+    assert_eq!(external.len(), 1);
+    assert!(
+        html.contains("src=\"https://example.com/logo.png\""),
+        "the merchant's logo"
+    );
+    for attr in ["href=\"//", "src=\"//", "@import", "fonts."] {
+        assert!(!html.contains(attr), "external reference {attr}");
+    }
+    let css = app
+        .client
+        .get(format!("{}/assets/checkout.css", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let js = app
+        .client
+        .get(format!("{}/assets/checkout.js", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!css.contains("url(") && !js.contains("http"));
+    let total = html.len() + css.len() + js.len();
+    assert!(total < 100 * 1024, "page and assets are {total} bytes");
+}
+
+#[tokio::test]
+async fn evm_pages_carry_the_amount_in_an_eip681_link() {
+    let app = TestApp::spawn_with(
+        &format!("{}\n[networks.BSC.test.tokens.USDT]\ncontract = \"0x55d398326f99059fF775485246999027B3197955\"\ndecimals = 18\n", crate::common::TEST_CONFIG),
+        |c| {
+            let bsc = c.network_mut(
+                checkout_server::domain::network::Network::Bsc,
+                checkout_server::domain::api_key::Mode::Test,
+            );
+            // Read from a chain (BSC testnet), not simulated.
+            bsc.chain_id = Some(97);
+            bsc.simulated = false;
+            bsc.rpc_urls = vec!["http://127.0.0.1:9".into()];
+        },
+    )
+    .await;
+    let mut req = seed_request();
+    req["network"] = json!("BSC");
+    let s = session(&app, req).await;
+    let id = s["id"].as_str().unwrap();
+    let (_, _, html) = page(&app, &format!("/{id}"), None).await;
+    let expected = format!(
+        "ethereum:0x55d398326f99059fF775485246999027B3197955@97/transfer?address={}&#38;uint256=10500000000000000000",
+        s["pay_address"].as_str().unwrap()
+    );
+    assert!(
+        html.contains(&expected),
+        "EIP-681 link with 18-decimal base units"
+    );
+    assert!(html.contains("USDT · BNB Smart Chain (BEP20)"));
+    assert!(html.contains("The QR code and wallet link include the amount."));
+
+    // A simulated network has no chain: its link must never carry an amount.
+    let app = TestApp::spawn().await;
+    let mut req = seed_request();
+    req["network"] = json!("BSC");
+    let s = session(&app, req).await;
+    let (_, _, html) = page(&app, &format!("/{}", s["id"].as_str().unwrap()), None).await;
+    assert!(!html.contains("ethereum:"));
+    assert!(html.contains("enter the amount in your wallet"));
+}
+
+#[tokio::test]
+async fn every_state_renders_in_english_and_chinese() {
+    let app = TestApp::spawn().await;
+    let pending = session(&app, seed_request()).await;
+    let confirming = session(&app, seed_request()).await;
+    sqlx::query(
+        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index, block_number,
+                block_hash, to_address, amount)
+         VALUES ($1, 'TRON', false, 'ab', 0, 10, '0x01', 'T', 10.5)",
+    )
+    .bind(confirming["id"].as_str().unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let under = session(&app, seed_request()).await;
+    simulate(&app, under["id"].as_str().unwrap(), "4").await;
+    let paid = session(&app, seed_request()).await;
+    simulate(&app, paid["id"].as_str().unwrap(), "10.5").await;
+    let over = session(&app, seed_request()).await;
+    simulate(&app, over["id"].as_str().unwrap(), "12").await;
+    let expired = session(&app, seed_request()).await;
+    app.request(
+        Method::POST,
+        &format!(
+            "/v1/checkout/sessions/{}/expire",
+            expired["id"].as_str().unwrap()
+        ),
+        Some(&app.merchant.test_key),
+        None,
+    )
+    .await;
+    let blocked = session(&app, seed_request()).await;
+    sqlx::query("UPDATE checkout_sessions SET status = 'Blocked' WHERE id = $1")
+        .bind(blocked["id"].as_str().unwrap())
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    let cases = [
+        (
+            &pending,
+            "Pending",
+            true,
+            "Waiting for your payment",
+            "等待付款",
+        ),
+        (
+            &confirming,
+            "Confirming",
+            true,
+            "Payment seen, confirming",
+            "已收到付款，确认中",
+        ),
+        (&under, "Underpaid", true, "Still missing", "仍需支付"),
+        (&paid, "Paid", false, "Paid. Thank you!", "付款成功，谢谢！"),
+        (
+            &over,
+            "Overpaid",
+            false,
+            "You sent more than the amount due",
+            "超出应付金额",
+        ),
+        (
+            &expired,
+            "Expired",
+            false,
+            "This payment request has expired",
+            "此付款请求已过期",
+        ),
+        (
+            &blocked,
+            "Blocked",
+            false,
+            "could not be accepted",
+            "无法被接受",
+        ),
+    ];
+    for (s, state, open, en, zh) in cases {
+        let id = s["id"].as_str().unwrap();
+        let (_, _, html) = page(&app, &format!("/{id}"), Some("en-US,en;q=0.9")).await;
+        assert_eq!(visible_state(&html), state);
+        assert_eq!(
+            pay_section_open(&html),
+            open,
+            "{state}: pay details shown only while open"
+        );
+        assert!(html.contains(en), "{state} in English");
+        assert!(html.contains("lang=\"en\""));
+        let (_, _, html) = page(&app, &format!("/{id}"), Some("zh-CN,zh;q=0.9")).await;
+        assert!(html.contains(zh), "{state} in Chinese");
+        assert!(html.contains("lang=\"zh-CN\""));
+        let (_, _, html) = page(&app, &format!("/{id}?lang=en"), Some("zh-CN")).await;
+        assert!(html.contains(en), "?lang= wins");
+    }
+    // Underpaid shows what is missing.
+    let (_, _, html) = page(&app, &format!("/{}", under["id"].as_str().unwrap()), None).await;
+    assert!(html.contains(">6.5</span> USDT"));
+}
+
+#[tokio::test]
+async fn hostile_names_urls_and_references_are_escaped() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .request(
+            Method::POST,
+            "/v1/sub-merchants",
+            Some(&app.merchant.test_key),
+            Some(json!({
+                "sub_merchant_code": "evil",
+                "display_name": "<script>alert(1)</script>\"'&",
+                "logo_url": "https://x.example/a.png?\"><script>alert(2)</script>",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut req = seed_request();
+    req["client_reference_id"] = json!("</footer><img src=x onerror=alert(3)>");
+    let (status, s, _) = app
+        .create_session_with(
+            &app.merchant.test_key,
+            &req,
+            &[("X-Sub-Merchant-Code", "evil")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let (_, _, html) = page(&app, &format!("/{}", s["id"].as_str().unwrap()), None).await;
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(!html.contains("<img src=x"));
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;&#38;"));
+    assert!(html.contains("&#60;/footer&#62;&#60;img src=x onerror=alert(3)&#62;"));
+    assert!(
+        html.contains("a.png?&#34;&#62;&#60;script"),
+        "the logo URL is escaped too"
+    );
+    let scripts = html.matches("<script").count();
+    assert_eq!(scripts, 1, "only our own script tag");
+}
+
+#[tokio::test]
+async fn the_public_view_holds_only_what_the_page_needs() {
+    let app = TestApp::spawn().await;
+    let s = session(&app, seed_request()).await;
+    let id = s["id"].as_str().unwrap();
+    let res = app
+        .client
+        .get(format!("{}/v1/checkout/sessions/{id}/view", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "no key needed");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["status"], "Pending");
+    assert_eq!(v["amount_due"], "10.5");
+    assert_eq!(v["network_label"], "TRON (TRC20)");
+    assert!(v["server_time"].as_str().unwrap().ends_with('Z'));
+    let text = v.to_string();
+    for secret in [
+        "merchant_id",
+        "fee",
+        "net_amount",
+        "xpub",
+        "sk_test",
+        "exchange_rate",
+    ] {
+        assert!(!text.contains(secret), "{secret} must not be public");
+    }
+    let (status, _) = app
+        .get(
+            "/v1/checkout/sessions/cs_00000000000000000000000000000000/view",
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, html) = page(&app, "/cs_00000000000000000000000000000000", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("Payment not found"));
+    let (status, _, html) = page(&app, "/not-a-session", Some("zh-CN")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(html.contains("未找到付款"));
+}
+
+#[tokio::test]
+async fn the_live_stream_sends_the_change_to_paid() {
+    let app = TestApp::spawn().await;
+    let s = session(&app, seed_request()).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut res = app
+        .client
+        .get(format!("{}/v1/checkout/sessions/{id}/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(5), res.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    seen.push_str(&String::from_utf8_lossy(&first));
+    assert!(
+        seen.contains("event: session") && seen.contains("\"status\":\"Pending\""),
+        "{seen}"
+    );
+    simulate(&app, &id, "10.5").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains("\"status\":\"Paid\"") {
+        let chunk = tokio::time::timeout_at(deadline, res.chunk())
+            .await
+            .expect("Paid within 10 s")
+            .unwrap();
+        match chunk {
+            Some(c) => seen.push_str(&String::from_utf8_lossy(&c)),
+            None => break,
+        }
+    }
+    assert!(seen.contains("\"status\":\"Paid\""), "{seen}");
+}
+
+#[tokio::test]
+async fn embedding_is_allowed_only_for_configured_origins() {
+    let app = TestApp::spawn_with(
+        &format!(
+            "{}\n[hosted]\nframe_ancestors = [\"https://shop.example\"]\n",
+            crate::common::TEST_CONFIG
+        ),
+        |_| {},
+    )
+    .await;
+    let s = session(&app, seed_request()).await;
+    let (_, headers, html) = page(
+        &app,
+        &format!("/{}?embed=1", s["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.ends_with("frame-ancestors https://shop.example"),
+        "{csp}"
+    );
+    assert!(headers.get("x-frame-options").is_none());
+    assert!(html.contains("class=\"embed\""));
+    assert!(!html.contains("<header"), "no page chrome when embedded");
+}
