@@ -5,6 +5,9 @@ ENV SQLX_OFFLINE=true
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+COPY templates ./templates
+COPY assets ./assets
+COPY benches ./benches
 COPY openapi.yaml checkout.example.toml ./
 RUN cargo build --release --locked && strip target/release/checkout-server
 
@@ -17,6 +20,7 @@ USER checkout
 WORKDIR /app
 ENV BIND_ADDR=0.0.0.0:8080
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
+# bash (not dash) has /dev/tcp: the port answers.
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"]
 ENTRYPOINT ["checkout-server"]
 CMD ["serve"]

@@ -37,6 +37,8 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// Without a trailing slash.
     pub base_url: String,
+    /// No base URL was configured: `serve` derives it from the bound port.
+    pub base_url_is_default: bool,
     pub session_ttl: chrono::Duration,
     pub wallets: Wallets,
     pub fees: FeeConfig,
@@ -436,10 +438,9 @@ impl Config {
             )
         })?;
 
-        let base_url = env
-            .var("CHECKOUT_BASE_URL")
-            .or(raw.base_url)
-            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        let configured_base = env.var("CHECKOUT_BASE_URL").or(raw.base_url);
+        let base_url_is_default = configured_base.is_none();
+        let base_url = configured_base.unwrap_or_else(|| DEFAULT_BASE_URL.into());
         HttpUrl::parse(&base_url).map_err(|m| err("CHECKOUT_BASE_URL", m))?;
         let base_url = base_url.trim_end_matches('/').to_owned();
 
@@ -508,6 +509,7 @@ impl Config {
             database_url_is_default,
             bind_addr,
             base_url,
+            base_url_is_default,
             session_ttl: chrono::Duration::minutes(ttl),
             wallets,
             fees,

@@ -226,6 +226,11 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
         }
     })?;
     let bind_addr = config.bind_addr;
+    let mut config = config;
+    if config.base_url_is_default && bind_addr.port() != 0 {
+        // Session URLs must point at this server: http://localhost:<the port it listens on>.
+        config.base_url = format!("http://localhost:{}", bind_addr.port());
+    }
     let state = AppState::new(pool.clone(), config);
     let app = Application::bind(state.clone(), bind_addr).await?;
     if demo {
@@ -276,6 +281,12 @@ curl -s http://{host}/v1/checkout/sessions \
   -H "Authorization: Bearer {key}" \
   -H "Content-Type: application/json" \
   -d '{{"pricing_amount":"10.50","pricing_currency":"USD","currency":"USDT","network":"TRON","success_url":"https://example.com/success","cancel_url":"https://example.com/cancel","client_reference_id":"order_001"}}'
+
+Open the session's "url" in a browser for the payment page, then pay it (test mode):
+
+curl -s -X POST http://{host}/v1/test_helpers/checkout/sessions/SESSION_ID/simulate_payment \
+  -H "Authorization: Bearer {key}" \
+  -H "Content-Type: application/json" -d '{{"amount":"10.5"}}'
 "#,
         name = merchant.name,
         id = merchant.id,
