@@ -17,6 +17,7 @@ pub struct AppState {
     /// Crash points that tests arm; inert otherwise.
     pub faults: Arc<Faults>,
     pub chain_health: Arc<HealthCache>,
+    pub logos: Arc<crate::service::logos::LogoCache>,
 }
 
 impl AppState {
@@ -29,6 +30,7 @@ impl AppState {
             xpubs: Arc::new(XpubCache::default()),
             faults: Arc::default(),
             chain_health: Arc::default(),
+            logos: Arc::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub fn routes(r: Routes) -> Routes {
     r.add("GET", "/{id}", get(page))
         .add("GET", "/v1/checkout/sessions/{id}/view", get(view))
         .add("GET", "/v1/checkout/sessions/{id}/events", get(events))
+        .add("GET", "/v1/checkout/sessions/{id}/logo", get(logo))
         .add("GET", "/assets/checkout.css", get(css))
         .add("GET", "/assets/checkout.js", get(js))
 }
@@ -102,7 +103,7 @@ fn page_headers(state: &AppState, html: bool) -> HeaderMap {
         ancestors.join(" ")
     };
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame}"
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {
@@ -258,6 +259,42 @@ async fn events(
         }
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The merchant's logo, from this origin (see `service::logos`).
+async fn logo(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let missing = || ApiError::not_found("no logo");
+    let id = SessionId::parse(&id).ok_or_else(missing)?;
+    let row: Option<(Option<String>, bool)> =
+        sqlx::query_as("SELECT merchant_logo_url, livemode FROM checkout_sessions WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&state.db)
+            .await?;
+    let (Some(url), livemode) = row.ok_or_else(missing)? else {
+        return Err(missing());
+    };
+    let public_only = livemode && !state.config.webhooks.allow_private_targets;
+    let logo = state
+        .logos
+        .get(&url, public_only)
+        .await
+        .ok_or_else(missing)?;
+    Ok((
+        [
+            (CONTENT_TYPE, HeaderValue::from_static(logo.content_type)),
+            (
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+            (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; sandbox"),
+            ),
+        ],
+        logo.bytes,
+    )
+        .into_response())
 }
 
 async fn css() -> impl IntoResponse {

@@ -3,6 +3,7 @@
 pub mod chain_health;
 pub mod events;
 pub mod hosted;
+pub mod logos;
 pub mod merchants;
 pub mod payments;
 pub mod pricing;

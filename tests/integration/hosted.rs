@@ -85,14 +85,11 @@ async fn the_page_shows_every_payment_fact_and_needs_nothing_external() {
     assert!(html.contains("Test mode"));
     assert_eq!(visible_state(&html), "Pending");
     assert!(pay_section_open(&html));
-    // Nothing loaded from elsewhere but the merchant's own logo.
-    let external: Vec<&str> = html.matches("src=\"http").collect();
-    assert_eq!(external.len(), 1);
-    assert!(
-        html.contains("src=\"https://example.com/logo.png\""),
-        "the merchant's logo"
-    );
-    for attr in ["href=\"//", "src=\"//", "@import", "fonts."] {
+    // Nothing loaded from elsewhere: even the merchant's logo comes through this server.
+    assert!(html.contains(&format!("src=\"/v1/checkout/sessions/{id}/logo\"")));
+    assert!(!html.contains("example.com/logo.png"));
+    assert!(!csp.contains("https:"), "{csp}");
+    for attr in ["src=\"http", "href=\"//", "src=\"//", "@import", "fonts."] {
         assert!(!html.contains(attr), "external reference {attr}");
     }
     let css = app
@@ -291,8 +288,8 @@ async fn hostile_names_urls_and_references_are_escaped() {
     assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;&#34;&#39;&#38;"));
     assert!(html.contains("&#60;/footer&#62;&#60;img src=x onerror=alert(3)&#62;"));
     assert!(
-        html.contains("a.png?&#34;&#62;&#60;script"),
-        "the logo URL is escaped too"
+        !html.contains("x.example"),
+        "the logo URL never reaches the page"
     );
     let scripts = html.matches("<script").count();
     assert_eq!(scripts, 1, "only our own script tag");
@@ -404,4 +401,78 @@ async fn embedding_is_allowed_only_for_configured_origins() {
     assert!(headers.get("x-frame-options").is_none());
     assert!(html.contains("class=\"embed\""));
     assert!(!html.contains("<header"), "no page chrome when embedded");
+}
+
+/// Serves a PNG and an SVG on loopback.
+async fn image_server() -> String {
+    let png: &'static [u8] = b"\x89PNG\r\n\x1a\nfake-but-typed";
+    let app = axum::Router::new()
+        .route(
+            "/logo.png",
+            axum::routing::get(move || async move { ([("content-type", "image/png")], png) }),
+        )
+        .route(
+            "/logo.svg",
+            axum::routing::get(|| async {
+                (
+                    [("content-type", "image/svg+xml")],
+                    "<svg onload=alert(1)></svg>",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn logos_are_served_from_this_origin_raster_only_and_public_only_in_live_mode() {
+    let app = TestApp::spawn().await;
+    let images = image_server().await;
+    let mut ids = Vec::new();
+    for (code, file, key) in [
+        ("png", "logo.png", app.merchant.test_key.clone()),
+        ("svg", "logo.svg", app.merchant.test_key.clone()),
+        ("livepng", "logo.png", app.merchant.live_key.clone()),
+    ] {
+        let (status, body) = app
+            .request(
+                Method::POST,
+                "/v1/sub-merchants",
+                Some(&key),
+                Some(json!({ "sub_merchant_code": code, "display_name": "Shop",
+                             "logo_url": format!("{images}/{file}") })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let mut req = seed_request();
+        if code == "livepng" {
+            req["network"] = json!("BSC");
+        }
+        let (status, s, _) = app
+            .create_session_with(&key, &req, &[("X-Sub-Merchant-Code", code)])
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{s}");
+        ids.push(s["id"].as_str().unwrap().to_owned());
+    }
+    let get = |id: &str| {
+        let url = format!("{}/v1/checkout/sessions/{id}/logo", app.base);
+        let client = app.client.clone();
+        async move { client.get(url).send().await.unwrap() }
+    };
+    let res = get(&ids[0]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert!(res.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    assert_eq!(
+        get(&ids[1]).await.status(),
+        StatusCode::NOT_FOUND,
+        "SVG is refused"
+    );
+    assert_eq!(
+        get(&ids[2]).await.status(),
+        StatusCode::NOT_FOUND,
+        "a live logo on a loopback address is never fetched"
+    );
 }
