@@ -411,6 +411,34 @@ impl RpcClient {
         Err(last.unwrap_or_else(|| RpcError::Transport("no attempt made".into())))
     }
 
+    /// `eth_chainId` of every URL that answers (a wrong URL in the list must not go unseen
+    /// until failover reaches it). `(url index, chain id)`.
+    pub async fn chain_ids(&self) -> Vec<(usize, Result<u64, RpcError>)> {
+        let mut out = Vec::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let mut answer = Err(RpcError::Transport("not asked".into()));
+            // Two tries: one transient failure does not hide a URL.
+            for attempt in 0..2 {
+                answer = self
+                    .call_once::<Value>(endpoint, "eth_chainId", &json!([]))
+                    .await
+                    .and_then(|v| {
+                        v.as_str()
+                            .and_then(parse_quantity)
+                            .ok_or_else(|| malformed("eth_chainId", v.to_string()))
+                    });
+                if answer.is_ok() {
+                    break;
+                }
+                if attempt == 0 {
+                    tokio::time::sleep(self.policy.delay(0)).await;
+                }
+            }
+            out.push((i, answer));
+        }
+        out
+    }
+
     pub async fn block_number(&self) -> Result<u64, RpcError> {
         let v = self.call("eth_blockNumber", json!([])).await?;
         v.as_str()

@@ -83,6 +83,8 @@ pub struct Watcher {
     contracts: Vec<[u8; 20]>,
     network: String,
     livemode: bool,
+    /// When the RPC URLs' chain ids were last checked, and whether all answered.
+    chain_checked: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 fn family_of(net: &NetworkConfig) -> ChainFamily {
@@ -172,6 +174,7 @@ impl Watcher {
             network: net.network.as_str().to_owned(),
             livemode: net.mode.livemode(),
             net: net.clone(),
+            chain_checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -224,6 +227,7 @@ impl Watcher {
             return Ok(report);
         }
         report.leader = true;
+        self.verify_chain().await?;
         let head = self.rpc.block_number().await?;
         report.head = head;
         let cursor = db::cursor(&self.db, &self.network, self.livemode).await?;
@@ -268,6 +272,50 @@ impl Watcher {
 
         self.confirm(head, &mut report).await?;
         Ok(report)
+    }
+
+    /// Refuses to scan when a URL serves another chain than the configured `chain_id` (an
+    /// operator's typo would otherwise credit payments seen on the wrong chain). Once every URL
+    /// has answered correctly it is not asked again; URLs that did not answer are asked again
+    /// at most every five minutes.
+    async fn verify_chain(&self) -> Result<(), WatchError> {
+        let Some(expected) = self.net.chain_id else {
+            return Ok(());
+        };
+        {
+            let checked = self
+                .chain_checked
+                .lock()
+                .map_err(|_| WatchError::Chain("lock".into()))?;
+            match *checked {
+                Some((_, true)) => return Ok(()),
+                Some((at, false)) if at.elapsed() < Duration::from_secs(300) => return Ok(()),
+                _ => {}
+            }
+        }
+        let mut answered = 0;
+        let mut all = true;
+        for (i, found) in self.rpc.chain_ids().await {
+            match found {
+                Ok(id) if id == expected => answered += 1,
+                Ok(id) => {
+                    return Err(WatchError::Chain(format!(
+                        "RPC URL #{} serves chain id {id}, not the configured {expected} (set networks.{}.{}.chain_id if that is the chain you mean); not scanning",
+                        i + 1,
+                        self.network,
+                        self.net.mode.as_str(),
+                    )))
+                }
+                Err(_) => all = false,
+            }
+        }
+        if answered == 0 {
+            return Err(WatchError::Chain("no RPC URL answered eth_chainId".into()));
+        }
+        if let Ok(mut checked) = self.chain_checked.lock() {
+            *checked = Some((std::time::Instant::now(), all));
+        }
+        Ok(())
     }
 
     async fn header(&self, number: u64) -> Result<BlockHeader, WatchError> {

@@ -793,3 +793,28 @@ async fn after_downtime_the_watcher_backfills_in_steps_and_reports_its_lag() {
     assert_eq!(cycles, 3, "~105 blocks in steps of 40");
     assert_eq!(c.session(&id(&s)).await["status"], "Paid");
 }
+
+#[tokio::test]
+async fn a_url_serving_another_chain_stops_the_watcher_with_a_clear_error() {
+    let c = Chain::start().await;
+    let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+    net.chain_id = Some(56); // anvil is 31337
+    let w = c.watcher_for(net);
+    let err = w.tick().await.unwrap_err().to_string();
+    assert!(
+        err.contains("serves chain id 31337, not the configured 56"),
+        "{err}"
+    );
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM chain_cursors WHERE network = 'BSC'")
+            .fetch_one(&c.app.db)
+            .await
+            .unwrap();
+    assert!(last_error.unwrap().contains("chain id"));
+    let block: Option<i64> =
+        sqlx::query_scalar("SELECT block_number FROM chain_cursors WHERE network = 'BSC'")
+            .fetch_one(&c.app.db)
+            .await
+            .unwrap();
+    assert_eq!(block, None, "nothing scanned");
+}
