@@ -10,6 +10,9 @@ CREATE TABLE chain_cursors (
     block_number      bigint CHECK (block_number >= 0),
     block_hash        text,
     block_time        timestamptz,
+    -- The time of the newest block with the network's confirmations: expiry waits for it, so
+    -- a reorg of the unconfirmed tip cannot expire a session paid in time.
+    safe_time         timestamptz,
     head_number       bigint,
     last_success_at   timestamptz,
     last_error        text,

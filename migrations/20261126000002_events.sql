@@ -39,8 +39,10 @@ CREATE TABLE webhook_deliveries (
                      CHECK (status IN ('pending', 'succeeded', 'failed')),
     attempts         integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
-    -- A dispatcher holds the delivery until then (a crashed one's claim lapses).
+    -- A dispatcher holds the delivery until then (a crashed one's claim lapses); only the
+    -- holder of `claim_token` may record the outcome.
     locked_until     timestamptz,
+    claim_token      uuid,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT webhook_deliveries_once UNIQUE (event_id, endpoint_id)

@@ -741,6 +741,13 @@ fn parse_networks(
             let mode: Mode = mode_name.parse().map_err(|m: String| err(&prefix, m))?;
             let net = out.get_mut(&(network, mode)).expect("pre-filled");
             apply_network(&prefix, net, raw_net)?;
+            // Caught up, a cycle rescans `confirmations` blocks: a smaller step never catches up.
+            if net.max_blocks_per_scan < u64::from(net.confirmations) {
+                return Err(err(
+                    format!("{prefix}.max_blocks_per_scan"),
+                    format!("must be at least the confirmations ({})", net.confirmations),
+                ));
+            }
             if net.enabled() && network.family() == ChainFamily::Solana {
                 return Err(err(
                     prefix,
@@ -981,6 +988,11 @@ mod tests {
         assert!(error_of("[watcher]\nlease_seconds = 1").starts_with("watcher.lease_seconds:"));
         assert!(error_of("[networks.BSC.test]\nmax_block_range = 0")
             .starts_with("networks.BSC.test.max_block_range:"));
+        assert!(
+            error_of("[networks.POLYGON.live]\nmax_blocks_per_scan = 100")
+                .starts_with("networks.POLYGON.live.max_blocks_per_scan:"),
+            "Polygon needs 128 confirmations"
+        );
     }
 
     #[test]

@@ -229,6 +229,7 @@ impl Watcher {
         report.leader = true;
         self.verify_chain().await?;
         let head = self.rpc.block_number().await?;
+        to_i64(head)?;
         report.head = head;
         let cursor = db::cursor(&self.db, &self.network, self.livemode).await?;
         let cursor_block = cursor
@@ -238,7 +239,8 @@ impl Watcher {
         let Some(cursor_block) = cursor_block else {
             // A fresh start begins at the head: history before the first run is not ours.
             let header = self.header(head).await?;
-            self.store(&[], &[], &header, head).await?;
+            let safe = self.safe_time(&header, head).await?;
+            self.store(&[], &[], &header, safe, head).await?;
             tracing::info!(watcher = %self.name(), head, "watcher starts at the head");
             return Ok(report);
         };
@@ -265,11 +267,28 @@ impl Watcher {
         report.logs = logs.len();
         let (transfers, anomalies) = self.match_logs(&logs).await?;
         report.anomalies = anomalies.len();
-        report.recorded = self.store(&transfers, &anomalies, &header, head).await?;
+        let safe = self.safe_time(&header, head).await?;
+        report.recorded = self
+            .store(&transfers, &anomalies, &header, safe, head)
+            .await?;
         if report.recorded > 0 {
             tracing::info!(watcher = %self.name(), from, to, recorded = report.recorded, "transfers detected");
         }
 
+        // A long scan may have outlived the lease: confirm only while still holding it.
+        if !db::acquire_lease(
+            &self.db,
+            &self.network,
+            self.livemode,
+            self.owner,
+            self.lease,
+        )
+        .await?
+        {
+            return Err(WatchError::Chain(
+                "lost the lease during the scan; another replica continues".into(),
+            ));
+        }
         self.confirm(head, &mut report).await?;
         Ok(report)
     }
@@ -416,12 +435,27 @@ impl Watcher {
         Ok((transfers, anomalies))
     }
 
+    /// The time of the newest block that has its confirmations, at or below `scanned`.
+    async fn safe_time(
+        &self,
+        scanned: &BlockHeader,
+        head: u64,
+    ) -> Result<DateTime<Utc>, WatchError> {
+        let depth = u64::from(self.net.confirmations.max(1));
+        let safe = scanned.number.min(head.saturating_sub(depth - 1));
+        if safe == scanned.number {
+            return block_time(scanned);
+        }
+        block_time(&self.header(safe).await?)
+    }
+
     /// Stores the range's transfers and moves the cursor to `header`, in one transaction.
     async fn store(
         &self,
         transfers: &[NewTransfer],
         anomalies: &[NewAnomaly],
         header: &BlockHeader,
+        safe_time: DateTime<Utc>,
         head: u64,
     ) -> Result<u64, WatchError> {
         let mut tx = self.db.begin().await?;
@@ -432,6 +466,7 @@ impl Watcher {
             block_number: to_i64(header.number)?,
             block_hash: header.hash.to_string(),
             block_time: block_time(header)?,
+            safe_time,
             head_number: to_i64(head)?,
         };
         if !db::advance_cursor(&mut tx, &self.network, self.livemode, self.owner, &advance).await? {
@@ -448,7 +483,7 @@ impl Watcher {
     /// hold the same log in the same block.
     async fn confirm(&self, head: u64, report: &mut TickReport) -> Result<(), WatchError> {
         let depth = u64::from(self.net.confirmations.max(1));
-        let Some(max_block) = (head + 1).checked_sub(depth) else {
+        let Some(max_block) = head.checked_add(1).and_then(|h| h.checked_sub(depth)) else {
             return Ok(());
         };
         let due = db::due_transfers(
@@ -557,8 +592,13 @@ impl Watcher {
                     found
                 }
             };
-            if hash.map(|h| h.to_string()).as_deref() == Some(stored_hash) {
-                return Ok(Settled::Wait);
+            match hash {
+                // The node does not have the block (it lags, or failover reached a node that
+                // is behind) or still has it: nothing is known yet; ask again next cycle.
+                None => return Ok(Settled::Wait),
+                Some(h) if h.to_string() == stored_hash => return Ok(Settled::Wait),
+                // Another block stands at that height: the transfer's block was replaced.
+                Some(_) => {}
             }
             db::set_outcome(&self.db, transfer.id, "NotFound").await?;
             tracing::warn!(watcher = %self.name(), tx = %transfer.tx_hash, "transfer vanished (reorg): not credited");
@@ -600,7 +640,10 @@ impl Watcher {
             .await?;
             return Ok(Settled::Wait);
         }
-        if head + 1 < receipt.block_number + depth {
+        // The receipt's block is the stored one (same hash); count from the stored number,
+        // never from a node-supplied one that could overflow.
+        let confirmed_at = stored_block.checked_add(depth - 1);
+        if confirmed_at.is_none_or(|needed| head < needed) {
             return Ok(Settled::Wait);
         }
         Ok(Settled::Credit(

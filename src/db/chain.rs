@@ -13,6 +13,7 @@ pub struct CursorRow {
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
     pub block_time: Option<DateTime<Utc>>,
+    pub safe_time: Option<DateTime<Utc>>,
     pub head_number: Option<i64>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -91,6 +92,7 @@ pub struct CursorAdvance {
     pub block_number: i64,
     pub block_hash: String,
     pub block_time: DateTime<Utc>,
+    pub safe_time: DateTime<Utc>,
     pub head_number: i64,
 }
 
@@ -106,6 +108,7 @@ pub async fn advance_cursor(
     let done = sqlx::query(
         "UPDATE chain_cursors
             SET block_number = $4, block_hash = $5, block_time = $6, head_number = $7,
+                safe_time = $8,
                 last_success_at = now(), last_error = NULL, last_error_at = NULL
           WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
     )
@@ -116,6 +119,7 @@ pub async fn advance_cursor(
     .bind(&to.block_hash)
     .bind(to.block_time)
     .bind(to.head_number)
+    .bind(to.safe_time)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -242,8 +246,9 @@ pub async fn upsert_transfers(
          ON CONFLICT (network, livemode, tx_hash, log_index) DO UPDATE
             SET block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
                 status = 'Unconfirmed', updated_at = now()
-          WHERE transactions.status IN ('Unconfirmed', 'NotFound')
-            AND transactions.block_hash IS DISTINCT FROM EXCLUDED.block_hash",
+          WHERE transactions.status = 'NotFound'
+             OR (transactions.status = 'Unconfirmed'
+                 AND transactions.block_hash IS DISTINCT FROM EXCLUDED.block_hash)",
     )
     .bind(network)
     .bind(livemode)
@@ -381,7 +386,7 @@ pub async fn set_outcome(db: &PgPool, id: i64, status: &str) -> sqlx::Result<()>
 }
 
 /// Open sessions past `expires_at` become Expired, but only where the network's watcher has
-/// scanned past that moment (or the network is simulated: no chain to wait for) and no
+/// scanned confirmed blocks past that moment (or the network is simulated: no chain to wait for) and no
 /// transfer to the session is still confirming. Returns the expired ids.
 pub async fn expire_due(
     db: impl PgExecutor<'_>,
@@ -395,7 +400,7 @@ pub async fn expire_due(
              WHERE s.status IN ('Pending', 'Underpaid') AND s.expires_at <= now()
                AND (EXISTS (SELECT 1 FROM chain_cursors c
                              WHERE c.network = s.network AND c.livemode = s.livemode
-                               AND c.block_time >= s.expires_at)
+                               AND c.safe_time >= s.expires_at)
                     OR (s.network, s.livemode) IN (SELECT * FROM UNNEST($1::text[], $2::boolean[])))
                AND NOT EXISTS (SELECT 1 FROM transactions t
                                 WHERE t.session_id = s.id AND t.status = 'Unconfirmed')

@@ -104,6 +104,7 @@ pub async fn rotate_secret(
 #[derive(Debug, Clone, FromRow)]
 pub struct ClaimedDelivery {
     pub id: i64,
+    pub claim_token: Uuid,
     pub attempts: i32,
     pub event_id: String,
     pub event_type: String,
@@ -125,19 +126,21 @@ pub async fn claim_due(
 ) -> sqlx::Result<Vec<ClaimedDelivery>> {
     sqlx::query_as(
         "WITH due AS (
-            SELECT id FROM webhook_deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now()
-               AND (locked_until IS NULL OR locked_until < now())
-             ORDER BY next_attempt_at
+            SELECT d.id FROM webhook_deliveries d
+              JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.deleted_at IS NULL
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+               AND (d.locked_until IS NULL OR d.locked_until < now())
+             ORDER BY d.next_attempt_at
              LIMIT $1
-             FOR UPDATE SKIP LOCKED
+             FOR UPDATE OF d SKIP LOCKED
          ), claimed AS (
             UPDATE webhook_deliveries d
-               SET locked_until = now() + make_interval(secs => $2), updated_at = now()
+               SET locked_until = now() + make_interval(secs => $2), updated_at = now(),
+                   claim_token = gen_random_uuid()
               FROM due WHERE d.id = due.id
-            RETURNING d.id, d.attempts, d.event_id, d.endpoint_id
+            RETURNING d.id, d.claim_token, d.attempts, d.event_id, d.endpoint_id
          )
-         SELECT c.id, c.attempts, e.id AS event_id, e.event_type, e.livemode, e.created_at, e.data,
+         SELECT c.id, c.claim_token, c.attempts, e.id AS event_id, e.event_type, e.livemode, e.created_at, e.data,
                 w.url, w.secret, w.previous_secret, w.previous_secret_until
            FROM claimed c
            JOIN events e ON e.id = c.event_id
@@ -151,13 +154,15 @@ pub async fn claim_due(
 
 pub struct AttemptRecord<'a> {
     pub delivery_id: i64,
+    pub claim_token: Uuid,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
     pub error: Option<&'a str>,
 }
 
 /// Logs the attempt and moves the delivery on: `succeeded`, `failed` (no retry left), or
-/// pending again at `next_attempt_at`. One transaction.
+/// pending again at `next_attempt_at`. One transaction. A claim that lapsed or was reset
+/// (resend) no longer decides the delivery; the attempt is still logged.
 pub async fn finish_attempt(
     db: &PgPool,
     attempt: &AttemptRecord<'_>,
@@ -177,13 +182,15 @@ pub async fn finish_attempt(
     .await?;
     sqlx::query(
         "UPDATE webhook_deliveries
-            SET status = $2, attempts = attempts + 1, locked_until = NULL, updated_at = now(),
+            SET status = $2, attempts = attempts + 1, locked_until = NULL, claim_token = NULL,
+                updated_at = now(),
                 next_attempt_at = COALESCE($3, next_attempt_at)
-          WHERE id = $1",
+          WHERE id = $1 AND claim_token = $4",
     )
     .bind(attempt.delivery_id)
     .bind(outcome)
     .bind(next_attempt_at)
+    .bind(attempt.claim_token)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -248,7 +255,7 @@ pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<u64> {
     .await?;
     let due = sqlx::query(
         "UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(),
-                updated_at = now()
+                locked_until = NULL, claim_token = NULL, updated_at = now()
            FROM webhook_endpoints w
           WHERE d.event_id = $1 AND w.id = d.endpoint_id AND w.deleted_at IS NULL",
     )

@@ -21,8 +21,9 @@ pub struct Logo {
 
 pub struct LogoCache {
     entries: DashMap<String, (Instant, Option<Logo>)>,
-    guarded: reqwest::Client,
-    open: reqwest::Client,
+    /// `None` if it could not be built: public-only fetches then fail closed.
+    guarded: Option<reqwest::Client>,
+    open: Option<reqwest::Client>,
 }
 
 impl LogoCache {
@@ -45,13 +46,14 @@ impl LogoCache {
             entries: DashMap::new(),
             guarded: base()
                 .redirect(public_redirects)
+                .no_proxy()
                 .dns_resolver(Arc::new(PublicOnlyResolver))
                 .build()
-                .unwrap_or_default(),
+                .ok(),
             open: base()
                 .redirect(reqwest::redirect::Policy::limited(3))
                 .build()
-                .unwrap_or_default(),
+                .ok(),
         }
     }
 
@@ -74,9 +76,9 @@ impl LogoCache {
     async fn fetch(&self, url: &str, public_only: bool) -> Option<Logo> {
         let url = target::check(url, public_only).await.ok()?;
         let client = if public_only {
-            &self.guarded
+            self.guarded.as_ref()?
         } else {
-            &self.open
+            self.open.as_ref()?
         };
         let mut res = client.get(url).send().await.ok()?;
         if !res.status().is_success() {

@@ -179,8 +179,10 @@ pub async fn simulate(
 ) -> Result<Credit, SimulateError> {
     let mut tx = db.begin().await?;
     let session: Option<(String, String, String, i16)> = sqlx::query_as(
+        // Locked first: the transfer insert below takes a key-share lock on the session, and
+        // two simulations each holding one would deadlock on the credit's FOR UPDATE.
         "SELECT network, chain_family, pay_address, token_decimals FROM checkout_sessions
-          WHERE id = $1 AND merchant_id = $2 AND NOT livemode",
+          WHERE id = $1 AND merchant_id = $2 AND NOT livemode FOR UPDATE",
     )
     .bind(session_id)
     .bind(merchant_id)

@@ -48,7 +48,11 @@ impl Dispatcher {
         let guarded = if config.allow_private_targets {
             base().build()?
         } else {
-            base().dns_resolver(Arc::new(PublicOnlyResolver)).build()?
+            // No proxy: a proxy would resolve the name itself, past the guard.
+            base()
+                .no_proxy()
+                .dns_resolver(Arc::new(PublicOnlyResolver))
+                .build()?
         };
         Ok(Self {
             db,
@@ -60,8 +64,10 @@ impl Dispatcher {
 
     /// Sends what is due now.
     pub async fn tick(&self) -> sqlx::Result<DispatchReport> {
-        // A claim outlives the request's timeout, so it never lapses mid-send.
-        let hold = self.config.timeout * 2 + Duration::from_secs(30);
+        // A claim outlives the whole batch: each send (DNS check included) is bounded by
+        // `per_send`, and the batch goes out IN_FLIGHT at a time.
+        let waves = (BATCH as u32).div_ceil(IN_FLIGHT as u32);
+        let hold = self.per_send() * waves + Duration::from_secs(30);
         let claimed = db::claim_due(&self.db, BATCH, hold).await?;
         let results: Vec<sqlx::Result<bool>> =
             stream::iter(claimed.into_iter().map(|d| self.send(d)))
@@ -76,6 +82,10 @@ impl Dispatcher {
             }
         }
         Ok(report)
+    }
+
+    fn per_send(&self) -> Duration {
+        self.config.timeout + Duration::from_secs(10)
     }
 
     async fn send(&self, d: ClaimedDelivery) -> sqlx::Result<bool> {
@@ -102,23 +112,28 @@ impl Dispatcher {
         };
         let guard_literal = d.livemode && !self.config.allow_private_targets;
         let started = Instant::now();
-        let result = match super::target::check(&d.url, guard_literal).await {
-            Err(e) => Err(format!("refused target: {e}")),
-            Ok(url) => {
-                let mut req = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body);
-                for (k, v) in &headers {
-                    req = req.header(k, v);
-                }
-                match req.send().await {
-                    Ok(res) => Ok(res.status()),
-                    Err(e) if e.is_timeout() => Err("timed out".to_owned()),
-                    Err(e) => Err(e.without_url().to_string()),
+        let attempt = async {
+            match super::target::check(&d.url, guard_literal).await {
+                Err(e) => Err(format!("refused target: {e}")),
+                Ok(url) => {
+                    let mut req = client
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body);
+                    for (k, v) in &headers {
+                        req = req.header(k, v);
+                    }
+                    match req.send().await {
+                        Ok(res) => Ok(res.status()),
+                        Err(e) if e.is_timeout() => Err("timed out".to_owned()),
+                        Err(e) => Err(e.without_url().to_string()),
+                    }
                 }
             }
         };
+        let result = tokio::time::timeout(self.per_send(), attempt)
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
         let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
         let (status_code, error, ok) = match &result {
             Ok(status) if status.is_success() => (Some(i32::from(status.as_u16())), None, true),
@@ -131,6 +146,7 @@ impl Dispatcher {
         };
         let attempt = AttemptRecord {
             delivery_id: d.id,
+            claim_token: d.claim_token,
             duration_ms,
             status_code,
             error: error.as_deref(),

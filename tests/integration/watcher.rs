@@ -818,3 +818,53 @@ async fn a_url_serving_another_chain_stops_the_watcher_with_a_clear_error() {
             .unwrap();
     assert_eq!(block, None, "nothing scanned");
 }
+
+#[tokio::test]
+async fn a_node_that_lags_behind_itself_delays_a_credit_but_never_loses_it() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let c = Chain::start().await;
+    let lagging = std::sync::Arc::new(AtomicBool::new(false));
+    let payment_block = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+    let (lag, block) = (lagging.clone(), payment_block.clone());
+    // While lagging, the node knows neither the receipt nor the payment's block.
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(move |_, request: &Value, mut answer: Value| {
+            if lag.load(Ordering::SeqCst) {
+                let method = request["method"].as_str().unwrap_or("");
+                let asked = request["params"][0]
+                    .as_str()
+                    .and_then(checkout_server::chain::rpc::parse_quantity);
+                if method == "eth_getTransactionReceipt"
+                    || (method == "eth_getBlockByNumber"
+                        && asked == Some(block.load(Ordering::SeqCst)))
+                {
+                    answer["result"] = Value::Null;
+                }
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    let tx = c.pay(&s, "10").await;
+    let receipt = c.anvil.receipt(&tx).await;
+    payment_block.store(
+        checkout_server::chain::rpc::parse_quantity(receipt["blockNumber"].as_str().unwrap())
+            .unwrap(),
+        Ordering::SeqCst,
+    );
+    assert_eq!(tick(&w).await.recorded, 1);
+    lagging.store(true, Ordering::SeqCst);
+    let report = c.confirm(&w).await;
+    assert_eq!((report.not_found, report.credited), (0, 0), "{report:?}");
+    assert_eq!(
+        c.session(&id(&s)).await["transactions"][0]["status"],
+        "Unconfirmed"
+    );
+    lagging.store(false, Ordering::SeqCst);
+    let report = tick(&w).await;
+    assert_eq!(report.credited, 1, "{report:?}");
+    assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}

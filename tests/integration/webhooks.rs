@@ -513,3 +513,39 @@ async fn a_live_delivery_to_an_internal_address_is_refused_at_send_time() {
         .unwrap();
     assert!(error.contains("internal address"), "{error}");
 }
+
+#[tokio::test]
+async fn simultaneous_simulations_on_one_session_both_count() {
+    let app = app().await;
+    let id = new_session(&app).await;
+    let key = app.merchant.test_key.clone();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, base, key, id) = (
+                app.client.clone(),
+                app.base.clone(),
+                key.clone(),
+                id.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(format!(
+                        "{base}/v1/test_helpers/checkout/sessions/{id}/simulate_payment"
+                    ))
+                    .bearer_auth(key)
+                    .json(&json!({ "amount": "1" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK, "no deadlock, no 500");
+    }
+    let (_, s) = app.get(&format!("/v1/checkout/sessions/{id}"), &key).await;
+    assert_eq!(s["amount_received"], "8");
+    assert_eq!(s["status"], "Underpaid");
+    assert_eq!(s["transactions"].as_array().unwrap().len(), 8);
+}
