@@ -9,8 +9,9 @@
 //! 4. re-checks transfers that reached their confirmations (receipt succeeded, still in the
 //!    block it was seen in) and credits them, or settles them as `NotFound`/`Failed`.
 //!
-//! RPC calls per cycle: 3 plus one per range of `max_block_range` blocks, plus one receipt per
-//! transfer reaching its confirmations. None depends on how many sessions are open.
+//! RPC calls per cycle: the head, one `eth_getLogs` per `max_block_range` blocks, one or two
+//! block headers (the last scanned, the newest confirmed), plus one receipt per transfer
+//! reaching its confirmations. None depends on how many sessions are open.
 
 use super::rpc::{BlockHeader, Log, RetryPolicy, RpcClient, RpcError};
 use crate::config::NetworkConfig;
