@@ -47,7 +47,8 @@
     if (final && source) { source.close(); source = null; }
     if (state === "Paid" || state === "Overpaid") {
       post("paid", { status: view.status });
-      if (!redirecting) {
+      // Embedded, the parent page decides where to go (it gets checkout.paid).
+      if (!redirecting && !embed) {
         redirecting = true;
         setTimeout(function () { window.location.assign(view.success_url); }, 4000);
       }

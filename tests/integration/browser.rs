@@ -302,3 +302,68 @@ async fn screenshots_of_each_state_at_phone_and_desktop_sizes() {
         b.close().await;
     }
 }
+
+#[tokio::test]
+async fn embedded_in_an_allowed_origin_the_page_posts_its_events_to_the_parent() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // The merchant's page, on another origin, frames the checkout and records its messages.
+    let app_router = axum::Router::new().route(
+        "/parent",
+        axum::routing::get(
+            |axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                axum::response::Html(format!(
+                    r#"<!doctype html><script>window.__msgs = [];
+                    addEventListener("message", function (e) {{ window.__msgs.push(e.data.type); }});</script>
+                    <iframe src="{}" width="400" height="700"></iframe>"#,
+                    q.get("src").cloned().unwrap_or_default()
+                ))
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let parent = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app_router).await });
+
+    let app = TestApp::spawn_with(
+        &format!(
+            "{}\n[hosted]\nframe_ancestors = [\"{parent}\"]\n",
+            crate::common::TEST_CONFIG
+        ),
+        |_| {},
+    )
+    .await;
+    let (_, s) = app
+        .create_session(&app.merchant.test_key, seed_request())
+        .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let b = driver.browser(1280, 800).await;
+    let src = format!("{}/{id}?embed=1", app.base);
+    b.go(&format!("{parent}/parent?src={}", url_escape(&src)))
+        .await;
+    b.wait_for(
+        "window.__msgs.indexOf('checkout.ready') >= 0 && window.__msgs.indexOf('checkout.resize') >= 0",
+        "ready and resize from the frame",
+    )
+    .await;
+    simulate(&app, &id, "10.5").await;
+    b.wait_for(
+        "window.__msgs.indexOf('checkout.paid') >= 0",
+        "paid from the frame",
+    )
+    .await;
+    b.screenshot("embedded-paid-1280x800").await;
+    b.close().await;
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -401,6 +401,10 @@ async fn embedding_is_allowed_only_for_configured_origins() {
     assert!(headers.get("x-frame-options").is_none());
     assert!(html.contains("class=\"embed\""));
     assert!(!html.contains("<header"), "no page chrome when embedded");
+    assert!(
+        html.contains("href=\"https://example.com/cancel\" target=\"_top\""),
+        "links leave the frame"
+    );
 }
 
 /// Serves a PNG and an SVG on loopback.
