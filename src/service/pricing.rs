@@ -39,7 +39,8 @@ struct Snapshot {
 
 pub struct RateService {
     config: RatesConfig,
-    http: reqwest::Client,
+    /// `None` if the client could not be built: fetches then fail (503), never panic.
+    http: Option<reqwest::Client>,
     cache: RwLock<Option<Snapshot>>,
     refresh: tokio::sync::Mutex<()>,
 }
@@ -50,7 +51,8 @@ impl RateService {
             .timeout(Duration::from_secs(5))
             .user_agent(concat!("checkout-server/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("a TLS backend is compiled in");
+            .map_err(|e| tracing::error!(error = %e, "cannot build the rate source's HTTP client"))
+            .ok();
         Self {
             config,
             http,
@@ -144,8 +146,11 @@ impl RateService {
             .map(|c| c.to_ascii_lowercase())
             .collect();
         let url = format!("{base_url}/simple/price");
-        let mut request = self
+        let http = self
             .http
+            .as_ref()
+            .ok_or("no HTTP client for the rate source")?;
+        let mut request = http
             .get(&url)
             .query(&[("ids", "tether,usd-coin"), ("vs_currencies", &vs.join(","))]);
         if let Some(key) = api_key {
