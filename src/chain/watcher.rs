@@ -216,15 +216,7 @@ impl Watcher {
 
     async fn tick_inner(&self) -> Result<TickReport, WatchError> {
         let mut report = TickReport::default();
-        if !db::acquire_lease(
-            &self.db,
-            &self.network,
-            self.livemode,
-            self.owner,
-            self.lease,
-        )
-        .await?
-        {
+        if !self.hold_lease().await? {
             return Ok(report);
         }
         report.leader = true;
@@ -277,21 +269,25 @@ impl Watcher {
         }
 
         // A long scan may have outlived the lease: confirm only while still holding it.
-        if !db::acquire_lease(
-            &self.db,
-            &self.network,
-            self.livemode,
-            self.owner,
-            self.lease,
-        )
-        .await?
-        {
+        if !self.hold_lease().await? {
             return Err(WatchError::Chain(
                 "lost the lease during the scan; another replica continues".into(),
             ));
         }
         self.confirm(head, &mut report).await?;
         Ok(report)
+    }
+
+    /// Takes or renews this network's lease; false when another replica holds it.
+    async fn hold_lease(&self) -> sqlx::Result<bool> {
+        db::acquire_lease(
+            &self.db,
+            &self.network,
+            self.livemode,
+            self.owner,
+            self.lease,
+        )
+        .await
     }
 
     /// Refuses to scan when a URL serves another chain than the configured `chain_id` (an

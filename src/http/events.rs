@@ -69,16 +69,21 @@ async fn retrieve(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let missing = || ApiError::not_found(format!("no event '{id}'"));
-    if !is_random_id("evt_", &id) {
-        return Err(missing());
-    }
-    let row = db::find(&state.db, auth.merchant.id, auth.mode.livemode(), &id)
-        .await?
-        .ok_or_else(missing)?;
+    let row = find_event(&state, &auth, &id).await?;
     let mut body = event_json(&row);
     body["deliveries"] = crate::service::webhooks::deliveries_json(&state, &row.id).await?;
     Ok(Json(body))
+}
+
+/// The caller's event `id`; a malformed id is as missing as an unknown one.
+pub async fn find_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<db::EventRow> {
+    let missing = || ApiError::not_found(format!("no event '{id}'"));
+    if !is_random_id("evt_", id) {
+        return Err(missing());
+    }
+    db::find(&state.db, auth.merchant.id, auth.mode.livemode(), id)
+        .await?
+        .ok_or_else(missing)
 }
 
 /// Test mode only: a confirmed payment of `amount`, credited like a chain transfer.

@@ -242,18 +242,18 @@ async fn events(
                         }
                     }
                 };
-                let mut json = v.to_json();
-                let comparable = {
-                    json.as_object_mut().map(|o| o.remove("server_time"));
-                    json.to_string()
-                };
+                let json = v.to_json();
+                // Changes are judged without the clock, which differs on every read.
+                let mut without_clock = json.clone();
+                if let Some(o) = without_clock.as_object_mut() {
+                    o.remove("server_time");
+                }
+                let comparable = without_clock.to_string();
                 if last.as_deref() == Some(comparable.as_str()) {
                     continue;
                 }
                 let terminal = !v.status.is_open();
-                let event = Event::default()
-                    .event("session")
-                    .data(v.to_json().to_string());
+                let event = Event::default().event("session").data(json.to_string());
                 return Some((Ok(event), (None, Some(comparable), terminal)));
             }
         }

@@ -1,7 +1,7 @@
 use super::extract::{Auth, JsonObject};
 use super::Routes;
 use crate::db::webhooks as db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::service::webhooks as service;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -67,13 +67,7 @@ async fn resend(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let missing = || ApiError::not_found(format!("no event '{id}'"));
-    if !crate::domain::ids::is_random_id("evt_", &id) {
-        return Err(missing());
-    }
-    let event = crate::db::events::find(&state.db, auth.merchant.id, auth.mode.livemode(), &id)
-        .await?
-        .ok_or_else(missing)?;
+    let event = super::events::find_event(&state, &auth, &id).await?;
     let due = db::resend(&state.db, &event.id).await?;
     Ok(Json(json!({ "id": event.id, "deliveries_due": due })))
 }

@@ -4,7 +4,7 @@
 
 use crate::common::{seed_request, TestApp};
 use base64::Engine;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -176,18 +176,6 @@ async fn shop() -> String {
     base
 }
 
-async fn simulate(app: &TestApp, id: &str, amount: &str) {
-    let (status, body) = app
-        .request(
-            Method::POST,
-            &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
-            Some(&app.merchant.test_key),
-            Some(json!({ "amount": amount })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 #[tokio::test]
 async fn a_customer_pays_and_the_page_turns_paid_without_reload_then_returns_to_the_shop() {
     let Some(driver) = Driver::start().await else {
@@ -221,7 +209,7 @@ async fn a_customer_pays_and_the_page_turns_paid_without_reload_then_returns_to_
     // A marker that a reload would wipe.
     b.script("window.__stillHere = true; return null;").await;
 
-    simulate(&app, &id, "10.5").await;
+    app.pay(&id, "10.5").await;
     b.wait_for(
         "document.body.dataset.status === 'Paid' && !document.querySelector('[data-state=Paid]').hidden",
         "the page to turn Paid",
@@ -274,9 +262,9 @@ async fn screenshots_of_each_state_at_phone_and_desktop_sizes() {
     };
     let pending = new(&app).await;
     let underpaid = new(&app).await;
-    simulate(&app, &underpaid, "4").await;
+    app.pay(&underpaid, "4").await;
     let overpaid = new(&app).await;
-    simulate(&app, &overpaid, "12").await;
+    app.pay(&overpaid, "12").await;
     let expired = new(&app).await;
     app.request(
         Method::POST,
@@ -347,7 +335,7 @@ async fn embedded_in_an_allowed_origin_the_page_posts_its_events_to_the_parent()
         "ready and resize from the frame",
     )
     .await;
-    simulate(&app, &id, "10.5").await;
+    app.pay(&id, "10.5").await;
     b.wait_for(
         "window.__msgs.indexOf('checkout.paid') >= 0",
         "paid from the frame",

@@ -209,6 +209,25 @@ impl TestApp {
         out
     }
 
+    /// Test mode: pays `amount` to session `id` through simulate_payment.
+    pub async fn simulate_payment(&self, key: &str, id: &str, amount: &str) -> (StatusCode, Value) {
+        self.request(
+            Method::POST,
+            &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
+            Some(key),
+            Some(json!({ "amount": amount })),
+        )
+        .await
+    }
+
+    /// `simulate_payment` with the test key, which must be accepted.
+    pub async fn pay(&self, id: &str, amount: &str) {
+        let (status, body) = self
+            .simulate_payment(&self.merchant.test_key, id, amount)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
         self.request(Method::GET, path, Some(key), None).await
     }

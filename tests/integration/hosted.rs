@@ -26,18 +26,6 @@ async fn session(app: &TestApp, body: Value) -> Value {
     s
 }
 
-async fn simulate(app: &TestApp, id: &str, amount: &str) {
-    let (status, body) = app
-        .request(
-            Method::POST,
-            &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
-            Some(&app.merchant.test_key),
-            Some(json!({ "amount": amount })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 /// The one state panel that is not hidden.
 fn visible_state(html: &str) -> String {
     let shown: Vec<&str> = html
@@ -92,24 +80,8 @@ async fn the_page_shows_every_payment_fact_and_needs_nothing_external() {
     for attr in ["src=\"http", "href=\"//", "src=\"//", "@import", "fonts."] {
         assert!(!html.contains(attr), "external reference {attr}");
     }
-    let css = app
-        .client
-        .get(format!("{}/assets/checkout.css", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let js = app
-        .client
-        .get(format!("{}/assets/checkout.js", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, _, css) = page(&app, "/assets/checkout.css", None).await;
+    let (_, _, js) = page(&app, "/assets/checkout.js", None).await;
     assert!(!css.contains("url(") && !js.contains("http"));
     let total = html.len() + css.len() + js.len();
     assert!(total < 100 * 1024, "page and assets are {total} bytes");
@@ -172,11 +144,11 @@ async fn every_state_renders_in_english_and_chinese() {
     .await
     .unwrap();
     let under = session(&app, seed_request()).await;
-    simulate(&app, under["id"].as_str().unwrap(), "4").await;
+    app.pay(under["id"].as_str().unwrap(), "4").await;
     let paid = session(&app, seed_request()).await;
-    simulate(&app, paid["id"].as_str().unwrap(), "10.5").await;
+    app.pay(paid["id"].as_str().unwrap(), "10.5").await;
     let over = session(&app, seed_request()).await;
-    simulate(&app, over["id"].as_str().unwrap(), "12").await;
+    app.pay(over["id"].as_str().unwrap(), "12").await;
     let expired = session(&app, seed_request()).await;
     app.request(
         Method::POST,
@@ -361,7 +333,7 @@ async fn the_live_stream_sends_the_change_to_paid() {
         seen.contains("event: session") && seen.contains("\"status\":\"Pending\""),
         "{seen}"
     );
-    simulate(&app, &id, "10.5").await;
+    app.pay(&id, "10.5").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !seen.contains("\"status\":\"Paid\"") {
         let chunk = tokio::time::timeout_at(deadline, res.chunk())

@@ -79,16 +79,6 @@ async fn register(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) 
         .await
 }
 
-async fn simulate(app: &TestApp, key: &str, id: &str, amount: &str) -> (StatusCode, Value) {
-    app.request(
-        Method::POST,
-        &format!("/v1/test_helpers/checkout/sessions/{id}/simulate_payment"),
-        Some(key),
-        Some(json!({ "amount": amount })),
-    )
-    .await
-}
-
 async fn new_session(app: &TestApp) -> String {
     let (status, s) = app
         .create_session(&app.merchant.test_key, seed_request())
@@ -144,7 +134,9 @@ async fn a_simulated_payment_sends_one_signed_session_completed() {
     assert!(listed["data"][0].get("secret").is_none(), "shown once");
 
     let id = new_session(&app).await;
-    let (status, paid) = simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    let (status, paid) = app
+        .simulate_payment(&app.merchant.test_key, &id, "10.5")
+        .await;
     assert_eq!(status, StatusCode::OK, "{paid}");
     assert_eq!(paid["status"], "Paid");
     assert_eq!(paid["amount_received"], "10.5");
@@ -181,12 +173,12 @@ async fn every_payment_outcome_has_its_event() {
     let app = app().await;
     let key = app.merchant.test_key.clone();
     let under = new_session(&app).await;
-    let (_, s) = simulate(&app, &key, &under, "4").await;
+    let (_, s) = app.simulate_payment(&key, &under, "4").await;
     assert_eq!(s["status"], "Underpaid");
-    let (_, s) = simulate(&app, &key, &under, "7").await;
+    let (_, s) = app.simulate_payment(&key, &under, "7").await;
     assert_eq!(s["status"], "Overpaid");
     assert_eq!(s["amount_received"], "11");
-    let (_, s) = simulate(&app, &key, &under, "1").await;
+    let (_, s) = app.simulate_payment(&key, &under, "1").await;
     assert_eq!(
         s["status"], "Overpaid",
         "terminal: a late payment changes nothing"
@@ -241,19 +233,21 @@ async fn every_payment_outcome_has_its_event() {
 async fn simulation_is_for_test_keys_and_checks_its_input() {
     let app = app().await;
     let id = new_session(&app).await;
-    let (status, body) = simulate(&app, &app.merchant.live_key, &id, "10").await;
+    let (status, body) = app
+        .simulate_payment(&app.merchant.live_key, &id, "10")
+        .await;
     assert_error(status, &body, 403, "permission_denied");
     for bad in ["0", "-1", "abc", "1.1234567"] {
-        let (status, body) = simulate(&app, &app.merchant.test_key, &id, bad).await;
+        let (status, body) = app.simulate_payment(&app.merchant.test_key, &id, bad).await;
         assert_error(status, &body, 400, "parameter_invalid");
     }
-    let (status, body) = simulate(
-        &app,
-        &app.merchant.test_key,
-        "cs_00000000000000000000000000000000",
-        "1",
-    )
-    .await;
+    let (status, body) = app
+        .simulate_payment(
+            &app.merchant.test_key,
+            "cs_00000000000000000000000000000000",
+            "1",
+        )
+        .await;
     assert_error(status, &body, 404, "resource_missing");
     assert_eq!(app.count("transactions").await, 0);
     assert_eq!(app.count("events").await, 0);
@@ -264,7 +258,9 @@ async fn a_failure_after_the_status_change_leaves_neither_change_nor_event() {
     let app = app().await;
     let id = new_session(&app).await;
     app.faults.arm(FaultPoint::StatusChanged);
-    let (status, _) = simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    let (status, _) = app
+        .simulate_payment(&app.merchant.test_key, &id, "10.5")
+        .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let (_, s) = app
         .get(
@@ -277,7 +273,9 @@ async fn a_failure_after_the_status_change_leaves_neither_change_nor_event() {
     assert_eq!(app.count("transactions").await, 0);
     assert_eq!(app.count("events").await, 0);
     // The retry goes through whole.
-    let (status, s) = simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    let (status, s) = app
+        .simulate_payment(&app.merchant.test_key, &id, "10.5")
+        .await;
     assert_eq!(
         (status, s["status"].as_str()),
         (StatusCode::OK, Some("Paid"))
@@ -292,7 +290,8 @@ async fn failing_and_hanging_receivers_are_retried_until_delivered_once() {
     let (receiver, url) = Receiver::start(&[500, 503, 0]).await;
     register(&app, &app.merchant.test_key, json!({ "url": url })).await;
     let id = new_session(&app).await;
-    simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    app.simulate_payment(&app.merchant.test_key, &id, "10.5")
+        .await;
     let d = dispatcher(&app);
     let mut succeeded = 0;
     for _ in 0..4 {
@@ -334,7 +333,8 @@ async fn a_receiver_that_never_recovers_ends_failed_and_visible() {
     let (_, url) = Receiver::start(&[500, 500, 500, 500, 500, 500]).await;
     register(&app, &app.merchant.test_key, json!({ "url": url })).await;
     let id = new_session(&app).await;
-    simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    app.simulate_payment(&app.merchant.test_key, &id, "10.5")
+        .await;
     let d = dispatcher(&app);
     for _ in 0..6 {
         d.tick().await.unwrap();
@@ -355,7 +355,8 @@ async fn two_dispatchers_and_a_restart_deliver_each_event_once() {
     register(&app, &app.merchant.test_key, json!({ "url": url })).await;
     for _ in 0..20 {
         let id = new_session(&app).await;
-        simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+        app.simulate_payment(&app.merchant.test_key, &id, "10.5")
+            .await;
     }
     // A dispatcher that claimed a delivery and died: its claim lapses, then it is sent.
     sqlx::query(
@@ -421,7 +422,8 @@ async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets(
     .await;
     let old_secret = only_expired["secret"].as_str().unwrap().to_owned();
     let id = new_session(&app).await;
-    simulate(&app, &app.merchant.test_key, &id, "10.5").await;
+    app.simulate_payment(&app.merchant.test_key, &id, "10.5")
+        .await;
     let d = dispatcher(&app);
     assert_eq!(d.tick().await.unwrap().attempted, 0, "not subscribed");
 
