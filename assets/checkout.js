@@ -11,6 +11,12 @@
   var redirecting = false;
   var source = null;
   var finished = false;
+  var lastView = null;
+  var lastLate = false;
+
+  function timeUp(view) {
+    return (view && view.time_up) || expires - (Date.now() + skew) <= 0;
+  }
 
   function post(type, extra) {
     if (!embed || window.parent === window) return;
@@ -19,29 +25,34 @@
     window.parent.postMessage(msg, "*");
   }
 
-  function show(state) {
+  function show(state, late) {
     document.querySelectorAll("[data-state]").forEach(function (el) {
       el.hidden = el.dataset.state !== state;
     });
-    var open = state === "Pending" || state === "Confirming" || state === "Underpaid";
+    // Past expires_at the address is hidden: the session only waits for payments made in time.
+    var open = !late && (state === "Pending" || state === "Confirming" || state === "Underpaid");
     document.querySelectorAll("[data-open]").forEach(function (el) { el.hidden = !open; });
   }
 
   function apply(view) {
+    lastView = view;
     var confirming = null;
-    (view.transactions || []).forEach(function (t) { if (t.status === "Unconfirmed") confirming = t; });
+    (view.transactions || []).forEach(function (t) { if (t.status === "Unconfirmed" && !t.late) confirming = t; });
     var state = view.status;
+    if (view.expires_at) expires = Date.parse(view.expires_at);
+    var late = timeUp(view);
     if (state === "Pending" && confirming) state = "Confirming";
+    else if (late && (state === "Pending" || state === "Underpaid")) state = "TimeUp";
     document.querySelectorAll('[data-bind="amount_due"]').forEach(function (el) { el.textContent = view.amount_due; });
     document.querySelectorAll('[data-bind="confirmations"]').forEach(function (el) {
       el.textContent = confirming && confirming.confirmations != null ? confirming.confirmations : 0;
     });
-    expires = Date.parse(view.expires_at);
-    if (state === last) return;
-    if (state === "Confirming" || (state === "Underpaid" && last !== "")) post("payment_detected", { status: view.status });
+    if (state === last && late === lastLate) return;
+    if (state !== last && (state === "Confirming" || (state === "Underpaid" && last !== ""))) post("payment_detected", { status: view.status });
     last = state;
+    lastLate = late;
     body.dataset.status = view.status;
-    show(state);
+    show(state, late);
     var final = state === "Paid" || state === "Overpaid" || state === "Expired" || state === "Blocked";
     finished = final;
     if (final && source) { source.close(); source = null; }
@@ -64,6 +75,7 @@
     var el = document.getElementById("countdown");
     if (!el) return;
     var left = Math.max(0, Math.floor((expires - (Date.now() + skew)) / 1000));
+    if (left === 0 && !finished) apply(lastView || { status: body.dataset.status, expires_at: new Date(expires).toISOString() });
     var h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
     el.textContent = (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(s).padStart(2, "0");
   }

@@ -200,7 +200,12 @@ pub struct TokenConfig {
     /// Canonical text form: TRON base58, EVM EIP-55.
     pub contract: String,
     pub decimals: u8,
+    /// Smaller transfers are dust: not credited, only counted on the session.
+    pub min_amount: Decimal,
 }
+
+/// The default minimum creditable amount: 0.01 token units.
+pub const DEFAULT_MIN_AMOUNT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
 
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -222,6 +227,8 @@ pub struct NetworkConfig {
     pub max_lag: Duration,
     /// ... or when it is this many blocks behind the head.
     pub max_lag_blocks: u64,
+    /// One RPC answer's size limit; a larger log answer makes the watcher ask for half the range.
+    pub max_response_bytes: usize,
 }
 
 impl NetworkConfig {
@@ -258,6 +265,7 @@ impl NetworkConfig {
             max_blocks_per_scan: 10_000,
             max_lag: Duration::from_secs(120),
             max_lag_blocks: 500,
+            max_response_bytes: crate::chain::rpc::MAX_RESPONSE_BYTES,
             tokens: defaults
                 .tokens
                 .iter()
@@ -265,6 +273,7 @@ impl NetworkConfig {
                     token: t.token,
                     contract: t.contract.to_owned(),
                     decimals: t.decimals,
+                    min_amount: DEFAULT_MIN_AMOUNT,
                 })
                 .collect(),
         }
@@ -368,6 +377,7 @@ struct RawNetwork {
     max_blocks_per_scan: Option<u64>,
     max_lag_seconds: Option<u64>,
     max_lag_blocks: Option<u64>,
+    max_response_kib: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,6 +385,7 @@ struct RawNetwork {
 struct RawToken {
     contract: String,
     decimals: Option<u8>,
+    min_amount: Option<String>,
 }
 
 /// Where configuration values come from, so tests can supply their own environment.
@@ -643,6 +654,21 @@ fn parse_rates(raw: Option<RawRates>) -> Result<RatesConfig, ConfigError> {
     Ok(rates)
 }
 
+/// A positive amount the token can represent: at least one base unit.
+fn parse_min_amount(text: &str, decimals: u8) -> Result<Decimal, String> {
+    let amount =
+        Decimal::from_str_exact(text.trim()).map_err(|_| "is not a decimal amount".to_string())?;
+    if amount <= Decimal::ZERO {
+        return Err("must be greater than 0".into());
+    }
+    if amount.normalize().scale() > u32::from(decimals) {
+        return Err(format!(
+            "is smaller than one base unit, or has more than the token's {decimals} decimals"
+        ));
+    }
+    Ok(amount.normalize())
+}
+
 fn parse_webhooks(raw: RawWebhooks) -> Result<WebhooksConfig, ConfigError> {
     let mut w = WebhooksConfig {
         allow_private_targets: raw.allow_private_targets.unwrap_or(false),
@@ -840,6 +866,15 @@ fn apply_network(
     if let Some(n) = raw.max_lag_blocks {
         net.max_lag_blocks = n;
     }
+    if let Some(kib) = raw.max_response_kib {
+        if !(1..=1024 * 1024).contains(&kib) {
+            return Err(err(
+                format!("{prefix}.max_response_kib"),
+                "must be between 1 and 1048576",
+            ));
+        }
+        net.max_response_bytes = usize::try_from(kib * 1024).unwrap_or(usize::MAX);
+    }
     if let Some(simulated) = raw.simulated {
         if simulated && net.mode == Mode::Live {
             return Err(err(
@@ -878,10 +913,16 @@ fn apply_network(
             if decimals > 36 {
                 return Err(err(format!("{key}.decimals"), "must be at most 36"));
             }
+            let min_amount = match &raw_token.min_amount {
+                None => existing.map_or(DEFAULT_MIN_AMOUNT, |i| net.tokens[i].min_amount),
+                Some(text) => parse_min_amount(text, decimals)
+                    .map_err(|m| err(format!("{key}.min_amount"), format!("'{text}' {m}")))?,
+            };
             let config = TokenConfig {
                 token,
                 contract,
                 decimals,
+                min_amount,
             };
             match existing {
                 Some(i) => net.tokens[i] = config,
@@ -971,6 +1012,36 @@ mod tests {
             "{unknown}"
         );
         assert!(!error_of("[wallets\n").contains('\n'));
+        for bad in ["0", "-1", "abc", "0.0000001"] {
+            let text = format!(
+                "[networks.TRON.live]\ntokens.USDT = {{ contract = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\", min_amount = \"{bad}\" }}"
+            );
+            assert!(
+                error_of(&text).starts_with("networks.TRON.live.tokens.USDT.min_amount:"),
+                "{bad}"
+            );
+        }
+        assert!(error_of("[networks.BSC.live]\nmax_response_kib = 0")
+            .starts_with("networks.BSC.live.max_response_kib:"));
+    }
+
+    #[test]
+    fn the_minimum_creditable_amount_defaults_to_a_cent_and_goes_down_to_one_base_unit() {
+        let config = Config::from_toml(
+            "[networks.TRON.live]\ntokens.USDT = { contract = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\", min_amount = \"0.000001\" }\n[networks.BSC.live]\nmax_response_kib = 64",
+        )
+        .unwrap();
+        let min = |n: Network| {
+            config.network(n, Mode::Live).tokens[0]
+                .min_amount
+                .to_string()
+        };
+        assert_eq!(min(Network::Tron), "0.000001");
+        assert_eq!(min(Network::Ethereum), "0.01");
+        assert_eq!(
+            config.network(Network::Bsc, Mode::Live).max_response_bytes,
+            64 * 1024
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The API's JSON objects, shared by responses, stored idempotent replies and webhook events.
 
 use crate::db::sessions::{SessionRow, TransactionRow};
+use crate::domain::credit::not_credited_reason;
 use crate::domain::money::{format_amount, format_rate};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -22,6 +23,9 @@ pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) ->
                 "network": t.network,
                 "status": t.status,
                 "created_at": timestamp(t.created_at),
+                "credited": t.credited,
+                "not_credited_reason": not_credited_reason(t.credited, t.late, t.blocked)
+                    .filter(|_| t.status == "Confirmed"),
             })
         })
         .collect();
@@ -54,6 +58,10 @@ pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) ->
         "created_at": timestamp(row.created_at),
         "expires_at": timestamp(row.expires_at),
         "transactions": transactions,
+        "anomalies": {
+            "dust": row.dust_count,
+            "unexpected": row.unexpected_count,
+        },
     })
 }
 

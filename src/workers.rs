@@ -64,6 +64,32 @@ pub async fn expiry_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
     }
 }
 
+/// Writes the `session.late_payment` events that were held back by the one-a-minute limit,
+/// each covering the late transfers since the last one. Returns the sessions.
+pub async fn late_events_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
+    const BATCH: usize = 200;
+    let mut written = Vec::new();
+    loop {
+        let mut tx = state.db.begin().await?;
+        let batch = crate::db::payments::take_due_late_events(&mut *tx, BATCH as i64).await?;
+        for id in &batch {
+            crate::service::events::record(
+                &mut tx,
+                id,
+                crate::domain::event::EventType::LatePayment,
+                &state.config.base_url,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let done = batch.len() < BATCH;
+        written.extend(batch);
+        if done {
+            return Ok(written);
+        }
+    }
+}
+
 pub fn spawn_expiry(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(state.config.watcher.expiry_interval);
@@ -71,11 +97,16 @@ pub fn spawn_expiry(state: AppState, shutdown: CancellationToken) -> tokio::task
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = every.tick() => match expiry_tick(&state).await {
-                    Ok(ids) if ids.is_empty() => {}
-                    Ok(ids) => tracing::info!(count = ids.len(), "sessions expired"),
-                    Err(e) => tracing::warn!(error = %e, "expiry failed"),
-                },
+                _ = every.tick() => {
+                    match expiry_tick(&state).await {
+                        Ok(ids) if ids.is_empty() => {}
+                        Ok(ids) => tracing::info!(count = ids.len(), "sessions expired"),
+                        Err(e) => tracing::warn!(error = %e, "expiry failed"),
+                    }
+                    if let Err(e) = late_events_tick(&state).await {
+                        tracing::warn!(error = %e, "writing held-back late-payment events failed");
+                    }
+                }
             }
         }
         tracing::info!("expiry worker stopped");

@@ -30,12 +30,15 @@ pub enum RpcError {
     Node { code: i64, message: String },
     #[error("malformed answer to {method}: {detail}")]
     Malformed { method: String, detail: String },
+    #[error("the answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl RpcError {
     /// Node errors that mean "ask for fewer blocks" rather than "this node is broken".
     fn asks_for_a_smaller_range(&self) -> bool {
         match self {
+            RpcError::TooLarge { .. } => true,
             RpcError::Node { message, .. } => {
                 let m = message.to_ascii_lowercase();
                 [
@@ -98,8 +101,13 @@ pub struct RpcClient {
     preferred: AtomicUsize,
     policy: RetryPolicy,
     max_block_range: u64,
+    /// Answers larger than this are refused (a log query then asks for half the range).
+    max_response_bytes: usize,
     calls: AtomicU64,
 }
+
+/// The default bound on one answer's size.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A log as the node reports it, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +120,9 @@ pub struct Log {
     pub tx_hash: B256,
     pub log_index: u64,
     pub removed: bool,
+    /// The block's time, where the node includes it in logs (recent EVM nodes do; TRON
+    /// does not).
+    pub block_timestamp: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +155,8 @@ struct RawLog {
     log_index: Option<String>,
     #[serde(default)]
     removed: bool,
+    #[serde(rename = "blockTimestamp", default)]
+    block_timestamp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +228,10 @@ impl RawLog {
             tx_hash: parse_hash(self.transaction_hash.as_deref()?)?,
             log_index: parse_quantity(self.log_index.as_deref()?)?,
             removed: self.removed,
+            block_timestamp: match self.block_timestamp.as_deref() {
+                None => None,
+                Some(t) => Some(parse_quantity(t)?),
+            },
         })
     }
 }
@@ -304,8 +321,15 @@ impl RpcClient {
             preferred: AtomicUsize::new(0),
             policy,
             max_block_range: max_block_range.max(1),
+            max_response_bytes: MAX_RESPONSE_BYTES,
             calls: AtomicU64::new(0),
         })
+    }
+
+    /// Bounds the size of one answer (default [`MAX_RESPONSE_BYTES`]).
+    pub fn with_max_response_bytes(mut self, limit: usize) -> Self {
+        self.max_response_bytes = limit.max(1024);
+        self
     }
 
     /// HTTP requests sent so far (for benchmarks and lag reports).
@@ -342,10 +366,7 @@ impl RpcClient {
         if !status.is_success() {
             return Err(RpcError::Http(status));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| RpcError::Transport(e.without_url().to_string()))?;
+        let body = self.read_bounded(response).await?;
         // Straight into the caller's type: a large eth_getLogs answer is never held as a tree.
         let envelope: Envelope<T> =
             serde_json::from_slice(&body).map_err(|e| malformed(method, e.to_string()))?;
@@ -364,6 +385,26 @@ impl RpcClient {
         envelope
             .result
             .ok_or_else(|| malformed(method, "no result"))
+    }
+
+    /// The body, refused as soon as it outgrows the bound (before it is all in memory).
+    async fn read_bounded(&self, mut response: reqwest::Response) -> Result<Vec<u8>, RpcError> {
+        let limit = self.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(RpcError::TooLarge { limit });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| RpcError::Transport(e.without_url().to_string()))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(RpcError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Calls `method`, starting at the preferred URL and failing over to the next one on
@@ -578,6 +619,17 @@ mod tests {
         .unwrap();
         let log = raw.parse().unwrap();
         assert_eq!((log.block_number, log.log_index), (16, 3));
+        assert_eq!(log.block_timestamp, None);
+        let mut with_time = log_json(vec![TRANSFER_TOPIC.into(), word("01"), word("02")], &value);
+        with_time["blockTimestamp"] = json!("0x6b07ef82");
+        let raw: RawLog = serde_json::from_value(with_time.clone()).unwrap();
+        assert_eq!(raw.parse().unwrap().block_timestamp, Some(0x6b07ef82));
+        with_time["blockTimestamp"] = json!("soon");
+        let raw: RawLog = serde_json::from_value(with_time).unwrap();
+        assert!(
+            raw.parse().is_none(),
+            "a malformed block time is a malformed log"
+        );
         let t = log.as_transfer().unwrap();
         assert_eq!(t.to, [2u8; 20]);
         assert_eq!(t.from, [1u8; 20]);
@@ -656,5 +708,6 @@ mod tests {
         };
         assert!(e.asks_for_a_smaller_range());
         assert!(!RpcError::Http(StatusCode::BAD_GATEWAY).asks_for_a_smaller_range());
+        assert!(RpcError::TooLarge { limit: 1024 }.asks_for_a_smaller_range());
     }
 }

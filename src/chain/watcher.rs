@@ -1,19 +1,24 @@
 //! The chain watcher: one per enabled (network, mode), held by one replica at a time.
 //!
 //! Each cycle (`tick`):
-//! 1. takes or renews the network's lease; without it, does nothing;
-//! 2. scans from the cursor (or, when caught up, the last `confirmations` blocks again, so a
-//!    reorg near the head is seen) to the head: one `eth_getLogs` per range for all token
-//!    contracts, matched against pay addresses with one indexed query;
-//! 3. stores the transfers and advances the cursor in one transaction;
-//! 4. re-checks transfers that reached their confirmations (receipt succeeded, still in the
-//!    block it was seen in) and credits them, or settles them as `NotFound`/`Failed`.
+//! 1. takes or renews the network's lease, and renews it every lease/3 while the cycle runs
+//!    (a cycle whose renewal fails is cancelled);
+//! 2. checks that the final block (the newest one scanned with its confirmations on top)
+//!    still has the hash it had; if not, walks back to the newest checkpoint that matches;
+//! 3. scans every block above the final one to the head, so a block scanned at less than full
+//!    depth is scanned again until it is final: one `eth_getLogs` per `max_block_range` for
+//!    all token contracts, matched against pay addresses with one indexed query, each chunk
+//!    committed with the cursor (progress survives a lost lease);
+//! 4. settles each transfer that reached its confirmations on its own (receipt succeeded,
+//!    still in the block it was seen in): a failing one is counted and retried next cycle,
+//!    and never holds back the others. One session's transfers are credited in block order.
 //!
-//! RPC calls per cycle: the head, one `eth_getLogs` per `max_block_range` blocks, one or two
-//! block headers (the last scanned, the newest confirmed), plus one receipt per transfer
-//! reaching its confirmations. None depends on how many sessions are open.
+//! RPC calls per caught-up cycle: the head, the final block's header, one `eth_getLogs`, the
+//! scanned and the new final block's headers, plus one receipt per transfer reaching its
+//! confirmations and, on nodes whose logs carry no `blockTimestamp` (TRON), one header per
+//! block holding a payment. None depends on how many sessions are open.
 
-use super::rpc::{BlockHeader, Log, RetryPolicy, RpcClient, RpcError};
+use super::rpc::{BlockHeader, Log, Receipt, RetryPolicy, RpcClient, RpcError, TransferLog};
 use crate::config::NetworkConfig;
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
@@ -23,7 +28,7 @@ use crate::service::payments::{self, Credit};
 use crate::state::AppState;
 use alloy_primitives::{B256, U256};
 use chrono::{DateTime, Utc};
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -33,8 +38,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Receipts fetched at once during confirmation.
+/// Receipts fetched (and sessions credited) at once during confirmation.
 const RECEIPT_CONCURRENCY: usize = 8;
+/// Checkpoints compared at most when walking back after a reorg below the final block.
+const WALK_BACK: i64 = 64;
 /// Transfers confirmed per cycle at most (the rest wait for the next cycle).
 const CONFIRM_BATCH: i64 = 2000;
 
@@ -46,6 +53,8 @@ pub enum WatchError {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Chain(String),
+    #[error("lost the lease during the cycle; another replica continues")]
+    LostLease,
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
@@ -67,6 +76,11 @@ pub struct TickReport {
     pub blocked: usize,
     pub not_found: usize,
     pub failed: usize,
+    pub unexpected: usize,
+    /// Transfers whose settling failed this cycle (retried next cycle).
+    pub errors: usize,
+    /// Set when the final block's hash changed: the block the scan was rewound to.
+    pub rewound_to: Option<u64>,
     /// More blocks wait behind the cursor: run again without waiting.
     pub behind: bool,
     pub rpc_calls: u64,
@@ -131,17 +145,21 @@ pub fn token_amount(value: U256, decimals: u32) -> Option<Decimal> {
         .map(|d| d.normalize())
 }
 
-fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
-    // Some TRON nodes answer in milliseconds.
-    let seconds = if header.timestamp > 100_000_000_000 {
-        header.timestamp / 1000
+/// A block time from a node's timestamp (seconds, or milliseconds on some TRON nodes).
+fn time_of(number: u64, timestamp: u64) -> Result<DateTime<Utc>, WatchError> {
+    let seconds = if timestamp > 100_000_000_000 {
+        timestamp / 1000
     } else {
-        header.timestamp
+        timestamp
     };
     i64::try_from(seconds)
         .ok()
         .and_then(|t| DateTime::from_timestamp(t, 0))
-        .ok_or_else(|| WatchError::Chain(format!("block {} has a bad timestamp", header.number)))
+        .ok_or_else(|| WatchError::Chain(format!("block {number} has a bad timestamp")))
+}
+
+fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
+    time_of(header.number, header.timestamp)
 }
 
 fn to_i64(n: u64) -> Result<i64, WatchError> {
@@ -156,7 +174,8 @@ impl Watcher {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let rpc = RpcClient::new(&net.rpc_urls, &headers, policy, net.max_block_range)?;
+        let rpc = RpcClient::new(&net.rpc_urls, &headers, policy, net.max_block_range)?
+            .with_max_response_bytes(net.max_response_bytes);
         let family = family_of(net);
         let contracts = net
             .tokens
@@ -215,67 +234,153 @@ impl Watcher {
     }
 
     async fn tick_inner(&self) -> Result<TickReport, WatchError> {
-        let mut report = TickReport::default();
         if !self.hold_lease().await? {
-            return Ok(report);
+            return Ok(TickReport::default());
         }
-        report.leader = true;
+        // The cycle runs while the lease is renewed; a failed renewal cancels it (each chunk
+        // and credit it committed stays committed).
+        tokio::select! {
+            report = self.cycle() => report,
+            lost = self.keep_lease() => Err(lost),
+        }
+    }
+
+    /// Renews the lease every lease/3; returns when a renewal fails.
+    async fn keep_lease(&self) -> WatchError {
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            match self.hold_lease().await {
+                Ok(true) => {}
+                Ok(false) => return WatchError::LostLease,
+                Err(e) => return e.into(),
+            }
+        }
+    }
+
+    async fn cycle(&self) -> Result<TickReport, WatchError> {
+        let mut report = TickReport {
+            leader: true,
+            ..TickReport::default()
+        };
         self.verify_chain().await?;
         let head = self.rpc.block_number().await?;
         to_i64(head)?;
         report.head = head;
+        let depth = u64::from(self.net.confirmations.max(1));
         let cursor = db::cursor(&self.db, &self.network, self.livemode).await?;
-        let cursor_block = cursor
+        let scanned = cursor
+            .as_ref()
             .and_then(|c| c.block_number)
             .and_then(|n| u64::try_from(n).ok());
-
-        let Some(cursor_block) = cursor_block else {
+        let Some(scanned) = scanned else {
             // A fresh start begins at the head: history before the first run is not ours.
             let header = self.header(head).await?;
-            let safe = self.safe_time(&header, head).await?;
-            self.store(&[], &[], &header, safe, head).await?;
+            self.store(&[], &[], &header, &header, head).await?;
             tracing::info!(watcher = %self.name(), head, "watcher starts at the head");
             return Ok(report);
         };
+        // A cursor from before final blocks were recorded: rescan one confirmation window.
+        let recorded_final = cursor
+            .as_ref()
+            .and_then(|c| c.final_number)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(scanned.saturating_sub(depth))
+            .min(scanned);
+        let (mut final_block, mut final_header) = self.check_final(recorded_final).await?;
+        if final_block < recorded_final {
+            report.rewound_to = Some(final_block);
+        }
 
-        // Caught up: rescan the unconfirmed window so a reorg that replaced those blocks is
-        // seen. Behind: continue from the cursor, in steps.
-        let window = u64::from(self.net.confirmations.max(1));
-        let from = (cursor_block + 1).min(head.saturating_sub(window - 1));
+        let from = final_block + 1;
+        if from > head {
+            // The node is behind our own final block (a failover to a lagging node): nothing
+            // to scan until it catches up.
+            tracing::debug!(watcher = %self.name(), head, final_block, "the node is behind the final block");
+            self.confirm(head, &mut report).await?;
+            return Ok(report);
+        }
         let to = head.min(from.saturating_add(self.net.max_blocks_per_scan - 1));
         report.behind = to < head;
-
-        let logs = self.rpc.transfer_logs(&self.contracts, from, to).await?;
-        let header = self.header(to).await?;
-        // A reorg between the two calls: the logs of `to` are not from the header's block.
-        if logs
-            .iter()
-            .any(|l| l.block_number == to && l.block_hash != header.hash && !l.removed)
-        {
-            return Err(WatchError::Chain(format!(
-                "block {to} changed during the scan (reorg); scanning again"
-            )));
+        // Blocks at or below this are final once scanned.
+        let deep_enough = head.saturating_sub(depth - 1);
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start.saturating_add(self.net.max_block_range - 1));
+            let logs = self.rpc.transfer_logs(&self.contracts, start, end).await?;
+            let header = self.header(end).await?;
+            // A reorg between the two calls: the logs of `end` are not from the header's block.
+            if logs
+                .iter()
+                .any(|l| l.block_number == end && l.block_hash != header.hash && !l.removed)
+            {
+                return Err(WatchError::Chain(format!(
+                    "block {end} changed during the scan (reorg); scanning again"
+                )));
+            }
+            let new_final = final_block.max(end.min(deep_enough));
+            let new_final_header = if new_final == end {
+                header.clone()
+            } else if new_final == final_block {
+                final_header.clone()
+            } else {
+                self.header(new_final).await?
+            };
+            let known = [&header, &new_final_header, &final_header];
+            let (transfers, anomalies) = self.match_logs(&logs, &known).await?;
+            report.logs += logs.len();
+            report.anomalies += anomalies.len();
+            report.recorded += self
+                .store(&transfers, &anomalies, &header, &new_final_header, head)
+                .await?;
+            report.scanned = Some((from, end));
+            final_block = new_final;
+            final_header = new_final_header;
+            start = end + 1;
         }
-        report.scanned = Some((from, to));
-        report.logs = logs.len();
-        let (transfers, anomalies) = self.match_logs(&logs).await?;
-        report.anomalies = anomalies.len();
-        let safe = self.safe_time(&header, head).await?;
-        report.recorded = self
-            .store(&transfers, &anomalies, &header, safe, head)
-            .await?;
         if report.recorded > 0 {
             tracing::info!(watcher = %self.name(), from, to, recorded = report.recorded, "transfers detected");
         }
-
-        // A long scan may have outlived the lease: confirm only while still holding it.
-        if !self.hold_lease().await? {
-            return Err(WatchError::Chain(
-                "lost the lease during the scan; another replica continues".into(),
-            ));
-        }
         self.confirm(head, &mut report).await?;
         Ok(report)
+    }
+
+    /// The final block, checked against the chain: its header when its hash is the one it
+    /// had when it became final; otherwise the newest checkpoint below it that still matches
+    /// (a reorg deeper than the confirmations, or a node on another fork), so the blocks
+    /// above are scanned again.
+    async fn check_final(&self, number: u64) -> Result<(u64, BlockHeader), WatchError> {
+        let header = self.header(number).await?;
+        let recorded =
+            db::checkpoint(&self.db, &self.network, self.livemode, to_i64(number)?).await?;
+        if recorded.is_none_or(|h| h == header.hash.to_string()) {
+            return Ok((number, header));
+        }
+        let older = db::checkpoints_below(
+            &self.db,
+            &self.network,
+            self.livemode,
+            to_i64(number)?,
+            WALK_BACK,
+        )
+        .await?;
+        for (n, hash) in &older {
+            let Ok(n) = u64::try_from(*n) else { continue };
+            let candidate = self.header(n).await?;
+            if candidate.hash.to_string() == *hash {
+                tracing::warn!(watcher = %self.name(), final_block = number, rescan_from = n + 1,
+                    "the final block was replaced (reorg deeper than the confirmations): scanning again from the newest block that still matches");
+                return Ok((n, candidate));
+            }
+        }
+        // Nothing recorded matches: go back as far as the records reach.
+        let n = older
+            .last()
+            .and_then(|(n, _)| u64::try_from(*n).ok())
+            .unwrap_or(number)
+            .saturating_sub(1);
+        tracing::error!(watcher = %self.name(), final_block = number, rescan_from = n + 1,
+            "no recorded block matches the chain any more: scanning again from the oldest record");
+        Ok((n, self.header(n).await?))
     }
 
     /// Takes or renews this network's lease; false when another replica holds it.
@@ -289,7 +394,6 @@ impl Watcher {
         )
         .await
     }
-
     /// Refuses to scan when a URL serves another chain than the configured `chain_id` (an
     /// operator's typo would otherwise credit payments seen on the wrong chain). Once every URL
     /// has answered correctly it is not asked again; URLs that did not answer are asked again
@@ -348,15 +452,17 @@ impl Watcher {
         Ok(header)
     }
 
-    /// Transfers to pay addresses of this network's sessions, and anomalies.
+    /// Transfers to pay addresses of this network's sessions, with their blocks' times, and
+    /// anomalies (dust, values too large to store). `known` are headers already fetched.
     async fn match_logs(
         &self,
         logs: &[Log],
+        known: &[&BlockHeader],
     ) -> Result<(Vec<NewTransfer>, Vec<NewAnomaly>), WatchError> {
         let family = family_of(&self.net);
         // A node may repeat a log (overlapping ranges, a buggy provider): keep each once.
         let mut seen = HashSet::new();
-        let decoded: Vec<(&Log, super::rpc::TransferLog)> = logs
+        let decoded: Vec<(&Log, TransferLog)> = logs
             .iter()
             .filter(|l| !l.removed && seen.insert((l.tx_hash, l.log_index)))
             .filter_map(|l| l.as_transfer().map(|t| (l, t)))
@@ -379,80 +485,134 @@ impl Watcher {
         .map(|o| (o.pay_address.clone(), o))
         .collect();
 
-        let mut transfers = Vec::new();
+        let mut matched = Vec::new();
         let mut anomalies = Vec::new();
         for (log, t) in decoded {
             let to_text = address_text(family, &t.to);
             let Some(owner) = owners.get(&to_text) else {
                 continue;
             };
-            let tx_hash = tx_hash_text(family, &log.tx_hash);
-            let log_index = to_i64(log.log_index)?;
             let token_text = address_text(family, &t.token);
-            if token_text != owner.currency_contract {
-                anomalies.push(NewAnomaly {
-                    tx_hash,
-                    log_index,
-                    kind: "wrong_token",
-                    session_id: Some(owner.session_id.clone()),
-                    detail: format!(
-                        "{} base units of token {token_text} sent to {to_text}, whose session expects {}",
-                        t.value, owner.currency_contract
-                    ),
-                });
-                continue;
-            }
-            let decimals = u32::try_from(owner.token_decimals).unwrap_or(u32::MAX);
-            let Some(amount) = token_amount(t.value, decimals) else {
-                anomalies.push(NewAnomaly {
-                    tx_hash,
-                    log_index,
-                    kind: "value_out_of_range",
-                    session_id: Some(owner.session_id.clone()),
-                    detail: format!(
-                        "a transfer of {} base units ({decimals} decimals) to {to_text} is too large to store",
-                        t.value
-                    ),
-                });
+            let Some(token) = self.net.tokens.iter().find(|c| c.contract == token_text) else {
                 continue;
             };
-            transfers.push(NewTransfer {
-                session_id: owner.session_id.clone(),
-                tx_hash,
+            let tx_hash = tx_hash_text(family, &log.tx_hash);
+            let log_index = to_i64(log.log_index)?;
+            let anomaly = |kind: &'static str, detail: String| NewAnomaly {
+                tx_hash: tx_hash.clone(),
                 log_index,
-                block_number: to_i64(log.block_number)?,
-                block_hash: log.block_hash.to_string(),
-                from_address: address_text(family, &t.from),
-                to_address: to_text,
-                amount,
-                token_contract: token_text,
-                blocked: self.denylist.contains(&t.from),
-            });
+                kind,
+                session_id: Some(owner.session_id.clone()),
+                detail,
+            };
+            let Some(amount) = token_amount(t.value, u32::from(token.decimals)) else {
+                anomalies.push(anomaly(
+                    "value_out_of_range",
+                    format!(
+                        "a transfer of {} base units ({} decimals) to {to_text} is too large to store",
+                        t.value, token.decimals
+                    ),
+                ));
+                continue;
+            };
+            if amount < token.min_amount {
+                anomalies.push(anomaly(
+                    "dust",
+                    format!(
+                        "{amount} {} to {to_text}, below the minimum {}",
+                        token.token.as_str(),
+                        token.min_amount
+                    ),
+                ));
+                continue;
+            }
+            matched.push((
+                log,
+                NewTransfer {
+                    session_id: owner.session_id.clone(),
+                    tx_hash,
+                    log_index,
+                    block_number: to_i64(log.block_number)?,
+                    block_hash: log.block_hash.to_string(),
+                    from_address: address_text(family, &t.from),
+                    to_address: to_text,
+                    amount,
+                    unexpected: token_text != owner.currency_contract,
+                    token_contract: token_text,
+                    block_time: DateTime::UNIX_EPOCH,
+                    blocked: self.denylist.contains(&t.from),
+                },
+            ));
         }
+        let blocks: Vec<&Log> = matched.iter().map(|(log, _)| *log).collect();
+        let times = self.block_times(&blocks, known).await?;
+        let transfers = matched
+            .into_iter()
+            .map(|(log, mut t)| {
+                t.block_time = times[&log.block_number];
+                t
+            })
+            .collect();
         Ok((transfers, anomalies))
     }
 
-    /// The time of the newest block that has its confirmations, at or below `scanned`.
-    async fn safe_time(
+    /// The time of each block holding one of `logs`: from the log itself where the node
+    /// includes it, from a header already fetched, or else from the block's header (one
+    /// call per block holding a payment), checked to be the block the log came from.
+    async fn block_times(
         &self,
-        scanned: &BlockHeader,
-        head: u64,
-    ) -> Result<DateTime<Utc>, WatchError> {
-        let depth = u64::from(self.net.confirmations.max(1));
-        let safe = scanned.number.min(head.saturating_sub(depth - 1));
-        if safe == scanned.number {
-            return block_time(scanned);
+        logs: &[&Log],
+        known: &[&BlockHeader],
+    ) -> Result<HashMap<u64, DateTime<Utc>>, WatchError> {
+        let mut times = HashMap::new();
+        let mut missing: HashMap<u64, B256> = HashMap::new();
+        for log in logs {
+            if times.contains_key(&log.block_number) {
+                continue;
+            }
+            if let Some(seconds) = log.block_timestamp {
+                times.insert(log.block_number, time_of(log.block_number, seconds)?);
+            } else if let Some(h) = known
+                .iter()
+                .find(|h| h.number == log.block_number && h.hash == log.block_hash)
+            {
+                times.insert(log.block_number, block_time(h)?);
+            } else {
+                missing.insert(log.block_number, log.block_hash);
+            }
         }
-        block_time(&self.header(safe).await?)
+        let fetched: Vec<Result<BlockHeader, WatchError>> = stream::iter(
+            missing
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|n| self.header(n)),
+        )
+        .buffer_unordered(RECEIPT_CONCURRENCY)
+        .collect()
+        .await;
+        for header in fetched {
+            let header = header?;
+            if missing.get(&header.number) != Some(&header.hash) {
+                return Err(WatchError::Chain(format!(
+                    "block {} changed during the scan (reorg); scanning again",
+                    header.number
+                )));
+            }
+            times.insert(header.number, block_time(&header)?);
+        }
+        Ok(times)
     }
 
-    /// Stores the range's transfers and moves the cursor to `header`, in one transaction.
+    /// Stores a chunk's transfers and anomalies and moves the cursor to `scanned` (and the
+    /// final block to `final_header`), in one transaction.
     async fn store(
         &self,
         transfers: &[NewTransfer],
         anomalies: &[NewAnomaly],
-        header: &BlockHeader,
-        safe_time: DateTime<Utc>,
+        scanned: &BlockHeader,
+        final_header: &BlockHeader,
         head: u64,
     ) -> Result<u64, WatchError> {
         let mut tx = self.db.begin().await?;
@@ -460,30 +620,32 @@ impl Watcher {
             db::upsert_transfers(&mut tx, &self.network, self.livemode, transfers).await?;
         db::insert_anomalies(&mut tx, &self.network, self.livemode, anomalies).await?;
         let advance = CursorAdvance {
-            block_number: to_i64(header.number)?,
-            block_hash: header.hash.to_string(),
-            block_time: block_time(header)?,
-            safe_time,
+            block_number: to_i64(scanned.number)?,
+            block_hash: scanned.hash.to_string(),
+            block_time: block_time(scanned)?,
+            final_number: to_i64(final_header.number)?,
+            final_hash: final_header.hash.to_string(),
+            safe_time: block_time(final_header)?,
             head_number: to_i64(head)?,
         };
         if !db::advance_cursor(&mut tx, &self.network, self.livemode, self.owner, &advance).await? {
             tx.rollback().await?;
-            return Err(WatchError::Chain(
-                "lost the lease during the scan; another replica continues".into(),
-            ));
+            return Err(WatchError::LostLease);
         }
         tx.commit().await?;
         Ok(recorded)
     }
 
     /// Settles transfers that have their confirmations: the receipt must have succeeded and
-    /// hold the same log in the same block.
+    /// hold the same log in the same block. Each is settled on its own: one that fails is
+    /// counted, logged and tried again next cycle. One session's transfers go in block order,
+    /// and stop at the first that is not settled (a later one must not be credited first).
     async fn confirm(&self, head: u64, report: &mut TickReport) -> Result<(), WatchError> {
         let depth = u64::from(self.net.confirmations.max(1));
         let Some(max_block) = head.checked_add(1).and_then(|h| h.checked_sub(depth)) else {
             return Ok(());
         };
-        let due = db::due_transfers(
+        let mut due = db::due_transfers(
             &self.db,
             &self.network,
             self.livemode,
@@ -494,25 +656,35 @@ impl Watcher {
         if due.is_empty() {
             return Ok(());
         }
+        due.sort_by_key(|t| (t.block_number, t.log_index, t.id));
         let hashes: HashSet<String> = due.iter().map(|t| t.tx_hash.clone()).collect();
-        let receipts: HashMap<String, Option<super::rpc::Receipt>> =
+        let receipts: HashMap<String, Result<Option<Receipt>, String>> =
             stream::iter(hashes.into_iter().map(|h| self.fetch_receipt(h)))
                 .buffer_unordered(RECEIPT_CONCURRENCY)
-                .try_collect()
-                .await?;
-        // Different sessions' credits do not contend; one session's are serialized by its
-        // row lock.
+                .collect()
+                .await;
+        let mut sessions: Vec<Vec<PendingTransfer>> = Vec::new();
+        let mut slot: HashMap<String, usize> = HashMap::new();
+        for t in due {
+            let i = *slot.entry(t.session_id.clone()).or_insert_with(|| {
+                sessions.push(Vec::new());
+                sessions.len() - 1
+            });
+            sessions[i].push(t);
+        }
         let canonical = std::sync::Mutex::new(HashMap::new());
-        let settled: Vec<(PendingTransfer, Settled)> = stream::iter(due.into_iter().map(|t| {
-            let receipt = receipts.get(&t.tx_hash).cloned().flatten();
-            self.settle_owned(t, receipt, head, depth, &canonical)
-        }))
+        let settled: Vec<Vec<(PendingTransfer, Result<Settled, WatchError>)>> = stream::iter(
+            sessions
+                .into_iter()
+                .map(|group| self.settle_in_order(group, &receipts, head, depth, &canonical)),
+        )
         .buffer_unordered(RECEIPT_CONCURRENCY)
-        .try_collect()
-        .await?;
-        for (transfer, outcome) in settled {
+        .collect()
+        .await;
+        let mut first_error = None;
+        for (transfer, outcome) in settled.into_iter().flatten() {
             match outcome {
-                Settled::Credit(c) => match c {
+                Ok(Settled::Credit(c)) => match c {
                     Credit::Credited(status) => {
                         report.credited += 1;
                         tracing::info!(watcher = %self.name(), session.id = %transfer.session_id,
@@ -525,44 +697,76 @@ impl Watcher {
                         tracing::warn!(watcher = %self.name(), session.id = %transfer.session_id,
                             tx = %transfer.tx_hash, "transfer from a denylisted sender");
                     }
-                    Credit::AlreadySettled => {}
+                    Credit::Unexpected => {
+                        report.unexpected += 1;
+                        tracing::warn!(watcher = %self.name(), session.id = %transfer.session_id,
+                            tx = %transfer.tx_hash, "transfer of another token than the session's");
+                    }
+                    Credit::AlreadySettled | Credit::Dust => {}
                 },
-                Settled::NotFound => report.not_found += 1,
-                Settled::Failed => report.failed += 1,
-                Settled::Wait => {}
+                Ok(Settled::NotFound) => report.not_found += 1,
+                Ok(Settled::Failed) => report.failed += 1,
+                Ok(Settled::Wait) => {}
+                Err(e) => {
+                    report.errors += 1;
+                    tracing::warn!(watcher = %self.name(), session.id = %transfer.session_id,
+                        tx = %transfer.tx_hash, error = %e, "could not settle a transfer; trying again next cycle");
+                    first_error.get_or_insert_with(|| format!("{}: {e}", transfer.tx_hash));
+                }
             }
+        }
+        if let Some(e) = first_error {
+            let message = format!("{} transfer(s) could not be settled: {e}", report.errors);
+            let _ = db::record_error(&self.db, &self.network, self.livemode, self.owner, &message)
+                .await;
         }
         Ok(())
     }
 
-    async fn fetch_receipt(
+    /// One session's due transfers, in block order, until one is not settled.
+    async fn settle_in_order(
         &self,
-        text: String,
-    ) -> Result<(String, Option<super::rpc::Receipt>), WatchError> {
-        let hash = parse_tx_hash(&text)
-            .ok_or_else(|| WatchError::Chain(format!("stored tx hash {text} is malformed")))?;
-        let receipt = self.rpc.receipt(&hash).await?;
-        Ok((text, receipt))
-    }
-
-    async fn settle_owned(
-        &self,
-        transfer: PendingTransfer,
-        receipt: Option<super::rpc::Receipt>,
+        group: Vec<PendingTransfer>,
+        receipts: &HashMap<String, Result<Option<Receipt>, String>>,
         head: u64,
         depth: u64,
         canonical: &std::sync::Mutex<HashMap<u64, B256>>,
-    ) -> Result<(PendingTransfer, Settled), WatchError> {
-        let outcome = self
-            .settle(&transfer, receipt, head, depth, canonical)
-            .await?;
-        Ok((transfer, outcome))
+    ) -> Vec<(PendingTransfer, Result<Settled, WatchError>)> {
+        let mut out = Vec::new();
+        for transfer in group {
+            let outcome = match receipts.get(&transfer.tx_hash) {
+                Some(Ok(receipt)) => {
+                    self.settle(&transfer, receipt.clone(), head, depth, canonical)
+                        .await
+                }
+                Some(Err(e)) => Err(WatchError::Chain(format!("receipt: {e}"))),
+                None => Err(WatchError::Chain("receipt not fetched".into())),
+            };
+            let settled = matches!(
+                outcome,
+                Ok(Settled::Credit(_) | Settled::NotFound | Settled::Failed)
+            );
+            out.push((transfer, outcome));
+            if !settled {
+                break;
+            }
+        }
+        out
+    }
+
+    /// A transaction's receipt (or why it could not be had), by its stored hash.
+    async fn fetch_receipt(&self, text: String) -> (String, Result<Option<Receipt>, String>) {
+        let receipt = match parse_tx_hash(&text) {
+            None => Err(format!("stored tx hash {text} is malformed")),
+            Some(hash) => self.rpc.receipt(&hash).await.map_err(|e| e.to_string()),
+        };
+        (text, receipt)
     }
 
     async fn settle(
         &self,
         transfer: &PendingTransfer,
-        receipt: Option<super::rpc::Receipt>,
+        receipt: Option<Receipt>,
         head: u64,
         depth: u64,
         canonical: &std::sync::Mutex<HashMap<u64, B256>>,
@@ -607,12 +811,21 @@ impl Watcher {
             return Ok(Settled::Failed);
         }
         let family = family_of(&self.net);
-        let decimals = u32::try_from(transfer.token_decimals).unwrap_or(u32::MAX);
+        let token = transfer
+            .token_contract
+            .as_deref()
+            .and_then(|c| self.net.tokens.iter().find(|t| t.contract == c));
+        let Some(token) = token else {
+            return Err(WatchError::Chain(format!(
+                "transfer {} is of a token no longer configured ({:?})",
+                transfer.id, transfer.token_contract
+            )));
+        };
         let same_transfer = |l: &Log| {
             l.as_transfer().is_some_and(|t| {
                 address_text(family, &t.to) == transfer.to_address
-                    && transfer.token_contract.as_deref() == Some(&address_text(family, &t.token))
-                    && token_amount(t.value, decimals) == Some(transfer.amount)
+                    && address_text(family, &t.token) == token.contract
+                    && token_amount(t.value, u32::from(token.decimals)) == Some(transfer.amount)
             })
         };
         let Some(log) = receipt
@@ -626,12 +839,18 @@ impl Watcher {
         };
         let receipt_hash = receipt.block_hash.to_string();
         if receipt_hash != stored_hash || log.log_index != transfer.log_index as u64 {
-            // Re-included elsewhere by a reorg: count confirmations from the new block.
+            // Re-included elsewhere by a reorg: count confirmations from the new block, whose
+            // time now decides whether the payment was on time.
+            let header = self.header(receipt.block_number).await?;
+            if header.hash != receipt.block_hash {
+                return Ok(Settled::Wait);
+            }
             db::move_transfer(
                 &self.db,
                 transfer.id,
                 to_i64(receipt.block_number)?,
                 &receipt_hash,
+                block_time(&header)?,
                 to_i64(log.log_index)?,
             )
             .await?;
@@ -644,8 +863,14 @@ impl Watcher {
             return Ok(Settled::Wait);
         }
         Ok(Settled::Credit(
-            payments::confirm_and_credit(&self.db, &self.faults, transfer.id, &self.base_url)
-                .await?,
+            payments::confirm_and_credit(
+                &self.db,
+                &self.faults,
+                transfer.id,
+                &self.base_url,
+                &self.net.tokens,
+            )
+            .await?,
         ))
     }
 

@@ -15,6 +15,7 @@ pub struct CursorRow {
     pub block_time: Option<DateTime<Utc>>,
     pub safe_time: Option<DateTime<Utc>>,
     pub head_number: Option<i64>,
+    pub final_number: Option<i64>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -86,18 +87,26 @@ pub async fn all_cursors(db: &PgPool) -> sqlx::Result<Vec<CursorRow>> {
         .await
 }
 
-/// Where a scan ended: the block whose transfers are now all stored.
+/// Where a scan ended: the block whose transfers are now all stored, and the newest block
+/// scanned with its confirmations on top (final).
 #[derive(Debug, Clone)]
 pub struct CursorAdvance {
     pub block_number: i64,
     pub block_hash: String,
     pub block_time: DateTime<Utc>,
+    pub final_number: i64,
+    pub final_hash: String,
+    /// The final block's time: expiry waits for it to pass `expires_at`.
     pub safe_time: DateTime<Utc>,
     pub head_number: i64,
 }
 
-/// Moves the cursor, inside the transaction that stored the range's transfers. False when
-/// `owner` no longer holds the lease: the caller must roll back.
+/// Checkpoints kept per network for walking back after a deep reorg.
+const CHECKPOINTS_KEPT: i64 = 128;
+
+/// Moves the cursor and records the final block's checkpoint, inside the transaction that
+/// stored the range's transfers. False when `owner` no longer holds the lease: the caller
+/// must roll back.
 pub async fn advance_cursor(
     tx: &mut Transaction<'_, Postgres>,
     network: &str,
@@ -108,7 +117,7 @@ pub async fn advance_cursor(
     let done = sqlx::query(
         "UPDATE chain_cursors
             SET block_number = $4, block_hash = $5, block_time = $6, head_number = $7,
-                safe_time = $8,
+                safe_time = $8, final_number = $9,
                 last_success_at = now(), last_error = NULL, last_error_at = NULL
           WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
     )
@@ -120,31 +129,69 @@ pub async fn advance_cursor(
     .bind(to.block_time)
     .bind(to.head_number)
     .bind(to.safe_time)
+    .bind(to.final_number)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// A cycle that stored nothing new still proves the watcher alive.
-pub async fn mark_success(
-    db: &PgPool,
-    network: &str,
-    livemode: bool,
-    owner: Uuid,
-    head: i64,
-) -> sqlx::Result<()> {
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
     sqlx::query(
-        "UPDATE chain_cursors SET head_number = $4, last_success_at = now(), last_error = NULL,
-                last_error_at = NULL
-          WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+        "WITH put AS (
+            INSERT INTO chain_checkpoints (network, livemode, number, hash) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (network, livemode, number) DO UPDATE SET hash = EXCLUDED.hash
+         )
+         DELETE FROM chain_checkpoints
+          WHERE network = $1 AND livemode = $2
+            AND number < (SELECT number FROM chain_checkpoints
+                           WHERE network = $1 AND livemode = $2
+                           ORDER BY number DESC OFFSET $5 LIMIT 1)",
     )
     .bind(network)
     .bind(livemode)
-    .bind(owner)
-    .bind(head)
-    .execute(db)
+    .bind(to.final_number)
+    .bind(&to.final_hash)
+    .bind(CHECKPOINTS_KEPT - 1)
+    .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(true)
+}
+
+/// The hash block `number` had when it became final, if recorded.
+pub async fn checkpoint(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    number: i64,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT hash FROM chain_checkpoints WHERE network = $1 AND livemode = $2 AND number = $3",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(number)
+    .fetch_optional(db)
+    .await
+}
+
+/// Recorded checkpoints below `number`, newest first.
+pub async fn checkpoints_below(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    number: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    sqlx::query_as(
+        "SELECT number, hash FROM chain_checkpoints
+          WHERE network = $1 AND livemode = $2 AND number < $3
+          ORDER BY number DESC LIMIT $4",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(number)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn record_error(
@@ -212,8 +259,11 @@ pub struct NewTransfer {
     pub to_address: String,
     pub amount: Decimal,
     pub token_contract: String,
+    pub block_time: DateTime<Utc>,
     /// The sender is on the denylist.
     pub blocked: bool,
+    /// Another configured token than the session's currency.
+    pub unexpected: bool,
 }
 
 /// Stores transfers once per (network, mode, tx hash, log index). A transfer seen again in a
@@ -238,14 +288,17 @@ pub async fn upsert_transfers(
     }
     let done = sqlx::query(
         "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index,
-                block_number, block_hash, from_address, to_address, amount, token_contract, blocked)
-         SELECT s, $1, $2, h, i, bn, bh, f, t, a, c, b
+                block_number, block_hash, from_address, to_address, amount, token_contract,
+                blocked, block_time, unexpected)
+         SELECT s, $1, $2, h, i, bn, bh, f, t, a, c, b, bt, u
            FROM UNNEST($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
-                       $8::text[], $9::text[], $10::numeric[], $11::text[], $12::boolean[])
-                AS u(s, h, i, bn, bh, f, t, a, c, b)
+                       $8::text[], $9::text[], $10::numeric[], $11::text[], $12::boolean[],
+                       $13::timestamptz[], $14::boolean[])
+                AS u(s, h, i, bn, bh, f, t, a, c, b, bt, u)
          ON CONFLICT (network, livemode, tx_hash, log_index) DO UPDATE
             SET block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
-                status = 'Unconfirmed', updated_at = now()
+                block_time = EXCLUDED.block_time, status = 'Unconfirmed', due_since = NULL,
+                updated_at = now()
           WHERE transactions.status = 'NotFound'
              OR (transactions.status = 'Unconfirmed'
                  AND transactions.block_hash IS DISTINCT FROM EXCLUDED.block_hash)",
@@ -262,6 +315,8 @@ pub async fn upsert_transfers(
     .bind(column!(amount))
     .bind(column!(token_contract))
     .bind(column!(blocked))
+    .bind(column!(block_time))
+    .bind(column!(unexpected))
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
@@ -276,28 +331,52 @@ pub struct NewAnomaly {
     pub detail: String,
 }
 
+/// Stores anomalies once per (network, mode, tx, log index, kind), and counts each new dust
+/// transfer on its session, in one statement.
 pub async fn insert_anomalies(
     tx: &mut Transaction<'_, Postgres>,
     network: &str,
     livemode: bool,
     anomalies: &[NewAnomaly],
 ) -> sqlx::Result<()> {
-    for a in anomalies {
-        sqlx::query(
-            "INSERT INTO chain_anomalies (network, livemode, tx_hash, log_index, kind, session_id, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT ON CONSTRAINT chain_anomalies_once DO NOTHING",
-        )
-        .bind(network)
-        .bind(livemode)
-        .bind(&a.tx_hash)
-        .bind(a.log_index)
-        .bind(a.kind)
-        .bind(&a.session_id)
-        .bind(&a.detail)
+    if anomalies.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&NewAnomaly) -> String| anomalies.iter().map(f).collect::<Vec<_>>();
+    let log_indexes: Vec<i64> = anomalies.iter().map(|a| a.log_index).collect();
+    let sessions: Vec<Option<String>> = anomalies.iter().map(|a| a.session_id.clone()).collect();
+    sqlx::query(
+        "WITH new AS (
+            INSERT INTO chain_anomalies (network, livemode, tx_hash, log_index, kind, session_id, detail)
+            SELECT $1, $2, h, i, k, s, d
+              FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
+                   AS u(h, i, k, s, d)
+            ON CONFLICT ON CONSTRAINT chain_anomalies_once DO NOTHING
+            RETURNING session_id, kind
+         )
+         UPDATE checkout_sessions s SET dust_count = s.dust_count + n.count
+           FROM (SELECT session_id, count(*)::int AS count FROM new
+                  WHERE kind = 'dust' AND session_id IS NOT NULL GROUP BY session_id) n
+          WHERE s.id = n.session_id",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(column(|a| a.tx_hash.clone()))
+    .bind(&log_indexes)
+    .bind(column(|a| a.kind.to_owned()))
+    .bind(&sessions)
+    .bind(column(|a| a.detail.clone()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One transfer below the minimum to the session's address (a simulation's).
+pub async fn count_dust(tx: &mut Transaction<'_, Postgres>, session_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE checkout_sessions SET dust_count = dust_count + 1 WHERE id = $1")
+        .bind(session_id)
         .execute(&mut **tx)
         .await?;
-    }
     Ok(())
 }
 
@@ -313,11 +392,10 @@ pub struct PendingTransfer {
     pub to_address: String,
     pub amount: Decimal,
     pub token_contract: Option<String>,
-    pub blocked: bool,
-    pub token_decimals: i16,
 }
 
-/// Unconfirmed transfers in blocks at or below `max_block`, oldest first.
+/// Unconfirmed transfers in blocks at or below `max_block`, oldest first; each is marked due
+/// from now on (the first time), so a transfer that stays due is seen by `/readyz`.
 pub async fn due_transfers(
     db: &PgPool,
     network: &str,
@@ -326,18 +404,34 @@ pub async fn due_transfers(
     limit: i64,
 ) -> sqlx::Result<Vec<PendingTransfer>> {
     sqlx::query_as(
-        "SELECT t.id, t.session_id, t.tx_hash, t.log_index, t.block_number, t.block_hash,
-                t.to_address, t.amount, t.token_contract, t.blocked, s.token_decimals
-           FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
-          WHERE t.network = $1 AND t.livemode = $2 AND t.status = 'Unconfirmed'
-            AND t.block_number <= $3
-          ORDER BY t.block_number, t.id
-          LIMIT $4",
+        "WITH due AS (
+            SELECT id FROM transactions
+             WHERE network = $1 AND livemode = $2 AND status = 'Unconfirmed'
+               AND block_number <= $3
+             ORDER BY block_number, id
+             LIMIT $4
+         )
+         UPDATE transactions t SET due_since = COALESCE(t.due_since, now())
+           FROM due WHERE t.id = due.id
+         RETURNING t.id, t.session_id, t.tx_hash, t.log_index, t.block_number, t.block_hash,
+                   t.to_address, t.amount, t.token_contract",
     )
     .bind(network)
     .bind(livemode)
     .bind(max_block)
     .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Per network and mode, since when the oldest transfer that has its confirmations has been
+/// waiting to be settled.
+pub async fn oldest_due(db: &PgPool) -> sqlx::Result<Vec<(String, bool, DateTime<Utc>)>> {
+    sqlx::query_as(
+        "SELECT network, livemode, min(due_since) FROM transactions
+          WHERE status = 'Unconfirmed' AND due_since IS NOT NULL
+          GROUP BY network, livemode",
+    )
     .fetch_all(db)
     .await
 }
@@ -349,17 +443,19 @@ pub async fn move_transfer(
     id: i64,
     block_number: i64,
     block_hash: &str,
+    block_time: DateTime<Utc>,
     log_index: i64,
 ) -> sqlx::Result<()> {
     let moved = sqlx::query(
         "UPDATE transactions SET block_number = $2, block_hash = $3, log_index = $4,
-                updated_at = now()
+                block_time = $5, due_since = NULL, updated_at = now()
           WHERE id = $1 AND status = 'Unconfirmed'",
     )
     .bind(id)
     .bind(block_number)
     .bind(block_hash)
     .bind(log_index)
+    .bind(block_time)
     .execute(db)
     .await;
     match moved {
@@ -387,7 +483,8 @@ pub async fn set_outcome(db: &PgPool, id: i64, status: &str) -> sqlx::Result<()>
 
 /// Open sessions past `expires_at` become Expired, but only where the network's watcher has
 /// scanned confirmed blocks past that moment (or the network is simulated: no chain to wait for) and no
-/// transfer to the session is still confirming. Returns the expired ids.
+/// transfer mined in time is still confirming (one mined after `expires_at` is late anyway).
+/// Returns the expired ids.
 pub async fn expire_due(
     db: impl PgExecutor<'_>,
     simulated_networks: &[String],
@@ -403,7 +500,9 @@ pub async fn expire_due(
                                AND c.safe_time >= s.expires_at)
                     OR (s.network, s.livemode) IN (SELECT * FROM UNNEST($1::text[], $2::boolean[])))
                AND NOT EXISTS (SELECT 1 FROM transactions t
-                                WHERE t.session_id = s.id AND t.status = 'Unconfirmed')
+                                WHERE t.session_id = s.id AND t.status = 'Unconfirmed'
+                                  AND NOT t.unexpected
+                                  AND (t.block_time IS NULL OR t.block_time <= s.expires_at))
              ORDER BY s.expires_at
              LIMIT $3
              FOR UPDATE OF s SKIP LOCKED

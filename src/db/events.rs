@@ -17,20 +17,27 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// The session and its transactions, read inside the transaction that changed them.
+/// The session and its newest `limit` listed transactions (oldest first), read inside the
+/// transaction that changed them.
 pub async fn session_snapshot(
     tx: &mut Transaction<'_, Postgres>,
     session_id: &str,
+    limit: i64,
 ) -> sqlx::Result<(SessionRow, Vec<TransactionRow>)> {
     let row: SessionRow = sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1")
         .bind(session_id)
         .fetch_one(&mut **tx)
         .await?;
-    let txs: Vec<TransactionRow> = sqlx::query_as(
-        "SELECT session_id, tx_hash, amount, network, status, created_at FROM transactions
-          WHERE session_id = $1 ORDER BY created_at, id",
-    )
+    let txs: Vec<TransactionRow> = sqlx::query_as(&format!(
+        "SELECT * FROM (SELECT id, {} FROM transactions
+                         WHERE session_id = $1 AND {}
+                         ORDER BY created_at DESC, id DESC LIMIT $2) newest
+          ORDER BY created_at, id",
+        super::sessions::TRANSACTION_COLUMNS,
+        super::sessions::LISTED,
+    ))
     .bind(session_id)
+    .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
     Ok((row, txs))

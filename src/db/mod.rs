@@ -4,6 +4,7 @@ pub mod chain;
 pub mod events;
 pub mod idempotency;
 pub mod merchants;
+pub mod payments;
 pub mod sessions;
 pub mod sub_merchants;
 pub mod webhooks;

@@ -39,6 +39,8 @@ pub struct SessionRow {
     pub expires_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub dust_count: i32,
+    pub unexpected_count: i32,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -49,7 +51,17 @@ pub struct TransactionRow {
     pub network: String,
     pub status: String,
     pub created_at: DateTime<Utc>,
+    pub credited: bool,
+    pub late: bool,
+    pub blocked: bool,
 }
+
+/// The columns of a [`TransactionRow`].
+pub const TRANSACTION_COLUMNS: &str =
+    "session_id, tx_hash, amount, network, status, created_at, credited, late, blocked";
+/// The transactions a session lists: transfers of its own token (another token's are
+/// counted in `anomalies.unexpected` instead).
+pub const LISTED: &str = "NOT unexpected";
 
 /// Everything a new session row needs; the caller has validated it all.
 #[derive(Debug, Clone)]
@@ -120,6 +132,8 @@ impl NewSession {
             expires_at: self.expires_at,
             paid_at: None,
             updated_at: self.created_at,
+            dust_count: 0,
+            unexpected_count: 0,
         }
     }
 }
@@ -227,10 +241,10 @@ pub async fn transactions_of(
     if session_ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_as(
-        "SELECT session_id, tx_hash, amount, network, status, created_at FROM transactions
-         WHERE session_id = ANY($1) ORDER BY created_at, id",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions
+          WHERE session_id = ANY($1) AND {LISTED} ORDER BY created_at, id"
+    ))
     .bind(session_ids)
     .fetch_all(db)
     .await

@@ -6,15 +6,17 @@ pub enum EventType {
     Underpaid,
     LatePayment,
     Blocked,
+    UnexpectedPayment,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::Completed,
         EventType::Expired,
         EventType::Underpaid,
         EventType::LatePayment,
         EventType::Blocked,
+        EventType::UnexpectedPayment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -24,6 +26,7 @@ impl EventType {
             EventType::Underpaid => "session.underpaid",
             EventType::LatePayment => "session.late_payment",
             EventType::Blocked => "session.blocked",
+            EventType::UnexpectedPayment => "session.unexpected_payment",
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod api_key;
+pub mod credit;
 pub mod event;
 pub mod ids;
 pub mod money;

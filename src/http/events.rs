@@ -109,16 +109,7 @@ async fn simulate_payment(
     }
     let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
     let session_id = SessionId::parse(&id).ok_or_else(missing)?;
-    match payments::simulate(
-        &state.db,
-        &state.faults,
-        auth.merchant.id,
-        session_id.as_str(),
-        amount,
-        &state.config.base_url,
-    )
-    .await
-    {
+    match payments::simulate(&state, auth.merchant.id, session_id.as_str(), amount).await {
         Ok(_) => {}
         Err(SimulateError::NotFound) => return Err(missing()),
         Err(SimulateError::Invalid(m)) => return Err(ApiError::invalid("amount", m)),

@@ -64,12 +64,14 @@ struct NotFoundTemplate {
     t: &'static Text,
 }
 
-/// The state the page shows: the session status, or "Confirming" while a payment to a
-/// pending session waits for its confirmations.
+/// The state the page shows: the session status, "Confirming" while a payment to a pending
+/// session waits for its confirmations, or "TimeUp" once `expires_at` has passed on a session
+/// still open (expired: do not pay; payments made in time are still being looked for).
 pub fn page_state(v: &PageView) -> &'static str {
-    match (v.status, v.confirming()) {
-        (SessionStatus::Pending, Some(_)) => "Confirming",
-        (status, _) => status.as_str(),
+    match (v.status, v.confirming(), v.time_up) {
+        (SessionStatus::Pending, Some(_), _) => "Confirming",
+        (SessionStatus::Pending | SessionStatus::Underpaid, None, true) => "TimeUp",
+        (status, _, _) => status.as_str(),
     }
 }
 
@@ -172,7 +174,7 @@ async fn page(
         t,
         embed: q.embed,
         state: state_name,
-        open: matches!(state_name, "Pending" | "Confirming" | "Underpaid"),
+        open: matches!(state_name, "Pending" | "Confirming" | "Underpaid") && !v.time_up,
         confirmations: v.confirming().and_then(|c| c.confirmations).unwrap_or(0),
         network_label: network_label(v.network),
         qr_svg: qr_svg(&v.payment_uri),

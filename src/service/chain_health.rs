@@ -7,7 +7,7 @@ use crate::domain::api_key::Mode;
 use crate::domain::network::Network;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -18,7 +18,24 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Ok,
+    /// The watcher does not keep up with the chain: payments are not even detected.
     Stale(String),
+    /// Detection works, but a transfer that has its confirmations is not being settled.
+    Degraded(String),
+}
+
+/// Degraded when the oldest transfer due for settling has waited longer than `max_lag`.
+pub fn judge_settling(net: &NetworkConfig, oldest_due: Option<DateTime<Utc>>) -> Health {
+    let Some(since) = oldest_due else {
+        return Health::Ok;
+    };
+    let age = (Utc::now() - since).num_seconds().max(0);
+    if age > i64::try_from(net.max_lag.as_secs()).unwrap_or(i64::MAX) {
+        return Health::Degraded(format!(
+            "a confirmed transfer has waited {age} s to be settled (see last_error)"
+        ));
+    }
+    Health::Ok
 }
 
 /// Judges a cursor row against the network's bounds.
@@ -67,7 +84,7 @@ pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> ApiResult<()
         }
     };
     match health {
-        Health::Ok => Ok(()),
+        Health::Ok | Health::Degraded(_) => Ok(()),
         Health::Stale(why) => Err(ApiError::unavailable(format!(
             "payments on {} cannot be detected right now: its chain watcher {why}; retry shortly",
             net.network.as_str()
@@ -78,6 +95,7 @@ pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> ApiResult<()
 /// Every watched network's state, and whether all are healthy.
 pub async fn report(state: &AppState) -> sqlx::Result<(bool, Value)> {
     let rows = db::all_cursors(&state.db).await?;
+    let due = db::oldest_due(&state.db).await?;
     let mut all_ok = true;
     let mut out = serde_json::Map::new();
     for net in state.config.enabled_networks() {
@@ -87,14 +105,20 @@ pub async fn report(state: &AppState) -> sqlx::Result<(bool, Value)> {
         let row = rows
             .iter()
             .find(|r| r.network == net.network.as_str() && r.livemode == net.mode.livemode());
-        let health = judge(net, row);
+        let oldest_due = due
+            .iter()
+            .find(|(n, live, _)| n == net.network.as_str() && *live == net.mode.livemode())
+            .map(|(_, _, since)| *since);
+        let health = match judge(net, row) {
+            Health::Ok => judge_settling(net, oldest_due),
+            stale => stale,
+        };
         let (status, reason) = match &health {
             Health::Ok => ("ok", None),
-            Health::Stale(why) => {
-                all_ok = false;
-                ("stale", Some(why.clone()))
-            }
+            Health::Stale(why) => ("stale", Some(why.clone())),
+            Health::Degraded(why) => ("degraded", Some(why.clone())),
         };
+        all_ok &= health == Health::Ok;
         out.insert(
             format!("{}/{}", net.network.as_str(), net.mode.as_str()),
             json!({
@@ -107,6 +131,7 @@ pub async fn report(state: &AppState) -> sqlx::Result<(bool, Value)> {
                     .and_then(|r| r.last_success_at)
                     .map(|t| (Utc::now() - t).num_seconds()),
                 "last_error": row.and_then(|r| r.last_error.clone()),
+                "oldest_due_seconds": oldest_due.map(|t| (Utc::now() - t).num_seconds()),
             }),
         );
     }

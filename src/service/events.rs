@@ -5,7 +5,11 @@ use crate::db::events as db;
 use crate::domain::event::EventType;
 use crate::domain::ids::random_id;
 use crate::views::session_json;
+use serde_json::Value;
 use sqlx::{Postgres, Transaction};
+
+/// The transactions an event's session lists at most (the newest ones).
+pub const EVENT_TRANSACTIONS: i64 = 100;
 
 /// Records `event_type` for the session (and its webhook deliveries); returns the event id.
 pub async fn record(
@@ -14,8 +18,29 @@ pub async fn record(
     event_type: EventType,
     base_url: &str,
 ) -> sqlx::Result<String> {
-    let (row, txs) = db::session_snapshot(tx, session_id).await?;
-    let data = session_json(&row, &txs, base_url);
+    record_with(tx, session_id, event_type, base_url, None).await
+}
+
+/// `record`, with one more field in the event's data (e.g. the unexpected transfer).
+pub async fn record_with(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+    event_type: EventType,
+    base_url: &str,
+    extra: Option<(&str, Value)>,
+) -> sqlx::Result<String> {
+    let (row, mut txs) = db::session_snapshot(tx, session_id, EVENT_TRANSACTIONS + 1).await?;
+    let truncated = txs.len() > EVENT_TRANSACTIONS as usize;
+    if truncated {
+        txs.remove(0);
+    }
+    let mut data = session_json(&row, &txs, base_url);
+    if truncated {
+        data["transactions_truncated"] = Value::Bool(true);
+    }
+    if let Some((key, value)) = extra {
+        data[key] = value;
+    }
     let id = random_id("evt_");
     db::insert(
         tx,

@@ -18,6 +18,7 @@ struct PageTransfer {
     amount: Decimal,
     status: String,
     block_number: Option<i64>,
+    block_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct Transfer {
     pub status: String,
     /// Confirmations so far, while unconfirmed (None when unknown).
     pub confirmations: Option<u64>,
+    /// Mined after `expires_at`: it will not be credited.
+    pub late: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,9 @@ pub struct PageView {
     pub client_reference_id: Option<String>,
     pub expires_at: DateTime<Utc>,
     pub server_time: DateTime<Utc>,
+    /// `expires_at` has passed: the page no longer shows where to pay, even while the
+    /// session waits for the chain to be read up to that moment.
+    pub time_up: bool,
     pub confirmations_required: u32,
     pub transfers: Vec<Transfer>,
 }
@@ -88,8 +94,8 @@ impl PageView {
                 .await?;
         let Some(row) = row else { return Ok(None) };
         let transfers: Vec<PageTransfer> = sqlx::query_as(
-            "SELECT tx_hash, amount, status, block_number FROM transactions
-              WHERE session_id = $1 ORDER BY created_at, id",
+            "SELECT tx_hash, amount, status, block_number, block_time FROM transactions
+              WHERE session_id = $1 AND NOT unexpected ORDER BY created_at, id",
         )
         .bind(id)
         .fetch_all(&state.db)
@@ -115,6 +121,7 @@ impl PageView {
         let network = Network::parse(&row.network)?;
         let mode = if row.livemode { Mode::Live } else { Mode::Test };
         let net = state.config.network(network, mode);
+        let now = Utc::now();
         let due = (row.amount - row.amount_received).max(Decimal::ZERO);
         let decimals = u32::try_from(row.token_decimals).unwrap_or(0);
         // A simulated test network has no chain: a link with an amount could only send real
@@ -142,6 +149,7 @@ impl PageView {
                         }
                         _ => None,
                     },
+                    late: t.block_time.is_some_and(|b| b > row.expires_at),
                     tx_hash: t.tx_hash,
                     amount: format_amount(t.amount),
                     status: t.status,
@@ -165,14 +173,17 @@ impl PageView {
             cancel_url: row.cancel_url,
             client_reference_id: row.client_reference_id,
             expires_at: row.expires_at,
-            server_time: Utc::now(),
+            time_up: now >= row.expires_at,
+            server_time: now,
             confirmations_required: net.confirmations.max(1),
         })
     }
 
-    /// A payment is seen but not yet confirmed.
+    /// A payment made in time is seen but not yet confirmed.
     pub fn confirming(&self) -> Option<&Transfer> {
-        self.transfers.iter().find(|t| t.status == "Unconfirmed")
+        self.transfers
+            .iter()
+            .find(|t| t.status == "Unconfirmed" && !t.late)
     }
 
     /// The public JSON the page polls and streams.
@@ -196,12 +207,14 @@ impl PageView {
             "cancel_url": self.cancel_url,
             "expires_at": timestamp(self.expires_at),
             "server_time": timestamp(self.server_time),
+            "time_up": self.time_up,
             "confirmations_required": self.confirmations_required,
             "transactions": self.transfers.iter().map(|t| json!({
                 "tx_hash": t.tx_hash,
                 "amount": t.amount,
                 "status": t.status,
                 "confirmations": t.confirmations,
+                "late": t.late,
             })).collect::<Vec<_>>(),
         })
     }

@@ -1,52 +1,50 @@
-//! Crediting a confirmed transfer: the transfer's status, the session's total and status, and
-//! the fee fixed on payment change together in one transaction, at most once per transfer.
+//! Crediting a confirmed transfer: the transfer's status, the session's total and status, the
+//! fee fixed on payment, and the events, together in one transaction, at most once per
+//! transfer. The rules themselves are `domain::credit::decide`.
 
+use crate::config::TokenConfig;
+use crate::db::payments as db;
+use crate::domain::credit::{self, ConfirmedTransfer, Decision, SessionState};
 use crate::domain::event::EventType;
 use crate::domain::ids::random_id;
-use crate::domain::money::FeeSchedule;
-use crate::domain::session::{status_after_payment, SessionStatus};
+use crate::domain::money::{format_amount, FeeSchedule};
+use crate::domain::session::SessionStatus;
 use crate::faults::{FaultPoint, Faults};
 use crate::service::events;
+use crate::state::AppState;
 use chrono::{DurationRound, Utc};
 use rust_decimal::Decimal;
+use serde_json::json;
 use sqlx::{PgPool, Postgres, Transaction};
-
-/// How long an underpaid session stays open for a top-up, from the payment that left it short.
-pub const UNDERPAID_EXTENSION: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credit {
     /// Added to the session; its status is now this.
     Credited(SessionStatus),
-    /// The session was already Paid/Overpaid/Expired/Blocked: recorded as a late payment.
+    /// Not credited: the session was closed, or the transfer was mined after `expires_at`
+    /// (then the session is Expired now).
     Late,
-    /// The sender is denylisted: the session is Blocked (if it was open), nothing credited.
+    /// The sender is denylisted: the session is Blocked, nothing credited.
     Blocked,
+    /// Another token than the session's: counted and reported, never credited.
+    Unexpected,
+    /// Below the minimum creditable amount (simulations): counted on the session only.
+    Dust,
     /// Another worker decided this transfer first.
     AlreadySettled,
 }
 
-#[derive(sqlx::FromRow)]
-struct Locked {
-    session_id: String,
-    status: String,
-    amount: Decimal,
-    amount_received: Decimal,
-    fee_rate: Decimal,
-    fee_floor: Decimal,
-    transfer_amount: Decimal,
-    blocked: bool,
-}
-
-/// Confirms transfer `id` and applies it to its session, with its event, in one transaction.
+/// Confirms transfer `id` and applies it to its session, with its events, in one transaction.
+/// `tokens` are the network's, to name an unexpected token in its event.
 pub async fn confirm_and_credit(
     db: &PgPool,
     faults: &Faults,
     transfer_id: i64,
     base_url: &str,
+    tokens: &[TokenConfig],
 ) -> anyhow::Result<Credit> {
     let mut tx = db.begin().await?;
-    let outcome = credit_in(&mut tx, faults, transfer_id, base_url).await?;
+    let outcome = credit_in(&mut tx, faults, transfer_id, base_url, tokens).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -57,96 +55,109 @@ async fn credit_in(
     faults: &Faults,
     transfer_id: i64,
     base_url: &str,
+    tokens: &[TokenConfig],
 ) -> anyhow::Result<Credit> {
-    // Locks the session and the transfer together; a transfer someone else settled first no
-    // longer matches once its lock is granted.
-    let locked: Option<Locked> = sqlx::query_as(
-        "SELECT t.session_id, s.status, s.amount, s.amount_received, s.fee_rate, s.fee_floor,
-                t.amount AS transfer_amount, t.blocked
-           FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
-          WHERE t.id = $1 AND t.status = 'Unconfirmed'
-            FOR UPDATE OF s, t",
-    )
-    .bind(transfer_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(session) = locked else {
+    let Some(locked) = db::lock_unconfirmed(tx, transfer_id).await? else {
         return Ok(Credit::AlreadySettled);
     };
-    let session_id = session.session_id.clone();
-    let status = SessionStatus::parse(&session.status)
-        .ok_or_else(|| anyhow::anyhow!("session {session_id} has status {}", session.status))?;
+    let session_id = locked.session_id.clone();
+    let status = SessionStatus::parse(&locked.status)
+        .ok_or_else(|| anyhow::anyhow!("session {session_id} has status {}", locked.status))?;
     let now = Utc::now().duration_trunc(chrono::Duration::seconds(1))?;
-
-    let outcome = if !status.is_open() {
-        Credit::Late
-    } else if session.blocked {
-        sqlx::query(
-            "UPDATE checkout_sessions SET status = 'Blocked', updated_at = now() WHERE id = $1",
-        )
-        .bind(&session_id)
-        .execute(&mut **tx)
-        .await?;
-        Credit::Blocked
-    } else {
-        let received = session
-            .amount_received
-            .checked_add(session.transfer_amount)
-            .ok_or_else(|| anyhow::anyhow!("amount_received of {session_id} would overflow"))?;
-        let new_status = status_after_payment(session.amount, received);
-        let fees = FeeSchedule {
-            rate: session.fee_rate,
-            floor: session.fee_floor,
-        };
-        // Fee and net stay on `amount` until paid, then are fixed on what was received.
-        let (fee, net) = fees.split(if new_status.is_paid() {
-            received
-        } else {
-            session.amount
-        });
-        sqlx::query(
-            "UPDATE checkout_sessions
-                SET status = $2, amount_received = $3, fee_amount = $4, net_amount = $5,
-                    paid_at = CASE WHEN $6 THEN $7 ELSE paid_at END,
-                    expires_at = CASE WHEN $8 THEN GREATEST(expires_at, $9) ELSE expires_at END,
-                    updated_at = now()
-              WHERE id = $1",
-        )
-        .bind(&session_id)
-        .bind(new_status.as_str())
-        .bind(received)
-        .bind(fee)
-        .bind(net)
-        .bind(new_status.is_paid())
-        .bind(now)
-        .bind(new_status == SessionStatus::Underpaid)
-        .bind(now + UNDERPAID_EXTENSION)
-        .execute(&mut **tx)
-        .await?;
-        Credit::Credited(new_status)
+    let session = SessionState {
+        status,
+        amount: locked.amount,
+        amount_received: locked.amount_received,
+        expires_at: locked.expires_at,
+        fees: FeeSchedule {
+            rate: locked.fee_rate,
+            floor: locked.fee_floor,
+        },
     };
+    let transfer = ConfirmedTransfer {
+        amount: locked.transfer_amount,
+        block_time: locked.block_time,
+        blocked: locked.blocked,
+        unexpected: locked.unexpected,
+    };
+    let decision = credit::decide(&session, &transfer, now)?;
 
-    sqlx::query(
-        "UPDATE transactions
-            SET status = 'Confirmed', confirmed_at = now(), updated_at = now(),
-                credited = $2, late = $3
-          WHERE id = $1",
+    let mut to_record: Vec<EventType> = Vec::new();
+    let outcome = match &decision {
+        Decision::Credit(c) => {
+            db::apply_credit(
+                tx,
+                &session_id,
+                &db::CreditedTotals {
+                    status: c.status.as_str(),
+                    amount_received: c.amount_received,
+                    fee_amount: c.fee_amount,
+                    net_amount: c.net_amount,
+                    paid_at: c.paid_at,
+                    expires_at: c.expires_at,
+                },
+            )
+            .await?;
+            to_record.push(if c.status.is_paid() {
+                EventType::Completed
+            } else {
+                EventType::Underpaid
+            });
+            Credit::Credited(c.status)
+        }
+        Decision::Late { expire } => {
+            if *expire {
+                db::close_session(tx, &session_id, SessionStatus::Expired.as_str()).await?;
+                to_record.push(EventType::Expired);
+            }
+            if db::claim_late_event(tx, &session_id).await? {
+                to_record.push(EventType::LatePayment);
+            }
+            Credit::Late
+        }
+        Decision::Block => {
+            db::close_session(tx, &session_id, SessionStatus::Blocked.as_str()).await?;
+            to_record.push(EventType::Blocked);
+            Credit::Blocked
+        }
+        Decision::Unexpected => {
+            db::count_unexpected(tx, &session_id).await?;
+            Credit::Unexpected
+        }
+    };
+    db::mark_confirmed(
+        tx,
+        transfer_id,
+        matches!(decision, Decision::Credit(_)),
+        matches!(decision, Decision::Late { .. }),
     )
-    .bind(transfer_id)
-    .bind(matches!(outcome, Credit::Credited(_)))
-    .bind(outcome == Credit::Late)
-    .execute(&mut **tx)
     .await?;
     faults.hit(FaultPoint::StatusChanged);
-    let event = match &outcome {
-        Credit::Credited(s) if s.is_paid() => Some(EventType::Completed),
-        Credit::Credited(_) => Some(EventType::Underpaid),
-        Credit::Late => Some(EventType::LatePayment),
-        Credit::Blocked => Some(EventType::Blocked),
-        Credit::AlreadySettled => None,
-    };
-    if let Some(event) = event {
+    for event in to_record {
         events::record(tx, &session_id, event, base_url).await?;
+    }
+    if decision == Decision::Unexpected {
+        let currency = locked.token_contract.as_deref().and_then(|c| {
+            tokens
+                .iter()
+                .find(|t| t.contract == c)
+                .map(|t| t.token.as_str())
+        });
+        let payment = json!({
+            "tx_hash": locked.tx_hash,
+            "amount": format_amount(locked.transfer_amount),
+            "currency": currency,
+            "network": locked.network,
+            "token_contract": locked.token_contract,
+        });
+        events::record_with(
+            tx,
+            &session_id,
+            EventType::UnexpectedPayment,
+            base_url,
+            Some(("unexpected_payment", payment)),
+        )
+        .await?;
     }
     Ok(outcome)
 }
@@ -167,52 +178,57 @@ impl From<sqlx::Error> for SimulateError {
     }
 }
 
-/// Test mode: a confirmed transfer of `amount` to the session, credited by exactly the path a
-/// chain transfer takes (same statuses, same events), in one transaction.
+/// Test mode: a transfer of `amount` to the session, mined now and confirmed at once, taking
+/// exactly the path a chain transfer takes (dust rule, statuses, events), in one transaction.
 pub async fn simulate(
-    db: &PgPool,
-    faults: &Faults,
+    state: &AppState,
     merchant_id: uuid::Uuid,
     session_id: &str,
     amount: Decimal,
-    base_url: &str,
 ) -> Result<Credit, SimulateError> {
-    let mut tx = db.begin().await?;
-    let session: Option<(String, String, String, i16)> = sqlx::query_as(
-        // Locked first: the transfer insert below takes a key-share lock on the session, and
-        // two simulations each holding one would deadlock on the credit's FOR UPDATE.
-        "SELECT network, chain_family, pay_address, token_decimals FROM checkout_sessions
-          WHERE id = $1 AND merchant_id = $2 AND NOT livemode FOR UPDATE",
-    )
-    .bind(session_id)
-    .bind(merchant_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (network, family, pay_address, decimals) = session.ok_or(SimulateError::NotFound)?;
+    let mut tx = state.db.begin().await?;
+    let target = db::lock_test_session(&mut tx, merchant_id, session_id)
+        .await?
+        .ok_or(SimulateError::NotFound)?;
+    let decimals = target.token_decimals;
     if amount.scale() > u32::try_from(decimals).unwrap_or(0) {
         return Err(SimulateError::Invalid(format!(
             "the token has {decimals} decimals; the amount has more"
         )));
     }
     let hash = random_id("");
-    let tx_hash = if family == "tron" {
+    let tx_hash = if target.chain_family == "tron" {
         format!("{hash}{hash}")
     } else {
         format!("0x{hash}{hash}")
     };
-    let transfer_id: i64 = sqlx::query_scalar(
-        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index, to_address,
-                amount, from_address)
-         VALUES ($1, $2, false, $3, 0, $4, $5, 'simulated') RETURNING id",
+    if amount < min_amount(state, &target) {
+        crate::db::chain::count_dust(&mut tx, session_id).await?;
+        tx.commit().await?;
+        return Ok(Credit::Dust);
+    }
+    let transfer_id =
+        db::insert_simulated_transfer(&mut tx, session_id, &target, &tx_hash, amount).await?;
+    let outcome = credit_in(
+        &mut tx,
+        &state.faults,
+        transfer_id,
+        &state.config.base_url,
+        &[],
     )
-    .bind(session_id)
-    .bind(&network)
-    .bind(&tx_hash)
-    .bind(&pay_address)
-    .bind(amount)
-    .fetch_one(&mut *tx)
     .await?;
-    let outcome = credit_in(&mut tx, faults, transfer_id, base_url).await?;
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The session's token's minimum creditable amount in test mode.
+fn min_amount(state: &AppState, target: &db::SimulationTarget) -> Decimal {
+    crate::domain::network::Network::parse(&target.network)
+        .map(|n| state.config.network(n, crate::domain::api_key::Mode::Test))
+        .and_then(|net| {
+            net.tokens
+                .iter()
+                .find(|t| t.contract == target.currency_contract)
+        })
+        .map_or(crate::config::DEFAULT_MIN_AMOUNT, |t| t.min_amount)
 }

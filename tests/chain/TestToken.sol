@@ -21,6 +21,15 @@ contract TestToken {
         emit Transfer(address(0), to, value);
     }
 
+    /// `count` minted transfers of `value` to `to` in one transaction (a dust flood).
+    function scatter(address to, uint256 value, uint256 count) external {
+        for (uint256 i = 0; i < count; i++) {
+            emit Transfer(msg.sender, to, value);
+        }
+        balanceOf[to] += value * count;
+        totalSupply += value * count;
+    }
+
     function setBlocked(address who, bool value) external {
         blocked[who] = value;
     }

@@ -237,6 +237,64 @@ async fn a_customer_pays_and_the_page_turns_paid_without_reload_then_returns_to_
 }
 
 #[tokio::test]
+async fn at_zero_the_address_disappears_and_the_page_says_not_to_pay() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let (_, s) = app
+        .create_session(&app.merchant.test_key, seed_request())
+        .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    sqlx::query(
+        "UPDATE checkout_sessions SET expires_at = now() + interval '3 seconds' WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let b = driver.browser(390, 844).await;
+    b.go(&format!("{}/{id}", app.base)).await;
+    assert_eq!(
+        b.script("return document.querySelector('[data-open]').hidden;")
+            .await,
+        json!(false)
+    );
+    b.script("window.__stillHere = true; return null;").await;
+    // No expiry pass has run: the session is still Pending, but the time is up.
+    b.wait_for(
+        "!document.querySelector('[data-state=TimeUp]').hidden && document.querySelector('[data-open]').hidden",
+        "the time-up state at 0:00",
+    )
+    .await;
+    assert_eq!(
+        b.script("return window.__stillHere === true;").await,
+        json!(true)
+    );
+    let text = b
+        .script("return document.querySelector('[data-state=TimeUp]').textContent;")
+        .await;
+    assert!(
+        text.as_str().unwrap().contains("Do not send funds"),
+        "{text}"
+    );
+    b.screenshot("time-up-390x844").await;
+    // The expiry pass runs: the page turns Expired.
+    assert_eq!(
+        checkout_server::workers::expiry_tick(&app.state)
+            .await
+            .unwrap(),
+        vec![id.clone()]
+    );
+    b.wait_for(
+        "document.body.dataset.status === 'Expired' && !document.querySelector('[data-state=Expired]').hidden",
+        "the page to turn Expired",
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn screenshots_of_each_state_at_phone_and_desktop_sizes() {
     let Some(driver) = Driver::start().await else {
         return;

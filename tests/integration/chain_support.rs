@@ -227,6 +227,32 @@ impl Anvil {
         self.send(from, Some(token), data).await
     }
 
+    /// `count` transfers of `value` from `from` to `to`, all in one transaction.
+    pub async fn scatter(
+        &self,
+        token: &[u8; 20],
+        from: &[u8; 20],
+        to: &[u8; 20],
+        value: U256,
+        count: u64,
+    ) -> String {
+        let data = format!(
+            "{}{}{}{}",
+            selector("scatter(address,uint256,uint256)"),
+            word_address(to),
+            word_u256(value),
+            word_u256(U256::from(count))
+        );
+        self.send(from, Some(token), data).await
+    }
+
+    /// The timestamp of block `number` (None: the latest).
+    pub async fn block_time(&self, number: Option<u64>) -> u64 {
+        let tag = number.map_or_else(|| "latest".to_owned(), |n| format!("{n:#x}"));
+        let block = self.rpc("eth_getBlockByNumber", json!([tag, false])).await;
+        checkout_server::chain::rpc::parse_quantity(block["timestamp"].as_str().unwrap()).unwrap()
+    }
+
     pub async fn set_blocked(&self, token: &[u8; 20], who: &[u8; 20]) {
         let data = format!(
             "{}{}{}",

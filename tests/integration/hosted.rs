@@ -166,6 +166,30 @@ async fn every_state_renders_in_english_and_chinese() {
         .execute(&app.db)
         .await
         .unwrap();
+    // Past expires_at while still open (the chain is being read up to that moment): the
+    // address is gone, the customer is told not to pay; a payment seen in time keeps
+    // confirming, without the address either.
+    let time_up = session(&app, seed_request()).await;
+    let confirming_late = session(&app, seed_request()).await;
+    sqlx::query(
+        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index, block_number,
+                block_hash, to_address, amount)
+         VALUES ($1, 'TRON', false, 'cd', 0, 10, '0x01', 'T', 10.5)",
+    )
+    .bind(confirming_late["id"].as_str().unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    for s in [&time_up, &confirming_late] {
+        sqlx::query(
+            "UPDATE checkout_sessions SET expires_at = now() - interval '1 second',
+                    created_at = now() - interval '31 minutes' WHERE id = $1",
+        )
+        .bind(s["id"].as_str().unwrap())
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
 
     let cases = [
         (
@@ -205,6 +229,20 @@ async fn every_state_renders_in_english_and_chinese() {
             "could not be accepted",
             "无法被接受",
         ),
+        (
+            &time_up,
+            "TimeUp",
+            false,
+            "Checking the chain for payments made in time",
+            "正在链上核对过期前完成的付款",
+        ),
+        (
+            &confirming_late,
+            "Confirming",
+            false,
+            "Payment seen, confirming",
+            "已收到付款，确认中",
+        ),
     ];
     for (s, state, open, en, zh) in cases {
         let id = s["id"].as_str().unwrap();
@@ -226,6 +264,27 @@ async fn every_state_renders_in_english_and_chinese() {
     // Underpaid shows what is missing.
     let (_, _, html) = page(&app, &format!("/{}", under["id"].as_str().unwrap()), None).await;
     assert!(html.contains(">6.5</span> USDT"));
+    // The time-up page says not to pay, and the view tells the script.
+    let id = time_up["id"].as_str().unwrap();
+    let (_, _, html) = page(&app, &format!("/{id}"), None).await;
+    assert!(html.contains("Do not send funds to this address"));
+    let (_, view) = app
+        .get(&format!("/v1/checkout/sessions/{id}/view"), "")
+        .await;
+    assert_eq!(
+        (&view["status"], &view["time_up"]),
+        (&json!("Pending"), &json!(true))
+    );
+    let (_, view) = app
+        .get(
+            &format!(
+                "/v1/checkout/sessions/{}/view",
+                pending["id"].as_str().unwrap()
+            ),
+            "",
+        )
+        .await;
+    assert_eq!(view["time_up"], false);
 }
 
 #[tokio::test]

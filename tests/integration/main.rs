@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod hosted;
 mod idempotency;
+mod money_safety;
 mod openapi;
 mod pricing;
 mod sessions;

@@ -165,6 +165,21 @@ tokens.USDT = {{ contract = "{tron}", decimals = 6 }}
         tick(w).await
     }
 
+    /// The session's events, oldest first.
+    async fn events_of(&self, session_id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .app
+            .get(
+                &format!("/v1/events?session_id={session_id}&page_size=100"),
+                &self.app.merchant.test_key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let mut events = body["data"].as_array().unwrap().clone();
+        events.reverse();
+        events
+    }
+
     async fn db_value<T>(&self, sql: &str, id: &str) -> T
     where
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
@@ -389,9 +404,9 @@ async fn a_watcher_killed_mid_way_resumes_from_its_cursor_and_counts_each_transf
     let s = c.create("BSC", "USDT", "30.00").await;
     c.pay(&s, "10").await;
     tick(&first).await; // stored, not yet confirmed
-    let cursor: i64 = c
+    let final_block: i64 = c
         .db_value(
-            "SELECT block_number FROM chain_cursors WHERE network = $1",
+            "SELECT final_number FROM chain_cursors WHERE network = $1",
             "BSC",
         )
         .await;
@@ -411,7 +426,11 @@ async fn a_watcher_killed_mid_way_resumes_from_its_cursor_and_counts_each_transf
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let resumed = tick(&second).await;
     let (from, _) = resumed.scanned.expect("scanned");
-    assert_eq!(from as i64, cursor + 1, "resumed right after the cursor");
+    assert_eq!(
+        from as i64,
+        final_block + 1,
+        "resumed right after the last block scanned at full depth"
+    );
     c.confirm(&second).await;
     let paid = c.session(&id(&s)).await;
     assert_eq!(paid["status"], "Paid", "{paid}");
@@ -657,6 +676,8 @@ async fn a_payment_to_an_expired_session_is_recorded_as_late_and_changes_nothing
     assert_eq!(after["status"], "Expired");
     assert_eq!(after["amount_received"], "0");
     assert_eq!(after["transactions"][0]["status"], "Confirmed");
+    assert_eq!(after["transactions"][0]["credited"], false);
+    assert_eq!(after["transactions"][0]["not_credited_reason"], "late");
     let late: bool = c
         .db_value(
             "SELECT late AND NOT credited FROM transactions WHERE session_id = $1",
@@ -692,10 +713,12 @@ async fn a_denylisted_sender_blocks_the_session() {
     let blocked = c.session(&id(&s)).await;
     assert_eq!(blocked["status"], "Blocked");
     assert_eq!(blocked["amount_received"], "0");
+    assert_eq!(blocked["transactions"][0]["credited"], false);
+    assert_eq!(blocked["transactions"][0]["not_credited_reason"], "blocked");
 }
 
 #[tokio::test]
-async fn impossible_values_and_wrong_tokens_are_anomalies_not_panics() {
+async fn another_token_is_an_unexpected_payment_and_impossible_values_are_anomalies() {
     let c = Chain::start().await;
     let w = c.watcher(Network::Bsc);
     tick(&w).await;
@@ -704,19 +727,44 @@ async fn impossible_values_and_wrong_tokens_are_anomalies_not_panics() {
     // 2^200 base units: far beyond what NUMERIC-backed Decimal amounts hold.
     c.anvil.mint(&c.usdt18, &to, U256::from(1) << 200).await;
     // USDC sent to a USDT session.
-    c.anvil
+    let usdc = c
+        .anvil
         .transfer(&c.usdc6, &c.payer, &to, units("10", 6))
         .await;
     let report = tick(&w).await;
-    assert_eq!((report.recorded, report.anomalies), (0, 2), "{report:?}");
+    assert_eq!((report.recorded, report.anomalies), (1, 1), "{report:?}");
     let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM chain_anomalies ORDER BY kind")
         .fetch_all(&c.app.db)
         .await
         .unwrap();
-    assert_eq!(kinds, ["value_out_of_range", "wrong_token"]);
-    c.confirm(&w).await;
-    assert_eq!(c.session(&id(&s)).await["status"], "Pending");
-    assert_eq!(c.app.count("transactions").await, 0);
+    assert_eq!(kinds, ["value_out_of_range"]);
+    let report = c.confirm(&w).await;
+    assert_eq!((report.unexpected, report.credited), (1, 0), "{report:?}");
+    let after = c.session(&id(&s)).await;
+    assert_eq!(after["status"], "Pending");
+    assert_eq!(after["amount_received"], "0");
+    assert_eq!(
+        after["transactions"],
+        json!([]),
+        "another token is not listed"
+    );
+    assert_eq!(after["anomalies"], json!({"dust": 0, "unexpected": 1}));
+    let events = c.events_of(&id(&s)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event_type"], "session.unexpected_payment");
+    let payment = &events[0]["data"]["unexpected_payment"];
+    assert_eq!(payment["tx_hash"], usdc);
+    assert_eq!(payment["amount"], "10");
+    assert_eq!(payment["currency"], "USDC");
+    assert_eq!(
+        payment["token_contract"],
+        checkout_server::domain::address::evm_checksum(&c.usdc6)
+    );
+    assert_eq!(events[0]["data"]["anomalies"]["unexpected"], 1);
+    // Counted once, whatever the rescans.
+    c.anvil.mine(2).await;
+    tick(&w).await;
+    assert_eq!(c.session(&id(&s)).await["anomalies"]["unexpected"], 1);
 }
 
 #[tokio::test]
@@ -772,9 +820,17 @@ async fn after_downtime_the_watcher_backfills_in_steps_and_reports_its_lag() {
     let (from, to) = step.scanned.unwrap();
     assert_eq!(to - from + 1, 40);
     assert_eq!(
-        step.rpc_calls, 5,
-        "blockNumber, 3 x getLogs, one block header"
+        step.rpc_calls, 8,
+        "blockNumber, the final block's header, 3 x (getLogs + the chunk's last header)"
     );
+    // Each chunk committed with the cursor.
+    let cursor: i64 = c
+        .db_value(
+            "SELECT block_number FROM chain_cursors WHERE network = $1",
+            "BSC",
+        )
+        .await;
+    assert_eq!(cursor as u64, to);
     let lag: i64 = c
         .db_value(
             "SELECT head_number - block_number FROM chain_cursors WHERE network = $1",
@@ -867,4 +923,492 @@ async fn a_node_that_lags_behind_itself_delays_a_credit_but_never_loses_it() {
     let report = tick(&w).await;
     assert_eq!(report.credited, 1, "{report:?}");
     assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}
+
+// ---- money safety: reorgs across stalls, lateness by block time, dust, long cycles ----
+
+/// A proxy whose every call fails while `broken` is set.
+async fn breakable_watcher(c: &Chain) -> (Watcher, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let broken = std::sync::Arc::new(AtomicBool::new(false));
+    let cut = broken.clone();
+    let w = watcher_behind_proxy(
+        c,
+        std::sync::Arc::new(move |_, _, answer| (!cut.load(Ordering::SeqCst)).then_some(answer)),
+    )
+    .await;
+    (w, broken)
+}
+
+/// Runs cycles until the watcher has caught up with the head.
+async fn catch_up(w: &Watcher) -> TickReport {
+    for _ in 0..20 {
+        let report = tick(w).await;
+        if !report.behind {
+            return report;
+        }
+    }
+    panic!("the watcher did not catch up");
+}
+
+#[tokio::test]
+async fn a_stall_across_a_tip_reorg_rescans_the_replaced_block_and_credits_the_payment() {
+    use std::sync::atomic::Ordering;
+    let c = Chain::start().await;
+    let (w, broken) = breakable_watcher(&c).await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    let snapshot = c.anvil.snapshot().await;
+    // Two blocks (a payment below is a mint, then the transfer: the second block).
+    c.anvil.mine(2).await;
+    let head = tick(&w).await.head;
+    let scanned: i64 = c
+        .db_value(
+            "SELECT block_number FROM chain_cursors WHERE network = $1",
+            "BSC",
+        )
+        .await;
+    assert_eq!(scanned as u64, head, "the new block is scanned at depth 1");
+
+    // The watcher's RPC is cut; meanwhile the tip is reorged: the replacement block carries
+    // the payment, and the chain grows far past the confirmation window.
+    broken.store(true, Ordering::SeqCst);
+    assert!(w.tick().await.is_err());
+    c.anvil.revert(&snapshot).await;
+    let tx = c.pay(&s, "10").await;
+    let receipt = c.anvil.receipt(&tx).await;
+    assert_eq!(
+        checkout_server::chain::rpc::parse_quantity(receipt["blockNumber"].as_str().unwrap()),
+        Some(head),
+        "the payment is in the replacement of the block scanned"
+    );
+    c.anvil.mine(11).await;
+    broken.store(false, Ordering::SeqCst);
+
+    catch_up(&w).await;
+    tick(&w).await;
+    let paid = c.session(&id(&s)).await;
+    assert_eq!(paid["status"], "Paid", "{paid}");
+    assert_eq!(paid["transactions"][0]["tx_hash"], tx);
+}
+
+#[tokio::test]
+async fn a_reorg_below_the_final_block_walks_back_to_a_matching_checkpoint_and_rescans() {
+    let c = Chain::start().await;
+    let w = c.watcher(Network::Bsc);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.anvil.mine(5).await;
+    tick(&w).await;
+    let snapshot = c.anvil.snapshot().await;
+    c.anvil.mine(5).await;
+    tick(&w).await;
+    let final_before: i64 = c
+        .db_value(
+            "SELECT final_number FROM chain_cursors WHERE network = $1",
+            "BSC",
+        )
+        .await;
+
+    // A reorg deeper than the confirmations: the blocks from the snapshot on are replaced,
+    // and the payment lands below the recorded final block.
+    c.anvil.revert(&snapshot).await;
+    let tx = c.pay(&s, "10").await;
+    let block = checkout_server::chain::rpc::parse_quantity(
+        c.anvil.receipt(&tx).await["blockNumber"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!((block as i64) < final_before, "{block} < {final_before}");
+    c.anvil.mine(10).await;
+
+    let report = tick(&w).await;
+    let rewound = report.rewound_to.expect("the final block's hash changed");
+    assert!(
+        rewound < block,
+        "rescanned from {rewound}, payment at {block}"
+    );
+    assert_eq!(report.recorded, 1, "{report:?}");
+    tick(&w).await;
+    assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}
+
+/// Moves the session's expiry to `at` (unix seconds).
+async fn expire_at(c: &Chain, session: &Value, at: u64) {
+    sqlx::query(
+        "UPDATE checkout_sessions
+            SET expires_at = to_timestamp($2), created_at = to_timestamp($2) - interval '30 min'
+          WHERE id = $1",
+    )
+    .bind(id(session))
+    .bind(at as f64)
+    .execute(&c.app.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_transfer_mined_after_expires_at_is_late_and_expires_the_open_session() {
+    let c = Chain::start().await;
+    let w = c.watcher(Network::Bsc);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.anvil.mine(1).await;
+    let now = c.anvil.block_time(None).await;
+    // The session expired a second before the newest block; no watcher cycle has run since,
+    // so it still looks Pending when the transfer arrives.
+    expire_at(&c, &s, now - 1).await;
+    let tx = c.pay(&s, "10").await;
+    tick(&w).await;
+    let report = c.confirm(&w).await;
+    assert_eq!((report.credited, report.late), (0, 1), "{report:?}");
+
+    let after = c.session(&id(&s)).await;
+    assert_eq!(after["status"], "Expired", "{after}");
+    assert_eq!(after["amount_received"], "0");
+    let t = &after["transactions"][0];
+    assert_eq!(t["tx_hash"], tx);
+    assert_eq!(t["status"], "Confirmed");
+    assert_eq!(t["credited"], false);
+    assert_eq!(t["not_credited_reason"], "late");
+    let mut types: Vec<String> = c
+        .events_of(&id(&s))
+        .await
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["session.expired", "session.late_payment"]);
+    let stored: f64 = c
+        .db_value(
+            "SELECT extract(epoch FROM block_time)::float8 FROM transactions WHERE session_id = $1",
+            &id(&s),
+        )
+        .await;
+    assert!(stored as u64 >= now, "the block's time is recorded");
+}
+
+#[tokio::test]
+async fn an_unconfirmed_transfer_mined_after_expires_at_does_not_hold_back_expiry() {
+    let c = Chain::start().await;
+    let w = c.watcher(Network::Bsc);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.anvil.mine(CONFIRMATIONS).await;
+    let now = c.anvil.block_time(None).await;
+    expire_at(&c, &s, now - 1).await;
+    c.pay(&s, "10").await;
+    let seen = tick(&w).await;
+    assert_eq!((seen.recorded, seen.credited), (1, 0), "{seen:?}");
+    // The chain is read past expires_at at full depth; the only transfer is late anyway.
+    assert_eq!(expiry_tick(&c.app.state).await.unwrap(), vec![id(&s)]);
+    assert_eq!(c.session(&id(&s)).await["status"], "Expired");
+    let report = c.confirm(&w).await;
+    assert_eq!(report.late, 1, "{report:?}");
+    let types: Vec<String> = c
+        .events_of(&id(&s))
+        .await
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, ["session.expired", "session.late_payment"]);
+}
+
+#[tokio::test]
+async fn block_times_come_from_headers_when_logs_carry_none() {
+    let c = Chain::start().await;
+    // TRON's /jsonrpc sends logs without blockTimestamp.
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(|_, request: &Value, mut answer: Value| {
+            if request["method"] == "eth_getLogs" {
+                for log in answer["result"].as_array_mut().into_iter().flatten() {
+                    log.as_object_mut().unwrap().remove("blockTimestamp");
+                }
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    let tx = c.pay(&s, "10").await;
+    c.anvil.mine(1).await;
+    let block = checkout_server::chain::rpc::parse_quantity(
+        c.anvil.receipt(&tx).await["blockNumber"].as_str().unwrap(),
+    )
+    .unwrap();
+    let report = tick(&w).await;
+    assert_eq!(report.recorded, 1, "{report:?}");
+    let stored: f64 = c
+        .db_value(
+            "SELECT extract(epoch FROM block_time)::float8 FROM transactions WHERE session_id = $1",
+            &id(&s),
+        )
+        .await;
+    assert_eq!(stored as u64, c.anvil.block_time(Some(block)).await);
+}
+
+/// A webhook receiver on loopback that keeps every body.
+async fn body_receiver() -> (std::sync::Arc<std::sync::Mutex<Vec<Value>>>, String) {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                kept.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice::<Value>(&body).unwrap());
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (bodies, url)
+}
+
+#[tokio::test]
+async fn a_dust_flood_writes_no_events_and_a_real_payment_after_it_is_delivered_at_once() {
+    let c = Chain::start_with("[webhooks]\nallow_private_targets = true").await;
+    let (bodies, url) = body_receiver().await;
+    let (status, body) = c
+        .app
+        .request(
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(&c.app.merchant.test_key),
+            Some(json!({ "url": url })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let w = c.watcher(Network::Bsc);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    // 300 transfers of one base unit each, in one transaction.
+    c.anvil
+        .scatter(
+            &c.usdt18,
+            &c.payer,
+            &Chain::address_of(&s),
+            U256::from(1),
+            300,
+        )
+        .await;
+    let seen = tick(&w).await;
+    assert_eq!(
+        (seen.logs, seen.recorded, seen.anomalies),
+        (300, 0, 300),
+        "{seen:?}"
+    );
+    c.confirm(&w).await;
+
+    let flooded = c.session(&id(&s)).await;
+    assert_eq!(flooded["transactions"], json!([]));
+    assert_eq!(flooded["anomalies"], json!({"dust": 300, "unexpected": 0}));
+    assert!(flooded.to_string().len() < 64 * 1024);
+    let (events, bytes): (i64, i64) =
+        sqlx::query_as("SELECT count(*), COALESCE(sum(length(data::text)), 0) FROM events")
+            .fetch_one(&c.app.db)
+            .await
+            .unwrap();
+    assert!(
+        events <= 5 && bytes < 256 * 1024,
+        "{events} events, {bytes} bytes"
+    );
+
+    // A real payment right after the flood: credited after its confirmations, delivered by
+    // the next dispatch.
+    c.pay(&s, "10").await;
+    tick(&w).await;
+    let report = c.confirm(&w).await;
+    assert_eq!(report.credited, 1, "{report:?}");
+    let dispatcher = checkout_server::webhooks::dispatcher::Dispatcher::new(
+        c.app.db.clone(),
+        &c.app.state.config.webhooks,
+    )
+    .unwrap();
+    dispatcher.tick().await.unwrap();
+    let received = bodies.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["event_type"], "session.completed");
+    assert_eq!(received[0]["data"]["anomalies"]["dust"], 300);
+}
+
+#[tokio::test]
+async fn two_replicas_with_a_slow_node_advance_through_a_backfill_longer_than_the_lease() {
+    let c = Chain::start().await;
+    // Every eth_getLogs takes 2 s; the lease is 2 s.
+    let slow = proxy_slow_logs(c.anvil.url.clone(), Duration::from_secs(2)).await;
+    let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+    net.rpc_urls = vec![slow];
+    net.max_block_range = 4;
+    net.max_blocks_per_scan = 16;
+    let first = c.watcher_for(net.clone());
+    tick(&first).await;
+    let s = c.create("BSC", "USDT", "20.00").await;
+    c.pay(&s, "10").await;
+    c.anvil.mine(6).await;
+    c.pay(&s, "10").await;
+    c.anvil.mine(6).await;
+    let target = c.anvil.rpc("eth_blockNumber", json!([])).await;
+    let target = checkout_server::chain::rpc::parse_quantity(target.as_str().unwrap()).unwrap();
+
+    // Both replicas run their loops; a cycle (4 chunks of 2 s) outlives the lease.
+    let second = c.watcher_for(net);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let a = tokio::spawn(first.run(shutdown.clone()));
+    let b = tokio::spawn(second.run(shutdown.clone()));
+    let mut cursor = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cursor = c
+            .db_value::<Option<i64>>(
+                "SELECT block_number FROM chain_cursors WHERE network = $1",
+                "BSC",
+            )
+            .await
+            .unwrap_or(0);
+        if cursor as u64 >= target && c.session(&id(&s)).await["status"] == "Paid" {
+            break;
+        }
+    }
+    shutdown.cancel();
+    let _ = tokio::join!(a, b);
+    assert!(cursor as u64 >= target, "cursor {cursor}, head {target}");
+    let paid = c.session(&id(&s)).await;
+    assert_eq!(paid["status"], "Paid", "{paid}");
+    assert_eq!(paid["amount_received"], "20");
+    let credited: i64 = c
+        .db_value(
+            "SELECT count(*) FROM transactions WHERE session_id = $1 AND credited",
+            &id(&s),
+        )
+        .await;
+    assert_eq!(credited, 2);
+}
+
+/// A proxy that delays every `eth_getLogs` answer by `delay`.
+async fn proxy_slow_logs(target: String, delay: Duration) -> String {
+    use axum::response::IntoResponse;
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(request): axum::Json<Value>| {
+            let (client, target) = (client.clone(), target.clone());
+            async move {
+                if request["method"] == "eth_getLogs" {
+                    tokio::time::sleep(delay).await;
+                }
+                let answer: Value = client
+                    .post(&target)
+                    .json(&request)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                axum::Json(answer).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_limit_halves_the_range() {
+    let c = Chain::start().await;
+    let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+    net.max_block_range = 16;
+    net.max_response_bytes = 2048;
+    let w = c.watcher_for(net);
+    tick(&w).await;
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let s = c.create("BSC", "USDT", "10.00").await;
+        c.pay(&s, "10").await;
+        sessions.push(s);
+    }
+    let report = tick(&w).await;
+    assert_eq!(report.recorded, 6, "{report:?}");
+    assert!(report.rpc_calls > 6, "the range was split: {report:?}");
+    c.confirm(&w).await;
+    for s in &sessions {
+        assert_eq!(c.session(&id(s)).await["status"], "Paid");
+    }
+}
+
+#[tokio::test]
+async fn one_refused_receipt_holds_back_only_its_own_transfer() {
+    use std::sync::atomic::Ordering;
+    let c = Chain::start().await;
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (r, on) = (refused.clone(), refusing.clone());
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(move |_, request: &Value, answer: Value| {
+            let refuse = on.load(Ordering::SeqCst)
+                && request["method"] == "eth_getTransactionReceipt"
+                && request["params"][0].as_str() == Some(r.lock().unwrap().as_str());
+            (!refuse).then_some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let a = c.create("BSC", "USDT", "10.00").await;
+    let b = c.create("BSC", "USDT", "10.00").await;
+    *refused.lock().unwrap() = c.pay(&a, "10").await;
+    c.pay(&b, "10").await;
+    tick(&w).await;
+    let report = c.confirm(&w).await;
+    assert_eq!((report.credited, report.errors), (1, 1), "{report:?}");
+    assert_eq!(c.session(&id(&a)).await["status"], "Pending");
+    assert_eq!(c.session(&id(&b)).await["status"], "Paid");
+
+    // The refused one has waited past max_lag_seconds: /readyz says so.
+    sqlx::query("UPDATE transactions SET due_since = now() - interval '1 hour' WHERE status = 'Unconfirmed'")
+        .execute(&c.app.db)
+        .await
+        .unwrap();
+    tick(&c.watcher(Network::Tron)).await;
+    let res = c
+        .app
+        .client
+        .get(format!("{}/readyz", c.app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    let bsc = &body["checks"]["watchers"]["BSC/test"];
+    assert_eq!(bsc["status"], "degraded", "{body}");
+    assert!(bsc["reason"].as_str().unwrap().contains("settled"), "{bsc}");
+    assert!(
+        bsc["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be settled"),
+        "{bsc}"
+    );
+
+    // The node answers again: credited, and ready again.
+    refusing.store(false, Ordering::SeqCst);
+    let report = tick(&w).await;
+    assert_eq!(report.credited, 1, "{report:?}");
+    assert_eq!(c.session(&id(&a)).await["status"], "Paid");
+    let res = c
+        .app
+        .client
+        .get(format!("{}/readyz", c.app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

@@ -1,0 +1,223 @@
+//! Crediting a confirmed transfer: the session and transfer rows it reads and writes, and the
+//! throttle on late-payment events.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
+use uuid::Uuid;
+
+/// A transfer and its session, both locked for crediting.
+#[derive(Debug, Clone, FromRow)]
+pub struct LockedTransfer {
+    pub session_id: String,
+    pub status: String,
+    pub amount: Decimal,
+    pub amount_received: Decimal,
+    pub fee_rate: Decimal,
+    pub fee_floor: Decimal,
+    pub expires_at: DateTime<Utc>,
+    pub network: String,
+    pub tx_hash: String,
+    pub token_contract: Option<String>,
+    pub transfer_amount: Decimal,
+    pub block_time: Option<DateTime<Utc>>,
+    pub blocked: bool,
+    pub unexpected: bool,
+}
+
+/// Locks the session and the still-unconfirmed transfer together; `None` when someone else
+/// settled the transfer first (it no longer matches once its lock is granted).
+pub async fn lock_unconfirmed(
+    tx: &mut Transaction<'_, Postgres>,
+    transfer_id: i64,
+) -> sqlx::Result<Option<LockedTransfer>> {
+    sqlx::query_as(
+        "SELECT t.session_id, s.status, s.amount, s.amount_received, s.fee_rate, s.fee_floor,
+                s.expires_at, t.network, t.tx_hash, t.token_contract, t.amount AS transfer_amount,
+                t.block_time, t.blocked, t.unexpected
+           FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
+          WHERE t.id = $1 AND t.status = 'Unconfirmed'
+            FOR UPDATE OF s, t",
+    )
+    .bind(transfer_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// The session's new totals after a credited transfer.
+pub struct CreditedTotals<'a> {
+    pub status: &'a str,
+    pub amount_received: Decimal,
+    pub fee_amount: Decimal,
+    pub net_amount: Decimal,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn apply_credit(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+    totals: &CreditedTotals<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE checkout_sessions
+            SET status = $2, amount_received = $3, fee_amount = $4, net_amount = $5,
+                paid_at = COALESCE($6, paid_at), expires_at = $7, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(session_id)
+    .bind(totals.status)
+    .bind(totals.amount_received)
+    .bind(totals.fee_amount)
+    .bind(totals.net_amount)
+    .bind(totals.paid_at)
+    .bind(totals.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a locked session to a closed status (Expired or Blocked).
+pub async fn close_session(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+    status: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE checkout_sessions SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(session_id)
+        .bind(status)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_unexpected(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE checkout_sessions SET unexpected_count = unexpected_count + 1, updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The transfer is settled: confirmed, and credited or not.
+pub async fn mark_confirmed(
+    tx: &mut Transaction<'_, Postgres>,
+    transfer_id: i64,
+    credited: bool,
+    late: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE transactions
+            SET status = 'Confirmed', confirmed_at = now(), updated_at = now(),
+                credited = $2, late = $3
+          WHERE id = $1",
+    )
+    .bind(transfer_id)
+    .bind(credited)
+    .bind(late)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// At most one `session.late_payment` a minute per session. True when the caller writes the
+/// event now; otherwise the next one is scheduled for the end of the minute (see
+/// [`take_due_late_events`]), covering every late transfer until then.
+pub async fn claim_late_event(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "UPDATE checkout_sessions SET
+            late_event_due_at = CASE WHEN last_late_event_at > now() - interval '1 minute'
+                                     THEN COALESCE(late_event_due_at, last_late_event_at + interval '1 minute')
+                                END,
+            last_late_event_at = CASE WHEN last_late_event_at > now() - interval '1 minute'
+                                      THEN last_late_event_at ELSE now() END
+          WHERE id = $1
+         RETURNING last_late_event_at = now()",
+    )
+    .bind(session_id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Sessions whose deferred late-payment event is due; each is marked written (the caller
+/// writes the events in the same transaction).
+pub async fn take_due_late_events(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "WITH due AS (
+            SELECT id FROM checkout_sessions
+             WHERE late_event_due_at <= now()
+             ORDER BY late_event_due_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE checkout_sessions s SET late_event_due_at = NULL, last_late_event_at = now()
+           FROM due WHERE s.id = due.id
+         RETURNING s.id",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A test-mode session, locked, with what a simulated transfer needs.
+#[derive(Debug, Clone, FromRow)]
+pub struct SimulationTarget {
+    pub network: String,
+    pub chain_family: String,
+    pub pay_address: String,
+    pub currency_contract: String,
+    pub token_decimals: i16,
+}
+
+/// Locked first: the transfer insert takes a key-share lock on the session, and two
+/// simulations each holding one would deadlock on the credit's `FOR UPDATE`.
+pub async fn lock_test_session(
+    tx: &mut Transaction<'_, Postgres>,
+    merchant_id: Uuid,
+    session_id: &str,
+) -> sqlx::Result<Option<SimulationTarget>> {
+    sqlx::query_as(
+        "SELECT network, chain_family, pay_address, currency_contract, token_decimals
+           FROM checkout_sessions
+          WHERE id = $1 AND merchant_id = $2 AND NOT livemode FOR UPDATE",
+    )
+    .bind(session_id)
+    .bind(merchant_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// A synthetic transfer in a block mined now; returns its id.
+pub async fn insert_simulated_transfer(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: &str,
+    target: &SimulationTarget,
+    tx_hash: &str,
+    amount: Decimal,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index, to_address,
+                amount, from_address, token_contract, block_time)
+         VALUES ($1, $2, false, $3, 0, $4, $5, 'simulated', $6, now()) RETURNING id",
+    )
+    .bind(session_id)
+    .bind(&target.network)
+    .bind(tx_hash)
+    .bind(&target.pay_address)
+    .bind(amount)
+    .bind(&target.currency_contract)
+    .fetch_one(&mut **tx)
+    .await
+}
