@@ -98,13 +98,12 @@ impl Dispatcher {
         }))
         .unwrap_or_default();
         let now = Utc::now();
-        let mut secrets = vec![d.secret.as_str()];
-        if let (Some(prev), Some(until)) = (&d.previous_secret, d.previous_secret_until) {
-            if until > now {
-                secrets.push(prev.as_str());
-            }
-        }
-        let headers = signing::headers(&secrets, &d.event_id, now.timestamp(), &body);
+        // The old secret signs too until its rotation's overlap is over.
+        let previous = match (&d.previous_secret, d.previous_secret_until) {
+            (Some(previous), Some(until)) if until > now => Some(previous.as_str()),
+            _ => None,
+        };
+        let headers = signing::headers(&d.secret, previous, &d.event_id, now.timestamp(), &body);
         let client = if d.livemode {
             &self.guarded
         } else {
