@@ -611,3 +611,123 @@ async fn simultaneous_simulations_on_one_session_both_count() {
     assert_eq!(s["status"], "Underpaid");
     assert_eq!(s["transactions"].as_array().unwrap().len(), 8);
 }
+
+/// Queues `n` events of `session` through the real insert (one delivery per endpoint), in
+/// one transaction.
+async fn queue_events(app: &TestApp, session: &str, n: usize) {
+    let merchant: uuid::Uuid =
+        sqlx::query_scalar("SELECT merchant_id FROM checkout_sessions WHERE id = $1")
+            .bind(session)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    for _ in 0..n {
+        checkout_server::db::events::insert(
+            &mut tx,
+            &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            merchant,
+            false,
+            "session.late_payment",
+            session,
+            &json!({ "id": session }),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_noisy_session_holds_up_neither_other_sessions_nor_other_merchants() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let other = app.new_merchant("Quiet Shop").await;
+    register(&app, &other.test_key, json!({ "url": url })).await;
+    let noisy = new_session(&app).await;
+    let quiet = new_session(&app).await;
+    let (status, s) = app.create_session(&other.test_key, seed_request()).await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let other_merchants = s["id"].as_str().unwrap().to_owned();
+    // 200 events of one session first, then one of another session of the same merchant and
+    // endpoint, and one of another merchant's.
+    queue_events(&app, &noisy, 200).await;
+    queue_events(&app, &quiet, 1).await;
+    queue_events(&app, &other_merchants, 1).await;
+
+    let d = dispatcher(&app);
+    assert_eq!(d.tick().await.unwrap().attempted, 32, "one batch");
+    let sent: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(_, body)| {
+            let event: Value = serde_json::from_slice(body).unwrap();
+            event["data"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        sent.contains(&quiet),
+        "the other session waited behind the noisy one"
+    );
+    assert!(
+        sent.contains(&other_merchants),
+        "the other merchant waited behind the noisy session"
+    );
+    assert_eq!(sent.iter().filter(|s| **s == noisy).count(), 30);
+
+    // The rest drains, each event once.
+    let mut sent = 32;
+    while sent < 202 {
+        let report = d.tick().await.unwrap();
+        assert!(report.attempted > 0, "stalled after {sent}");
+        sent += report.succeeded;
+    }
+    assert_eq!(d.tick().await.unwrap().attempted, 0);
+    let mut ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(h, _)| header(h, "webhook-id").to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 202);
+}
+
+#[tokio::test]
+async fn a_noisy_endpoint_does_not_hold_up_other_merchants() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let other = app.new_merchant("Quiet Shop").await;
+    register(&app, &other.test_key, json!({ "url": url })).await;
+    // 200 events over 50 sessions of one merchant, then one of another merchant's.
+    for _ in 0..50 {
+        let id = new_session(&app).await;
+        queue_events(&app, &id, 4).await;
+    }
+    let (status, s) = app.create_session(&other.test_key, seed_request()).await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let quiet = s["id"].as_str().unwrap().to_owned();
+    queue_events(&app, &quiet, 1).await;
+
+    let d = dispatcher(&app);
+    assert_eq!(d.tick().await.unwrap().attempted, 32);
+    let sent: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(_, body)| {
+            let event: Value = serde_json::from_slice(body).unwrap();
+            event["data"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        sent.contains(&quiet),
+        "the other merchant waited behind the noisy endpoint"
+    );
+    // The noisy endpoint's turn went to 31 of its sessions' first events, oldest first.
+    let mut sessions = sent.clone();
+    sessions.sort();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 32);
+}
