@@ -138,20 +138,21 @@ impl NewSession {
     }
 }
 
-/// Hands out the next child index of an xpub. The row lock held until commit serializes
-/// concurrent creates on one xpub, so an index is never handed out twice.
+/// Hands out the next child index of a key, by its key id (`AccountXpub::key_id`, the same
+/// for every encoding of the key). The row lock held until commit serializes concurrent
+/// creates on one key, so an index is never handed out twice.
 pub async fn allocate_address_index(
     db: impl PgExecutor<'_>,
     family: &str,
-    xpub: &str,
+    key_id: &str,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
-        "INSERT INTO address_allocators (chain_family, xpub, next_index) VALUES ($1, $2, 1)
-         ON CONFLICT (chain_family, xpub) DO UPDATE SET next_index = address_allocators.next_index + 1
+        "INSERT INTO address_allocators (chain_family, key_id, next_index) VALUES ($1, $2, 1)
+         ON CONFLICT (chain_family, key_id) DO UPDATE SET next_index = address_allocators.next_index + 1
          RETURNING next_index - 1",
     )
     .bind(family)
-    .bind(xpub)
+    .bind(key_id)
     .fetch_one(db)
     .await
 }

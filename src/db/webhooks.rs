@@ -119,18 +119,72 @@ pub struct ClaimedDelivery {
 
 /// Claims up to `limit` due deliveries for `hold`; rows another dispatcher holds are skipped,
 /// and a claim whose holder died lapses after `hold`.
+///
+/// Fair, not strictly oldest first: the endpoints with due deliveries take turns, and within
+/// an endpoint its sessions take turns (oldest first within a turn), so a noisy session or
+/// endpoint delays the others by one place per turn rather than by its whole backlog. The
+/// candidates are bounded: every live endpoint with due deliveries contributes its oldest
+/// `max(limit, candidates / due endpoints)` of them, so the query's cost follows `candidates`
+/// and the number of endpoints, not the number of due rows. Within one endpoint, sessions take
+/// turns among those oldest rows (a session's event further back waits for that window).
 pub async fn claim_due(
     db: &PgPool,
     limit: i64,
+    candidates: i64,
     hold: std::time::Duration,
 ) -> sqlx::Result<Vec<ClaimedDelivery>> {
     sqlx::query_as(
-        "WITH due AS (
-            SELECT d.id FROM webhook_deliveries d
-              JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.deleted_at IS NULL
+        "WITH RECURSIVE pending_endpoints AS (
+            -- A loose index scan: each endpoint with pending deliveries, one probe each.
+            (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending'
+              ORDER BY endpoint_id LIMIT 1)
+            UNION ALL
+            SELECT next.endpoint_id FROM pending_endpoints p CROSS JOIN LATERAL (
+                SELECT d.endpoint_id FROM webhook_deliveries d
+                 WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id
+                 ORDER BY d.endpoint_id LIMIT 1) next
+         ), due_endpoints AS (
+            -- Not deleted, with a due delivery nobody holds.
+            SELECT p.endpoint_id FROM pending_endpoints p
+              JOIN webhook_endpoints w ON w.id = p.endpoint_id AND w.deleted_at IS NULL
+             WHERE EXISTS (
+                SELECT 1 FROM webhook_deliveries d
+                 WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
+                   AND d.next_attempt_at <= now()
+                   AND (d.locked_until IS NULL OR d.locked_until < now()))
+         ), share AS (
+            SELECT greatest($1, $3 / greatest(count(*), 1)) AS per_endpoint FROM due_endpoints
+         ), candidates AS (
+            SELECT c.id, c.endpoint_id, c.next_attempt_at, e.session_id
+              FROM due_endpoints p
+             CROSS JOIN LATERAL (
+                SELECT d.id, d.endpoint_id, d.next_attempt_at, d.event_id
+                  FROM webhook_deliveries d
+                 WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
+                   AND d.next_attempt_at <= now()
+                   AND (d.locked_until IS NULL OR d.locked_until < now())
+                 ORDER BY d.next_attempt_at, d.id
+                 LIMIT (SELECT per_endpoint FROM share)) c
+              JOIN events e ON e.id = c.event_id
+         ), turns AS (
+            -- Within an endpoint, its sessions' 1st deliveries first (oldest first), then their
+            -- 2nd... Across endpoints, each endpoint's 1st turn first, then the 2nd...
+            SELECT id, next_attempt_at,
+                   row_number() OVER (PARTITION BY endpoint_id
+                                      ORDER BY session_turn, next_attempt_at, id) AS turn
+              FROM (SELECT id, endpoint_id, next_attempt_at,
+                           row_number() OVER (PARTITION BY endpoint_id, session_id
+                                              ORDER BY next_attempt_at, id) AS session_turn
+                      FROM candidates) by_session
+         ), picks AS (
+            -- Some spares for rows another dispatcher is locking right now.
+            SELECT id, turn, next_attempt_at FROM turns
+             ORDER BY turn, next_attempt_at, id LIMIT 2 * $1
+         ), due AS (
+            SELECT d.id FROM webhook_deliveries d JOIN picks ON picks.id = d.id
              WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                AND (d.locked_until IS NULL OR d.locked_until < now())
-             ORDER BY d.next_attempt_at
+             ORDER BY picks.turn, picks.next_attempt_at, picks.id
              LIMIT $1
              FOR UPDATE OF d SKIP LOCKED
          ), claimed AS (
@@ -148,6 +202,7 @@ pub async fn claim_due(
     )
     .bind(limit)
     .bind(hold.as_secs_f64())
+    .bind(candidates)
     .fetch_all(db)
     .await
 }

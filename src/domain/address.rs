@@ -5,17 +5,28 @@ use alloy_primitives::{keccak256, Address};
 use bip32::{ChildNumber, XPub};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 /// The public account xpubs of the BIP39 test mnemonic (`abandon` ×11 + `about`).
 /// Fine for test mode and demos, refused for live mode.
 pub const PUBLIC_TEST_EVM_XPUB: &str = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt";
 pub const PUBLIC_TEST_TRON_XPUB: &str = "xpub6D1AabNHCupeiLM65ZR9UStMhJ1vCpyV4XbZdyhMZBiJXALQtmn9p42VTQckoHVn8WNqS7dqnJokZHAHcHGoaQgmv8D45oNUKx6DZMNZBCd";
 
+/// The key ids of the public test xpubs, whatever encoding they come in.
+static PUBLIC_TEST_KEY_IDS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    [PUBLIC_TEST_EVM_XPUB, PUBLIC_TEST_TRON_XPUB].map(|text| {
+        AccountXpub::parse(text)
+            .expect("the public test xpubs are valid")
+            .key_id
+    })
+});
+
 /// An account-level (`m/44'/coin'/account'`) extended public key.
 /// Holds the already-derived external chain (`…/0`) so each address costs one derivation.
 #[derive(Clone)]
 pub struct AccountXpub {
     text: String,
+    key_id: String,
     external: XPub,
 }
 
@@ -33,18 +44,33 @@ impl AccountXpub {
         let external = xpub
             .derive_child(ChildNumber::new(0, false).expect("0 is a valid index"))
             .map_err(|_| "cannot derive the external chain from this xpub".to_string())?;
+        let mut material = Vec::with_capacity(65);
+        material.extend_from_slice(&xpub.attrs().chain_code);
+        material.extend_from_slice(&xpub.to_bytes());
         Ok(Self {
             text: s.to_owned(),
+            key_id: hex::encode(material),
             external,
         })
     }
 
+    /// The text it was parsed from. One key has many encodings (the version, parent
+    /// fingerprint and child number do not change its addresses): never compare this text,
+    /// compare [`AccountXpub::key_id`].
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
+    /// The key's identity: lowercase hex of its 32-byte chain code followed by its 33-byte
+    /// compressed public key, the only fields its addresses depend on. Equal for every
+    /// encoding of one key; the address allocator is keyed on it.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// One of the public test keys (in any encoding): fine for test mode, refused live.
     pub fn is_public_test_key(&self) -> bool {
-        self.text == PUBLIC_TEST_EVM_XPUB || self.text == PUBLIC_TEST_TRON_XPUB
+        PUBLIC_TEST_KEY_IDS.contains(&self.key_id)
     }
 
     /// The 20-byte account behind child `…/0/index`.
@@ -169,6 +195,77 @@ mod tests {
                 xpub.derive_address(ChainFamily::Tron, i as u32).unwrap(),
                 *w
             );
+        }
+    }
+
+    /// `xpub` with other metadata (parent fingerprint, child number), same key material.
+    fn reencoded(xpub: &str, fingerprint: [u8; 4], child: u32) -> String {
+        let mut payload = bs58::decode(xpub).with_check(None).into_vec().unwrap();
+        payload[5..9].copy_from_slice(&fingerprint);
+        payload[9..13].copy_from_slice(&child.to_be_bytes());
+        bs58::encode(payload).with_check().into_string()
+    }
+
+    #[test]
+    fn a_reencoded_public_test_key_is_still_a_public_test_key() {
+        for public in [PUBLIC_TEST_EVM_XPUB, PUBLIC_TEST_TRON_XPUB] {
+            let copy = reencoded(public, [1, 2, 3, 4], 0x8000_0005);
+            assert_ne!(copy, public);
+            let xpub = AccountXpub::parse(&copy).unwrap();
+            assert!(xpub.is_public_test_key(), "{copy}");
+        }
+    }
+
+    #[test]
+    fn key_id_is_the_key_material_whatever_the_encoding() {
+        let xpub = AccountXpub::parse(PUBLIC_TEST_EVM_XPUB).unwrap();
+        let payload = bs58::decode(PUBLIC_TEST_EVM_XPUB)
+            .with_check(None)
+            .into_vec()
+            .unwrap();
+        // Chain code (32 bytes) then the compressed public key (33 bytes).
+        assert_eq!(xpub.key_id(), hex::encode(&payload[13..78]));
+        assert_eq!(xpub.key_id().len(), 130);
+        for (fingerprint, child) in [([0; 4], 0x8000_0000), ([9, 9, 9, 9], 7), ([0xff; 4], 0)] {
+            let copy =
+                AccountXpub::parse(&reencoded(PUBLIC_TEST_EVM_XPUB, fingerprint, child)).unwrap();
+            assert_eq!(copy.key_id(), xpub.key_id());
+            assert_eq!(
+                copy.derive_address(ChainFamily::Evm, 0).unwrap(),
+                xpub.derive_address(ChainFamily::Evm, 0).unwrap(),
+                "same key, same addresses"
+            );
+        }
+        let tron = AccountXpub::parse(PUBLIC_TEST_TRON_XPUB).unwrap();
+        assert_ne!(tron.key_id(), xpub.key_id());
+        // Another version (tpub) is the same key too.
+        let mut tpub = payload.clone();
+        tpub[..4].copy_from_slice(&0x0435_87cfu32.to_be_bytes());
+        let tpub = bs58::encode(tpub).with_check().into_string();
+        assert!(tpub.starts_with("tpub"));
+        assert_eq!(AccountXpub::parse(&tpub).unwrap().key_id(), xpub.key_id());
+    }
+
+    #[test]
+    fn only_account_level_keys_are_accepted() {
+        let seed = [7u8; 32];
+        for (path, ok) in [
+            ("m/44'/60'/0'", true),
+            ("m/44'/60'", false),
+            ("m/44'/60'/0'/0", false),
+        ] {
+            let path = bip32::DerivationPath::from_str(path).unwrap();
+            let text = bip32::XPrv::derive_from_path(seed, &path)
+                .unwrap()
+                .public_key()
+                .to_string(bip32::Prefix::XPUB);
+            match AccountXpub::parse(&text) {
+                Ok(_) => assert!(ok, "{path}"),
+                Err(e) => {
+                    assert!(!ok, "{path}: {e}");
+                    assert!(e.contains("account-level") && e.contains("depth"), "{e}");
+                }
+            }
         }
     }
 

@@ -194,7 +194,7 @@ pub async fn create(
         + state.config.session_ttl;
 
     let mut tx = state.db.begin().await?;
-    let index = db::allocate_address_index(&mut *tx, family.as_str(), xpub.as_str()).await?;
+    let index = db::allocate_address_index(&mut *tx, family.as_str(), xpub.key_id()).await?;
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))

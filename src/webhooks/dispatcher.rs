@@ -1,5 +1,6 @@
 //! Sends webhook deliveries: claims due ones (`FOR UPDATE SKIP LOCKED` plus a lapsing
-//! claim, so replicas never send one delivery at once and a crashed one's claims come back),
+//! claim, so replicas never send one delivery at once and a crashed one's claims come back;
+//! endpoints, and sessions within an endpoint, take turns, so no backlog holds up the others),
 //! signs, POSTs with a timeout and no redirects, records every attempt, and schedules retries.
 
 use super::signing;
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 32;
+/// How many due deliveries one claim ranks to take turns fairly (shared by the endpoints).
+const CANDIDATES: i64 = 32 * BATCH;
 const IN_FLIGHT: usize = 8;
 
 pub struct Dispatcher {
@@ -68,7 +71,7 @@ impl Dispatcher {
         // `per_send`, and the batch goes out IN_FLIGHT at a time.
         let waves = (BATCH as u32).div_ceil(IN_FLIGHT as u32);
         let hold = self.per_send() * waves + Duration::from_secs(30);
-        let claimed = db::claim_due(&self.db, BATCH, hold).await?;
+        let claimed = db::claim_due(&self.db, BATCH, CANDIDATES, hold).await?;
         let results: Vec<sqlx::Result<bool>> =
             stream::iter(claimed.into_iter().map(|d| self.send(d)))
                 .buffer_unordered(IN_FLIGHT)
@@ -98,13 +101,12 @@ impl Dispatcher {
         }))
         .unwrap_or_default();
         let now = Utc::now();
-        let mut secrets = vec![d.secret.as_str()];
-        if let (Some(prev), Some(until)) = (&d.previous_secret, d.previous_secret_until) {
-            if until > now {
-                secrets.push(prev.as_str());
-            }
-        }
-        let headers = signing::headers(&secrets, &d.event_id, now.timestamp(), &body);
+        // The old secret signs too until its rotation's overlap is over.
+        let previous = match (&d.previous_secret, d.previous_secret_until) {
+            (Some(previous), Some(until)) if until > now => Some(previous.as_str()),
+            _ => None,
+        };
+        let headers = signing::headers(&d.secret, previous, &d.event_id, now.timestamp(), &body);
         let client = if d.livemode {
             &self.guarded
         } else {

@@ -2,7 +2,7 @@
 //! `X-Signature` (hex HMAC-SHA256 of `"{timestamp}.{body}"`, keyed with the whole secret
 //! string) and Standard Webhooks' `webhook-id` / `webhook-timestamp` / `webhook-signature`
 //! (`v1,` + base64 HMAC-SHA256 of `"{id}.{timestamp}.{body}"`, keyed with the secret's
-//! decoded bytes).
+//! decoded bytes). During a secret rotation the old secret signs both schemes too.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -51,26 +51,39 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
     Some(format!("v1,{}", B64.encode(mac)))
 }
 
-/// The headers of one delivery. During a rotation, `secrets` holds the new secret first and
-/// the previous one second: both sign `webhook-signature` (space-separated, as Standard
-/// Webhooks allows); `X-Signature` is the new secret's.
-pub fn headers(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
+/// The headers of one delivery, signed with `secret`. During a rotation `previous` (the old
+/// secret) signs too: a second `webhook-signature` entry (space-separated, as Standard
+/// Webhooks allows) and `X-Signature-Previous`, its IronixPay signature; `X-Signature` is
+/// always the current secret's.
+pub fn headers(
+    secret: &str,
+    previous: Option<&str>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
     let mut out = vec![
         ("X-Timestamp".to_owned(), timestamp.to_string()),
-        ("webhook-id".to_owned(), id.to_owned()),
-        ("webhook-timestamp".to_owned(), timestamp.to_string()),
-    ];
-    if let Some(first) = secrets.first() {
-        out.push((
+        (
             "X-Signature".to_owned(),
-            ironixpay_signature(first, timestamp, body),
+            ironixpay_signature(secret, timestamp, body),
+        ),
+    ];
+    if let Some(previous) = previous {
+        out.push((
+            "X-Signature-Previous".to_owned(),
+            ironixpay_signature(previous, timestamp, body),
         ));
     }
-    let standard: Vec<String> = secrets
-        .iter()
+    let standard: Vec<String> = std::iter::once(secret)
+        .chain(previous)
         .filter_map(|s| standard_signature(s, id, timestamp, body))
         .collect();
-    out.push(("webhook-signature".to_owned(), standard.join(" ")));
+    out.extend([
+        ("webhook-id".to_owned(), id.to_owned()),
+        ("webhook-timestamp".to_owned(), timestamp.to_string()),
+        ("webhook-signature".to_owned(), standard.join(" ")),
+    ]);
     out
 }
 
@@ -104,11 +117,35 @@ mod tests {
         );
     }
 
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     #[test]
     fn rotation_signs_with_both() {
         let (new, old) = (new_secret(), new_secret());
-        let h = headers(&[&new, &old], "evt_1", 5, b"{}");
-        let sig = &h.iter().find(|(k, _)| k == "webhook-signature").unwrap().1;
-        assert_eq!(sig.split(' ').count(), 2);
+        let h = headers(&new, Some(&old), "evt_1", 5, b"{}");
+        assert_eq!(
+            get(&h, "webhook-signature").unwrap(),
+            format!(
+                "{} {}",
+                standard_signature(&new, "evt_1", 5, b"{}").unwrap(),
+                standard_signature(&old, "evt_1", 5, b"{}").unwrap()
+            )
+        );
+        assert_eq!(
+            get(&h, "X-Signature"),
+            Some(ironixpay_signature(&new, 5, b"{}").as_str())
+        );
+        assert_eq!(
+            get(&h, "X-Signature-Previous"),
+            Some(ironixpay_signature(&old, 5, b"{}").as_str())
+        );
+
+        let h = headers(&new, None, "evt_1", 5, b"{}");
+        assert_eq!(get(&h, "X-Signature-Previous"), None);
+        assert_eq!(get(&h, "webhook-signature").unwrap().split(' ').count(), 1);
+        assert_eq!(get(&h, "webhook-id"), Some("evt_1"));
+        assert_eq!(get(&h, "X-Timestamp"), Some("5"));
     }
 }

@@ -108,6 +108,23 @@ async fn merchant_and_key_commands_print_json() {
         ],
     ));
     assert!(err.contains("--evm-xpub"), "{err}");
+    // A valid xpub of the wrong level (here the external chain, m/44'/60'/0'/0) is refused
+    // by name, with the level it must have.
+    let err = one_line_error(&cli(
+        &db,
+        &[
+            "merchant",
+            "create",
+            "--name",
+            "X",
+            "--tron-xpub",
+            &random_xpub("m/44'/195'/0'/0"),
+        ],
+    ));
+    assert!(
+        err.contains("--tron-xpub") && err.contains("account-level") && err.contains("depth 4"),
+        "{err}"
+    );
     let err = one_line_error(&cli(
         &db,
         &["merchant", "create", "--name", "X", "--fee-rate", "1.5"],
@@ -136,9 +153,14 @@ async fn merchant_and_key_commands_print_json() {
 fn a_bad_config_stops_start_up_with_one_line_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("cs-config-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
+    let too_shallow = format!("[wallets]\nevm_xpub = \"{}\"\n", random_xpub("m/44'/60'"));
     for (text, key) in [
         ("[networks.DOGE.test]\nsimulated = true\n", "networks.DOGE"),
         ("[wallets]\ntron_xpub = \"xpub-bad\"\n", "wallets.tron_xpub"),
+        (
+            too_shallow.as_str(),
+            "wallets.evm_xpub: must be an account-level xpub",
+        ),
         (
             "[networks.BSC.live]\nrpc_urls = [\"ftp://x\"]\n",
             "networks.BSC.live.rpc_urls[0]",

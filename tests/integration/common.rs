@@ -54,6 +54,22 @@ pub fn random_xpub(path: &str) -> String {
     xprv.public_key().to_string(bip32::Prefix::XPUB)
 }
 
+/// The same key as `xpub` (public key and chain code) under other metadata: another parent
+/// fingerprint and child number, re-encoded with a valid checksum.
+pub fn reencoded_xpub(xpub: &str) -> String {
+    let mut payload = bs58::decode(xpub).with_check(None).into_vec().unwrap();
+    assert_eq!(
+        payload.len(),
+        78,
+        "version, depth, fingerprint, child, chain code, key"
+    );
+    payload[5..9].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    payload[9..13].copy_from_slice(&0x8000_0007u32.to_be_bytes());
+    let text = bs58::encode(payload).with_check().into_string();
+    assert_ne!(text, xpub);
+    text
+}
+
 pub struct Merchant {
     pub test_key: String,
     pub live_key: String,
@@ -246,6 +262,27 @@ pub async fn create_merchant(db: &PgPool, name: &str, own_xpubs: bool) -> Mercha
         logo_url: Some("https://example.com/logo.png".into()),
         tron_xpub: own_xpubs.then(|| random_xpub("m/44'/195'/0'")),
         evm_xpub: own_xpubs.then(|| random_xpub("m/44'/60'/0'")),
+        fee_rate: None,
+    };
+    let created = merchants::create(db, &spec).await.unwrap();
+    Merchant {
+        test_key: created.test_key.expose_secret().to_owned(),
+        live_key: created.live_key.unwrap().expose_secret().to_owned(),
+    }
+}
+
+/// A merchant on the given xpubs (none given: no wallet of that family).
+pub async fn create_merchant_with_xpubs(
+    db: &PgPool,
+    name: &str,
+    tron_xpub: Option<&str>,
+    evm_xpub: Option<&str>,
+) -> Merchant {
+    let spec = MerchantSpec {
+        name: name.into(),
+        logo_url: None,
+        tron_xpub: tron_xpub.map(str::to_owned),
+        evm_xpub: evm_xpub.map(str::to_owned),
         fee_rate: None,
     };
     let created = merchants::create(db, &spec).await.unwrap();

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod hosted;
 mod idempotency;
+mod migrations;
 mod money_safety;
 mod openapi;
 mod pricing;

@@ -189,6 +189,80 @@ async fn demo_xpub_merchant_works_in_test_and_is_refused_live() {
     assert_eq!(app.count("checkout_sessions").await, before);
 }
 
+fn bsc_request() -> Value {
+    let mut req = seed_request();
+    req["network"] = json!("BSC");
+    req
+}
+
+#[tokio::test]
+async fn one_key_under_two_encodings_shares_one_address_counter() {
+    use checkout_server::domain::address::PUBLIC_TEST_EVM_XPUB;
+    let app = TestApp::spawn().await;
+    let demo =
+        create_merchant_with_xpubs(&app.db, "Demo Key Shop", None, Some(PUBLIC_TEST_EVM_XPUB))
+            .await;
+    // The same public key and chain code, with another parent fingerprint and child number.
+    let copy = reencoded_xpub(PUBLIC_TEST_EVM_XPUB);
+    let other = create_merchant_with_xpubs(&app.db, "Same Key Shop", None, Some(&copy)).await;
+    let mut addresses = Vec::new();
+    for key in [
+        &demo.test_key,
+        &other.test_key,
+        &other.test_key,
+        &demo.test_key,
+    ] {
+        let (status, s) = app.create_session(key, bsc_request()).await;
+        assert_eq!(status, 201, "{s}");
+        addresses.push(s["pay_address"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        addresses[..3],
+        [
+            "0x9858EfFD232B4033E47d90003D41EC34EcaEda94",
+            "0x6Fac4D18c912343BF86fa7049364Dd4E424Ab9C0",
+            "0xb6716976A3ebe8D39aCEB04372f22Ff8e6802D7A"
+        ],
+        "one counter for the key, whatever its encoding"
+    );
+    assert_eq!(addresses.iter().collect::<HashSet<_>>().len(), 4);
+    let indexes: Vec<i64> = sqlx::query_scalar(
+        "SELECT address_index FROM checkout_sessions ORDER BY created_at, address_index",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_reencoded_public_test_xpub_is_refused_live() {
+    use checkout_server::domain::address::{PUBLIC_TEST_EVM_XPUB, PUBLIC_TEST_TRON_XPUB};
+    let app = TestApp::spawn().await;
+    let m = create_merchant_with_xpubs(
+        &app.db,
+        "Disguised Demo Shop",
+        Some(&reencoded_xpub(PUBLIC_TEST_TRON_XPUB)),
+        Some(&reencoded_xpub(PUBLIC_TEST_EVM_XPUB)),
+    )
+    .await;
+    for req in [seed_request(), bsc_request()] {
+        let (status, s) = app.create_session(&m.test_key, req.clone()).await;
+        assert_eq!(status, 201, "test mode takes the public keys: {s}");
+        let (status, body) = app.create_session(&m.live_key, req).await;
+        let e = assert_error(status, &body, 400, "parameter_invalid");
+        assert!(
+            e["message"].as_str().unwrap().contains("public test xpub"),
+            "{e}"
+        );
+    }
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM checkout_sessions WHERE livemode")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}
+
 #[tokio::test]
 async fn live_keys_make_live_sessions_and_modes_never_mix() {
     let app = TestApp::spawn().await;

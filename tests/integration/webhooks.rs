@@ -91,19 +91,18 @@ fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
     h.get(name).unwrap().to_str().unwrap()
 }
 
-/// Checks both signature schemes from scratch, as a merchant's receiver would.
-fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) {
+/// The IronixPay signature `secret` gives the request: hex HMAC-SHA256 of
+/// `"{X-Timestamp}.{body}"`, keyed with the whole secret string.
+fn ironixpay_signature(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) -> String {
     let ts = header(headers, "x-timestamp");
-    let now = chrono::Utc::now().timestamp();
-    assert!((now - ts.parse::<i64>().unwrap()).abs() < 300);
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{ts}.").as_bytes());
     mac.update(body);
-    assert_eq!(
-        header(headers, "x-signature"),
-        hex::encode(mac.finalize().into_bytes())
-    );
+    hex::encode(mac.finalize().into_bytes())
+}
 
+/// The Standard Webhooks signature `secret` gives the request (`v1,` + base64).
+fn standard_signature(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
     let id = header(headers, "webhook-id");
@@ -111,7 +110,19 @@ fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) {
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{wts}.").as_bytes());
     mac.update(body);
-    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
+}
+
+/// Checks both signature schemes from scratch, as a merchant's receiver would.
+fn verify(secret: &str, headers: &axum::http::HeaderMap, body: &[u8]) {
+    let ts = header(headers, "x-timestamp");
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - ts.parse::<i64>().unwrap()).abs() < 300);
+    assert_eq!(
+        header(headers, "x-signature"),
+        ironixpay_signature(secret, headers, body)
+    );
+    let expected = standard_signature(secret, headers, body);
     assert!(
         header(headers, "webhook-signature")
             .split(' ')
@@ -426,6 +437,27 @@ async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets(
         .await;
     let d = dispatcher(&app);
     assert_eq!(d.tick().await.unwrap().attempted, 0, "not subscribed");
+    let expire = |id: String| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .request(
+                    Method::POST,
+                    &format!("/v1/checkout/sessions/{id}/expire"),
+                    Some(&app.merchant.test_key),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    // No rotation: one signature per scheme, no X-Signature-Previous.
+    expire(new_session(&app).await).await;
+    assert_eq!(d.tick().await.unwrap().succeeded, 1);
+    let (headers, body) = receiver.received().pop().unwrap();
+    verify(&old_secret, &headers, &body);
+    assert!(headers.get("x-signature-previous").is_none());
+    assert_eq!(header(&headers, "webhook-signature").split(' ').count(), 1);
 
     let ep = only_expired["id"].as_str().unwrap();
     let (status, rotated) = app
@@ -450,9 +482,37 @@ async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets(
     assert_eq!(d.tick().await.unwrap().succeeded, 1);
     let (headers, body) = receiver.received().pop().unwrap();
     verify(&new_secret, &headers, &body);
-    // During the overlap the old secret verifies too (Standard Webhooks, second signature).
+    // During the overlap the old secret verifies too: a second Standard Webhooks signature,
+    // and the IronixPay one in X-Signature-Previous.
     let sigs = header(&headers, "webhook-signature");
     assert_eq!(sigs.split(' ').count(), 2);
+    assert_eq!(
+        sigs.split(' ').nth(1),
+        Some(standard_signature(&old_secret, &headers, &body).as_str())
+    );
+    assert_eq!(
+        headers
+            .get("x-signature-previous")
+            .map(|v| v.to_str().unwrap()),
+        Some(ironixpay_signature(&old_secret, &headers, &body).as_str()),
+        "X-Signature-Previous: the old secret's IronixPay signature"
+    );
+    assert_ne!(
+        header(&headers, "x-signature"),
+        header(&headers, "x-signature-previous")
+    );
+
+    // Once the overlap is over, the old secret signs nothing.
+    sqlx::query("UPDATE webhook_endpoints SET previous_secret_until = now() - interval '1 second'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    expire(new_session(&app).await).await;
+    assert_eq!(d.tick().await.unwrap().succeeded, 1);
+    let (headers, body) = receiver.received().pop().unwrap();
+    verify(&new_secret, &headers, &body);
+    assert!(headers.get("x-signature-previous").is_none());
+    assert_eq!(header(&headers, "webhook-signature").split(' ').count(), 1);
 
     let (status, _) = app
         .request(
@@ -550,4 +610,124 @@ async fn simultaneous_simulations_on_one_session_both_count() {
     assert_eq!(s["amount_received"], "8");
     assert_eq!(s["status"], "Underpaid");
     assert_eq!(s["transactions"].as_array().unwrap().len(), 8);
+}
+
+/// Queues `n` events of `session` through the real insert (one delivery per endpoint), in
+/// one transaction.
+async fn queue_events(app: &TestApp, session: &str, n: usize) {
+    let merchant: uuid::Uuid =
+        sqlx::query_scalar("SELECT merchant_id FROM checkout_sessions WHERE id = $1")
+            .bind(session)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    for _ in 0..n {
+        checkout_server::db::events::insert(
+            &mut tx,
+            &format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            merchant,
+            false,
+            "session.late_payment",
+            session,
+            &json!({ "id": session }),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_noisy_session_holds_up_neither_other_sessions_nor_other_merchants() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let other = app.new_merchant("Quiet Shop").await;
+    register(&app, &other.test_key, json!({ "url": url })).await;
+    let noisy = new_session(&app).await;
+    let quiet = new_session(&app).await;
+    let (status, s) = app.create_session(&other.test_key, seed_request()).await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let other_merchants = s["id"].as_str().unwrap().to_owned();
+    // 200 events of one session first, then one of another session of the same merchant and
+    // endpoint, and one of another merchant's.
+    queue_events(&app, &noisy, 200).await;
+    queue_events(&app, &quiet, 1).await;
+    queue_events(&app, &other_merchants, 1).await;
+
+    let d = dispatcher(&app);
+    assert_eq!(d.tick().await.unwrap().attempted, 32, "one batch");
+    let sent: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(_, body)| {
+            let event: Value = serde_json::from_slice(body).unwrap();
+            event["data"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        sent.contains(&quiet),
+        "the other session waited behind the noisy one"
+    );
+    assert!(
+        sent.contains(&other_merchants),
+        "the other merchant waited behind the noisy session"
+    );
+    assert_eq!(sent.iter().filter(|s| **s == noisy).count(), 30);
+
+    // The rest drains, each event once.
+    let mut sent = 32;
+    while sent < 202 {
+        let report = d.tick().await.unwrap();
+        assert!(report.attempted > 0, "stalled after {sent}");
+        sent += report.succeeded;
+    }
+    assert_eq!(d.tick().await.unwrap().attempted, 0);
+    let mut ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(h, _)| header(h, "webhook-id").to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 202);
+}
+
+#[tokio::test]
+async fn a_noisy_endpoint_does_not_hold_up_other_merchants() {
+    let app = app().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let other = app.new_merchant("Quiet Shop").await;
+    register(&app, &other.test_key, json!({ "url": url })).await;
+    // 200 events over 50 sessions of one merchant, then one of another merchant's.
+    for _ in 0..50 {
+        let id = new_session(&app).await;
+        queue_events(&app, &id, 4).await;
+    }
+    let (status, s) = app.create_session(&other.test_key, seed_request()).await;
+    assert_eq!(status, StatusCode::CREATED, "{s}");
+    let quiet = s["id"].as_str().unwrap().to_owned();
+    queue_events(&app, &quiet, 1).await;
+
+    let d = dispatcher(&app);
+    assert_eq!(d.tick().await.unwrap().attempted, 32);
+    let sent: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(_, body)| {
+            let event: Value = serde_json::from_slice(body).unwrap();
+            event["data"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        sent.contains(&quiet),
+        "the other merchant waited behind the noisy endpoint"
+    );
+    // The noisy endpoint's turn went to 31 of its sessions' first events, oldest first.
+    let mut sessions = sent.clone();
+    sessions.sort();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 32);
 }
