@@ -21,6 +21,12 @@ static PUBLIC_TEST_KEY_IDS: LazyLock<[String; 2]> = LazyLock::new(|| {
     })
 });
 
+/// BIP-32 version bytes: mainnet and testnet public, and their private counterparts.
+const XPUB_VERSION: u32 = 0x0488_b21e;
+const TPUB_VERSION: u32 = 0x0435_87cf;
+const XPRV_VERSION: u32 = 0x0488_ade4;
+const TPRV_VERSION: u32 = 0x0435_8394;
+
 /// An account-level (`m/44'/coin'/account'`) extended public key.
 /// Holds the already-derived external chain (`…/0`) so each address costs one derivation.
 #[derive(Clone)]
@@ -33,6 +39,23 @@ pub struct AccountXpub {
 impl AccountXpub {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        // The bip32 crate would turn a private key into its public one; the text (kept in the
+        // database) would still be the private key. Only public versions are accepted.
+        let version = bs58::decode(s)
+            .with_check(None)
+            .into_vec()
+            .ok()
+            .and_then(|payload| payload.get(..4).map(|v| [v[0], v[1], v[2], v[3]]));
+        match version.map(u32::from_be_bytes) {
+            Some(XPUB_VERSION | TPUB_VERSION) => {}
+            Some(XPRV_VERSION | TPRV_VERSION) => {
+                return Err(
+                    "is a private key (xprv…): give the watch-only account xpub; this server never holds private keys"
+                        .into(),
+                )
+            }
+            _ => return Err("is not a valid extended public key (xpub…)".into()),
+        }
         let xpub = XPub::from_str(s)
             .map_err(|_| "is not a valid extended public key (xpub…)".to_string())?;
         if xpub.attrs().depth != 3 {
@@ -267,6 +290,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn private_keys_are_refused_never_stored() {
+        // The BIP-32 test vector 1 master private key.
+        let xprv = "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi";
+        let err = AccountXpub::parse(xprv).unwrap_err();
+        assert!(err.contains("private key"), "{err}");
     }
 
     #[test]
