@@ -350,6 +350,13 @@ tokens.USDT = {{ contract = "{}", decimals = 18 }}
     scanner.release().await;
 
     // The confirmations arrive: one more cycle (repeated while its batch limit leaves some).
+    // The scanner's depth left every block below its final one; a watcher at the network's
+    // depth would have made all but the last `CONFIRMATIONS` final: record that, so the
+    // confirming cycle rescans only that window (as in steady state).
+    sqlx::query("UPDATE chain_cursors SET final_number = $1")
+        .bind((START + BLOCKS - u64::from(CONFIRMATIONS)) as i64)
+        .execute(&db)
+        .await?;
     let watcher = Watcher::new(&state, net, RetryPolicy::default())?;
     chain.head.store(
         START + BLOCKS - 1 + u64::from(CONFIRMATIONS),

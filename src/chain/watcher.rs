@@ -485,7 +485,9 @@ impl Watcher {
         .map(|o| (o.pay_address.clone(), o))
         .collect();
 
-        let mut matched = Vec::new();
+        // The transfers, and the log each came from (for its block's time, filled in below).
+        let mut transfers: Vec<NewTransfer> = Vec::with_capacity(decoded.len());
+        let mut sources: Vec<&Log> = Vec::with_capacity(decoded.len());
         let mut anomalies = Vec::new();
         for (log, t) in decoded {
             let to_text = address_text(family, &t.to);
@@ -526,33 +528,26 @@ impl Watcher {
                 ));
                 continue;
             }
-            matched.push((
-                log,
-                NewTransfer {
-                    session_id: owner.session_id.clone(),
-                    tx_hash,
-                    log_index,
-                    block_number: to_i64(log.block_number)?,
-                    block_hash: log.block_hash.to_string(),
-                    from_address: address_text(family, &t.from),
-                    to_address: to_text,
-                    amount,
-                    unexpected: token_text != owner.currency_contract,
-                    token_contract: token_text,
-                    block_time: DateTime::UNIX_EPOCH,
-                    blocked: self.denylist.contains(&t.from),
-                },
-            ));
+            sources.push(log);
+            transfers.push(NewTransfer {
+                session_id: owner.session_id.clone(),
+                tx_hash,
+                log_index,
+                block_number: to_i64(log.block_number)?,
+                block_hash: log.block_hash.to_string(),
+                from_address: address_text(family, &t.from),
+                to_address: to_text,
+                amount,
+                unexpected: token_text != owner.currency_contract,
+                token_contract: token_text,
+                block_time: DateTime::UNIX_EPOCH,
+                blocked: self.denylist.contains(&t.from),
+            });
         }
-        let blocks: Vec<&Log> = matched.iter().map(|(log, _)| *log).collect();
-        let times = self.block_times(&blocks, known).await?;
-        let transfers = matched
-            .into_iter()
-            .map(|(log, mut t)| {
-                t.block_time = times[&log.block_number];
-                t
-            })
-            .collect();
+        let times = self.block_times(&sources, known).await?;
+        for (transfer, log) in transfers.iter_mut().zip(&sources) {
+            transfer.block_time = times[&log.block_number];
+        }
         Ok((transfers, anomalies))
     }
 
