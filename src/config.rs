@@ -47,6 +47,7 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     pub watcher: WatcherConfig,
     pub hosted: HostedConfig,
+    pub http: HttpConfig,
     /// Every (network, mode) pair, enabled or not.
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
 }
@@ -148,6 +149,30 @@ impl Default for IdempotencyConfig {
 pub struct HostedConfig {
     /// Origins allowed to frame the page (`?embed=1`); none by default.
     pub frame_ancestors: Vec<String>,
+}
+
+/// Connection-level limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// A request head not received whole within this is dropped (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request whose answer (body read included) takes longer gets 408.
+    pub request_timeout: Duration,
+    /// Open connections from one client address at most; more are answered 429 and closed.
+    pub max_connections_per_ip: usize,
+    /// Request line plus headers, in bytes; more is answered 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 100,
+            max_header_bytes: 32 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +327,18 @@ struct RawConfig {
     #[serde(default)]
     hosted: RawHosted,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
     networks: BTreeMap<String, BTreeMap<String, RawNetwork>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    header_read_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,6 +531,7 @@ impl Config {
                 .frame_ancestors
                 .push(parsed.origin().ascii_serialization());
         }
+        let http = parse_http(raw.http)?;
         let mut idempotency = IdempotencyConfig::default();
         if let Some(secs) = raw.idempotency.lock_timeout_seconds {
             if !(1..=3600).contains(&secs) {
@@ -528,6 +565,7 @@ impl Config {
             webhooks,
             idempotency,
             watcher,
+            http,
             hosted,
             networks,
         })
@@ -667,6 +705,47 @@ fn parse_min_amount(text: &str, decimals: u8) -> Result<Decimal, String> {
         ));
     }
     Ok(amount.normalize())
+}
+
+fn parse_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let mut http = HttpConfig::default();
+    if let Some(ms) = raw.header_read_timeout_ms {
+        if !(100..=300_000).contains(&ms) {
+            return Err(err(
+                "http.header_read_timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        http.header_read_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = raw.request_timeout_ms {
+        if !(100..=600_000).contains(&ms) {
+            return Err(err(
+                "http.request_timeout_ms",
+                "must be between 100 and 600000",
+            ));
+        }
+        http.request_timeout = Duration::from_millis(ms);
+    }
+    if let Some(n) = raw.max_connections_per_ip {
+        if !(1..=100_000).contains(&n) {
+            return Err(err(
+                "http.max_connections_per_ip",
+                "must be between 1 and 100000",
+            ));
+        }
+        http.max_connections_per_ip = n;
+    }
+    if let Some(n) = raw.max_header_bytes {
+        if !(4096..=512 * 1024).contains(&n) {
+            return Err(err(
+                "http.max_header_bytes",
+                "must be between 4096 and 524288",
+            ));
+        }
+        http.max_header_bytes = n;
+    }
+    Ok(http)
 }
 
 fn parse_webhooks(raw: RawWebhooks) -> Result<WebhooksConfig, ConfigError> {

@@ -60,6 +60,18 @@ impl ApiError {
         e
     }
 
+    /// 400 `parameter_duplicated`: a JSON key or a header given twice.
+    pub fn duplicated(param: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequest,
+            "parameter_duplicated",
+            message,
+        );
+        e.param = Some(param.into());
+        e
+    }
+
     /// 400 `parameter_invalid` about the request as a whole.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(
@@ -120,6 +132,15 @@ impl ApiError {
             ErrorType::InvalidRequest,
             "request_too_large",
             message,
+        )
+    }
+
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorType::InvalidRequest,
+            "request_too_large",
+            format!("the request line and headers are larger than {limit} bytes"),
         )
     }
 

@@ -190,6 +190,8 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
     let mut local_pg = None;
     if demo {
         startup::enable_demo_networks(&mut config);
+        // The demo runs on the developer's machine: webhooks and logos may point at it.
+        config.webhooks.allow_private_targets = true;
         if config.database_url_is_default
             && db::connect_admin_probe(&config.database_url).await.is_err()
         {
@@ -274,6 +276,8 @@ async fn print_demo(pool: &sqlx::PgPool, addr: std::net::SocketAddr) -> anyhow::
         r#"
 Demo merchant "{name}" ({id}), test mode, networks TRON and BSC (simulated).
 Test key: {key}
+Webhooks and logos may point at private addresses (webhooks.allow_private_targets is on
+for the demo: never run a shared server this way).
 
 Create a checkout session:
 

@@ -4,9 +4,15 @@ use crate::config::Config;
 use crate::domain::api_key::Mode;
 use crate::domain::network::Network;
 use crate::state::AppState;
-use std::net::SocketAddr;
+use dashmap::DashMap;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt};
 
 pub struct Application {
     listener: TcpListener,
@@ -32,15 +38,105 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled; in-flight requests finish first.
+    ///
+    /// HTTP/1.1 through hyper directly (axum's `serve` sets no head timeout): a request head
+    /// must arrive within `http.header_read_timeout`, and one client address holds at most
+    /// `http.max_connections_per_ip` connections (more are answered 429 and closed).
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let limits = self.state.config.http.clone();
         let router = crate::http::router(self.state);
+        let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // Heads up to our own limit reach the router, which answers 431 in our shape.
+            .max_buf_size((limits.max_header_bytes * 4).max(64 * 1024));
+        let graceful = GracefulShutdown::new();
+        let open = Arc::new(DashMap::<IpAddr, usize>::new());
         tracing::info!(addr = %self.local_addr, "listening");
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(slot) =
+                ConnectionSlot::take(&open, remote.ip(), limits.max_connections_per_ip)
+            else {
+                tokio::spawn(refuse_busy(stream));
+                continue;
+            };
+            let Ok(service) = make_service.call(remote).await;
+            let service = TowerToHyperService::new(service.map_request(
+                |req: hyper::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+            ));
+            let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
         tracing::info!("HTTP server stopped");
         Ok(())
     }
+}
+
+/// One open connection counted against its client address; released when dropped.
+struct ConnectionSlot {
+    open: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl ConnectionSlot {
+    fn take(open: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        // The entry goes when its last connection does, so the map stays small.
+        self.open.remove_if_mut(&self.ip, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+    }
+}
+
+/// Too many connections from one address: a 429 in our error shape, then close.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let error = crate::error::ApiError::rate_limited(1);
+    let body = error.body().to_string();
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nrequest-id: {}\r\nconnection: close\r\n\r\n",
+        body.len(),
+        uuid::Uuid::new_v4()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), write).await;
 }
 
 /// Enables TRON and BSC as simulated test networks unless the config gives them test RPCs.

@@ -234,6 +234,15 @@ pub async fn find(
     .await
 }
 
+/// The logo URL the session shows, if the session exists and has one.
+pub async fn logo_url(db: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT merchant_logo_url FROM checkout_sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
+}
+
 /// Transactions of the given sessions, oldest first.
 pub async fn transactions_of(
     db: &PgPool,

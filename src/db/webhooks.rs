@@ -212,7 +212,7 @@ pub struct AttemptRecord<'a> {
     pub claim_token: Uuid,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
-    pub error: Option<&'a str>,
+    pub outcome: &'a str,
 }
 
 /// Logs the attempt and moves the delivery on: `succeeded`, `failed` (no retry left), or
@@ -226,13 +226,13 @@ pub async fn finish_attempt(
 ) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO webhook_attempts (delivery_id, duration_ms, status_code, error)
+        "INSERT INTO webhook_attempts (delivery_id, duration_ms, status_code, outcome)
          VALUES ($1, $2, $3, $4)",
     )
     .bind(attempt.delivery_id)
     .bind(attempt.duration_ms)
     .bind(attempt.status_code)
-    .bind(attempt.error)
+    .bind(attempt.outcome)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -267,7 +267,7 @@ pub struct AttemptRow {
     pub attempted_at: DateTime<Utc>,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
-    pub error: Option<String>,
+    pub outcome: String,
 }
 
 pub async fn deliveries_of(
@@ -284,7 +284,7 @@ pub async fn deliveries_of(
     .await?;
     let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
     let attempts = sqlx::query_as(
-        "SELECT delivery_id, attempted_at, duration_ms, status_code, error FROM webhook_attempts
+        "SELECT delivery_id, attempted_at, duration_ms, status_code, outcome FROM webhook_attempts
           WHERE delivery_id = ANY($1) ORDER BY attempted_at, id",
     )
     .bind(&ids)
@@ -293,10 +293,40 @@ pub async fn deliveries_of(
     Ok((deliveries, attempts))
 }
 
+/// Resends allowed per event within an hour.
+pub const RESENDS_PER_HOUR: i64 = 10;
+
+pub enum Resend {
+    /// How many deliveries are now due.
+    Due(u64),
+    /// Over the limit: seconds until the oldest resend of the hour lapses.
+    Limited(u64),
+}
+
 /// Sends the event again now: its deliveries become pending and due, and endpoints created
-/// since get one too. Returns how many deliveries are now due.
-pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<u64> {
+/// since get one too; at most [`RESENDS_PER_HOUR`] times in any hour.
+pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<Resend> {
     let mut tx = db.begin().await?;
+    // The event's row lock serializes resends of one event, so the count is exact.
+    let recent: (i64, Option<f64>) = sqlx::query_as(
+        "WITH locked AS (SELECT id FROM events WHERE id = $1 FOR UPDATE),
+              pruned AS (DELETE FROM event_resends
+                          WHERE event_id = $1 AND resent_at <= now() - interval '1 hour')
+         SELECT count(*), extract(epoch FROM min(resent_at) + interval '1 hour' - now())::float8
+           FROM event_resends, locked
+          WHERE event_id = $1 AND resent_at > now() - interval '1 hour'",
+    )
+    .bind(event_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if recent.0 >= RESENDS_PER_HOUR {
+        let wait = recent.1.unwrap_or(3600.0).ceil().max(1.0) as u64;
+        return Ok(Resend::Limited(wait));
+    }
+    sqlx::query("INSERT INTO event_resends (event_id) VALUES ($1)")
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO webhook_deliveries (event_id, endpoint_id)
          SELECT e.id, w.id FROM events e JOIN webhook_endpoints w
@@ -318,5 +348,5 @@ pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<u64> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(due.rows_affected())
+    Ok(Resend::Due(due.rows_affected()))
 }

@@ -29,7 +29,7 @@ async fn list(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let mut q = QueryParams::parse(raw.as_deref());
+    let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     let event_type = q
         .take("type")

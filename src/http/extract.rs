@@ -92,15 +92,126 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 "the request body is empty: send a JSON object",
             ));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
-        })?;
+        let value = parse_strict(&bytes)?;
         match value {
-            Value::Object(map) => Ok(JsonObject(Fields(map))),
+            Value::Object(map) => {
+                for (name, v) in &map {
+                    if holds_control_character(v) {
+                        return Err(ApiError::invalid(
+                            name,
+                            format!("{name} must not contain control characters"),
+                        ));
+                    }
+                }
+                Ok(JsonObject(Fields(map)))
+            }
             _ => Err(ApiError::bad_request(
                 "the request body must be a JSON object",
             )),
         }
+    }
+}
+
+/// U+0000–U+001F and U+007F, refused in every text input.
+pub fn has_control_character(s: &str) -> bool {
+    s.chars().any(|c| c.is_ascii_control())
+}
+
+fn holds_control_character(v: &Value) -> bool {
+    match v {
+        Value::String(s) => has_control_character(s),
+        Value::Array(items) => items.iter().any(holds_control_character),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| has_control_character(k) || holds_control_character(v)),
+        _ => false,
+    }
+}
+
+/// JSON where a key given twice in one object is an error (`parameter_duplicated`), not
+/// "the last one wins".
+fn parse_strict(bytes: &[u8]) -> ApiResult<Value> {
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde::de::DeserializeSeed::deserialize(StrictValue(&duplicate), &mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match (parsed, duplicate.into_inner()) {
+        (_, Some(key)) => Err(ApiError::duplicated(
+            &key,
+            format!("'{key}' is given more than once"),
+        )),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// Deserializes any JSON value, recording the first key repeated within an object.
+struct StrictValue<'a>(&'a std::cell::RefCell<Option<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue(self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(StrictValue(self.0))?;
+            if out.contains_key(&key) {
+                self.0.borrow_mut().get_or_insert(key);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -164,6 +275,17 @@ impl Fields {
         }
     }
 
+    /// An optional string that may not be `null` (a PATCH field that cannot be cleared).
+    pub fn optional_non_null_string(&mut self, name: &str) -> ApiResult<Option<String>> {
+        if self.0.get(name).is_some_and(Value::is_null) {
+            return Err(ApiError::invalid(
+                name,
+                format!("{name} cannot be null: omit it to leave it unchanged"),
+            ));
+        }
+        self.optional_string(name)
+    }
+
     /// `Some(None)` when the field is present as `null` (clear it), `None` when absent.
     pub fn nullable_string(&mut self, name: &str) -> ApiResult<Option<Option<String>>> {
         match self.0.remove(name) {
@@ -193,12 +315,22 @@ impl Fields {
 pub struct QueryParams(Vec<(String, String)>);
 
 impl QueryParams {
-    pub fn parse(raw: Option<&str>) -> Self {
-        Self(
+    /// Control characters in a name or value are refused here, before anything reads them.
+    pub fn parse(raw: Option<&str>) -> ApiResult<Self> {
+        let pairs: Vec<(String, String)> =
             url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+                .collect();
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(k, v)| has_control_character(k) || has_control_character(v))
+        {
+            return Err(ApiError::invalid(
+                name,
+                format!("query parameter '{name}' must not contain control characters"),
+            ));
+        }
+        Ok(Self(pairs))
     }
 
     /// The last value given for `name`, removed from the set.

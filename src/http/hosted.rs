@@ -131,12 +131,12 @@ struct PageQuery {
     embed: bool,
 }
 
-fn page_query(raw: Option<&str>) -> PageQuery {
-    let mut q = super::extract::QueryParams::parse(raw);
-    PageQuery {
+fn page_query(raw: Option<&str>) -> ApiResult<PageQuery> {
+    let mut q = super::extract::QueryParams::parse(raw)?;
+    Ok(PageQuery {
         lang: q.take("lang"),
         embed: q.take("embed").is_some_and(|v| v == "1" || v == "true"),
-    }
+    })
 }
 
 fn render_not_found(state: &AppState, t: &'static Text) -> Response {
@@ -160,7 +160,7 @@ async fn page(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let q = page_query(raw.as_deref());
+    let q = page_query(raw.as_deref())?;
     let accept = headers.get(ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
     let t = i18n::choose(q.lang.as_deref(), accept);
     let Some(id) = SessionId::parse(&id) else {
@@ -267,15 +267,10 @@ async fn events(
 async fn logo(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let missing = || ApiError::not_found("no logo");
     let id = SessionId::parse(&id).ok_or_else(missing)?;
-    let row: Option<(Option<String>, bool)> =
-        sqlx::query_as("SELECT merchant_logo_url, livemode FROM checkout_sessions WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&state.db)
-            .await?;
-    let (Some(url), livemode) = row.ok_or_else(missing)? else {
-        return Err(missing());
-    };
-    let public_only = livemode && !state.config.webhooks.allow_private_targets;
+    let url = crate::db::sessions::logo_url(&state.db, id.as_str())
+        .await?
+        .ok_or_else(missing)?;
+    let public_only = !state.config.webhooks.allow_private_targets;
     let logo = state
         .logos
         .get(&url, public_only)

@@ -39,11 +39,16 @@ fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
-/// JSON with object keys sorted, so the same parameters in another order or spacing match.
+/// JSON with object keys sorted and `null` members dropped, so the same parameters in another
+/// order or spacing, or with an optional field sent as `null` instead of omitted, match.
 fn canonical(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
+            let mut keys: Vec<&String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect();
             keys.sort();
             Value::Object(
                 keys.into_iter()
@@ -93,6 +98,13 @@ fn replay(status: i16, body: Vec<u8>) -> Response {
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST || !req.headers().contains_key(HEADER) {
         return next.run(req).await;
+    }
+    if req.headers().get_all(HEADER).iter().nth(1).is_some() {
+        return ApiError::duplicated(
+            "Idempotency-Key",
+            "send one Idempotency-Key header, not several",
+        )
+        .into_response();
     }
     match handle(state, req, next).await {
         Ok(response) => response,

@@ -19,7 +19,6 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
-use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -70,21 +69,26 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
 pub fn router(state: AppState) -> Router {
+    let limits = state.config.http.clone();
     all_routes()
         .router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
         ))
+        .route_layer(axum::middleware::from_fn(no_stray_query))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-        .layer(axum::middleware::map_response(json_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            limits.request_timeout,
         ))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(move |req: Request, next| {
+            head_within(limits.max_header_bytes, req, next)
+        }))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a request handler panicked").into_response()
         }))
@@ -114,6 +118,43 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// 431 in our shape when the request line and headers exceed `limit` bytes.
+async fn head_within(limit: usize, req: Request, next: axum::middleware::Next) -> Response {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + headers > limit {
+        return ApiError::headers_too_large(limit).into_response();
+    }
+    next.run(req).await
+}
+
+/// Routes that read their own query parameters (and refuse unknown ones themselves).
+const OWN_QUERY: [&str; 4] = [
+    "/v1/checkout/sessions",
+    "/v1/events",
+    "/v1/sub-merchants",
+    "/{id}",
+];
+
+/// Every other route takes no query parameters: any is refused as unknown (400).
+async fn no_stray_query(req: Request, next: axum::middleware::Next) -> Response {
+    let own = req.method() == axum::http::Method::GET
+        && req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| OWN_QUERY.contains(&p.as_str()));
+    if !own {
+        if let Err(e) = extract::QueryParams::parse(req.uri().query()).and_then(|q| q.finish()) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -166,7 +166,7 @@ async fn list(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let mut q = QueryParams::parse(raw.as_deref());
+    let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     let mut filter = SessionFilter::default();
     if let Some(status) = q.take("status") {

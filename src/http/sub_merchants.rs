@@ -69,7 +69,7 @@ async fn list(
     auth: Auth,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let mut q = QueryParams::parse(raw.as_deref());
+    let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     q.finish()?;
     let (rows, total) = db::list(
@@ -99,9 +99,9 @@ async fn update(
     Path(code): Path<String>,
     JsonObject(mut f): JsonObject,
 ) -> ApiResult<Json<Value>> {
-    let display_name = f.optional_string("display_name")?;
+    let display_name = f.optional_non_null_string("display_name")?;
     let logo_url = f.nullable_string("logo_url")?;
-    let status = f.optional_string("status")?;
+    let status = f.optional_non_null_string("status")?;
     f.finish()?;
     if let Some(status) = &status {
         if status != "active" && status != "suspended" {

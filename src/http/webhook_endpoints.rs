@@ -1,7 +1,7 @@
 use super::extract::{Auth, JsonObject};
 use super::Routes;
 use crate::db::webhooks as db;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::service::webhooks as service;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -68,6 +68,15 @@ async fn resend(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let event = super::events::find_event(&state, &auth, &id).await?;
-    let due = db::resend(&state.db, &event.id).await?;
-    Ok(Json(json!({ "id": event.id, "deliveries_due": due })))
+    match db::resend(&state.db, &event.id).await? {
+        db::Resend::Due(due) => Ok(Json(json!({ "id": event.id, "deliveries_due": due }))),
+        db::Resend::Limited(wait) => {
+            let mut e = ApiError::rate_limited(wait);
+            e.message = format!(
+                "this event was resent {} times in the last hour; try again in {wait} s",
+                db::RESENDS_PER_HOUR
+            );
+            Err(e)
+        }
+    }
 }

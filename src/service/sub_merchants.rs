@@ -58,6 +58,7 @@ pub async fn retrieve(
     mode: Mode,
     code: &str,
 ) -> ApiResult<SubMerchant> {
+    SubMerchantCode::parse(code).map_err(|_| not_found(code))?;
     db::find(&state.db, merchant.id, mode.livemode(), code)
         .await?
         .ok_or_else(|| not_found(code))
@@ -70,6 +71,7 @@ pub async fn update(
     code: &str,
     patch: &SubMerchantPatch<'_>,
 ) -> ApiResult<SubMerchant> {
+    SubMerchantCode::parse(code).map_err(|_| not_found(code))?;
     if let Some(name) = patch.display_name {
         check_display_name(name)?;
     }

@@ -37,7 +37,7 @@ pub async fn create(
     url: &str,
     events: Option<Vec<String>>,
 ) -> ApiResult<Value> {
-    let guard = mode == Mode::Live && !state.config.webhooks.allow_private_targets;
+    let guard = !state.config.webhooks.allow_private_targets;
     let url = target::check(url, guard)
         .await
         .map_err(|m| ApiError::invalid("url", m))?;
@@ -130,8 +130,8 @@ pub async fn deliveries_json(state: &AppState, event_id: &str) -> ApiResult<Valu
                         json!({
                             "attempted_at": timestamp(a.attempted_at),
                             "duration_ms": a.duration_ms,
+                            "outcome": a.outcome,
                             "status_code": a.status_code,
-                            "error": a.error,
                         })
                     })
                     .collect();

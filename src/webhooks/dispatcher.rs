@@ -17,6 +17,28 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 32;
+
+/// How one delivery attempt went, as the attempt log shows it: coarse on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// The receiver answered with a non-2xx status.
+    HttpError,
+    Timeout,
+    /// No answer: refused, unreachable, TLS failure, or a target the guard refused.
+    ConnectionFailed,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::HttpError => "http_error",
+            Self::Timeout => "timeout",
+            Self::ConnectionFailed => "connection_failed",
+        }
+    }
+}
 /// How many due deliveries one claim ranks to take turns fairly (shared by the endpoints).
 const CANDIDATES: i64 = 32 * BATCH;
 const IN_FLIGHT: usize = 8;
@@ -24,10 +46,8 @@ const IN_FLIGHT: usize = 8;
 pub struct Dispatcher {
     db: PgPool,
     config: WebhooksConfig,
-    /// Live deliveries: public addresses only (unless the operator allows private ones).
-    guarded: reqwest::Client,
-    /// Test deliveries may reach a developer's own machine.
-    open: reqwest::Client,
+    /// Public addresses only, unless the operator allows private ones (in both modes).
+    client: reqwest::Client,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,7 +68,7 @@ impl Dispatcher {
                     env!("CARGO_PKG_VERSION")
                 ))
         };
-        let guarded = if config.allow_private_targets {
+        let client = if config.allow_private_targets {
             base().build()?
         } else {
             // No proxy: a proxy would resolve the name itself, past the guard.
@@ -60,8 +80,7 @@ impl Dispatcher {
         Ok(Self {
             db,
             config: config.clone(),
-            guarded,
-            open: base().build()?,
+            client,
         })
     }
 
@@ -107,54 +126,49 @@ impl Dispatcher {
             _ => None,
         };
         let headers = signing::headers(&d.secret, previous, &d.event_id, now.timestamp(), &body);
-        let client = if d.livemode {
-            &self.guarded
-        } else {
-            &self.open
-        };
-        let guard_literal = d.livemode && !self.config.allow_private_targets;
+        let guard_literal = !self.config.allow_private_targets;
         let started = Instant::now();
         let attempt = async {
-            match super::target::check(&d.url, guard_literal).await {
-                Err(e) => Err(format!("refused target: {e}")),
-                Ok(url) => {
-                    let mut req = client
-                        .post(url)
-                        .header("content-type", "application/json")
-                        .body(body);
-                    for (k, v) in &headers {
-                        req = req.header(k, v);
-                    }
-                    match req.send().await {
-                        Ok(res) => Ok(res.status()),
-                        Err(e) if e.is_timeout() => Err("timed out".to_owned()),
-                        Err(e) => Err(e.without_url().to_string()),
-                    }
-                }
+            // A refused target looks like any unreachable one: the log must not tell a
+            // merchant which internal addresses exist.
+            let url = super::target::check(&d.url, guard_literal)
+                .await
+                .map_err(|_| AttemptOutcome::ConnectionFailed)?;
+            let mut req = self
+                .client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            match req.send().await {
+                Ok(res) => Ok(res.status()),
+                Err(e) if e.is_timeout() => Err(AttemptOutcome::Timeout),
+                Err(_) => Err(AttemptOutcome::ConnectionFailed),
             }
         };
         let result = tokio::time::timeout(self.per_send(), attempt)
             .await
-            .unwrap_or_else(|_| Err("timed out".to_owned()));
+            .unwrap_or(Err(AttemptOutcome::Timeout));
         let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-        let (status_code, error, ok) = match &result {
-            Ok(status) if status.is_success() => (Some(i32::from(status.as_u16())), None, true),
-            Ok(status) => (
-                Some(i32::from(status.as_u16())),
-                Some(format!("HTTP {}", status.as_u16())),
-                false,
-            ),
-            Err(e) => (None, Some(e.clone()), false),
+        let (status_code, outcome) = match result {
+            Ok(status) if status.is_success() => {
+                (Some(i32::from(status.as_u16())), AttemptOutcome::Delivered)
+            }
+            Ok(status) => (Some(i32::from(status.as_u16())), AttemptOutcome::HttpError),
+            Err(outcome) => (None, outcome),
         };
+        let ok = outcome == AttemptOutcome::Delivered;
         let attempt = AttemptRecord {
             delivery_id: d.id,
             claim_token: d.claim_token,
             duration_ms,
             status_code,
-            error: error.as_deref(),
+            outcome: outcome.as_str(),
         };
         let retry_index = usize::try_from(d.attempts).unwrap_or(usize::MAX);
-        let (outcome, next) = if ok {
+        let (delivery_status, next) = if ok {
             ("succeeded", None)
         } else if let Some(delay) = self.config.retry_schedule.get(retry_index) {
             // ±10 % so a receiver's recovery is not met by every retry at once.
@@ -166,9 +180,10 @@ impl Dispatcher {
             ("failed", None)
         };
         if !ok {
-            tracing::warn!(event.id = %d.event_id, attempt = d.attempts + 1, error = ?error, outcome, "webhook delivery failed");
+            tracing::warn!(event.id = %d.event_id, attempt = d.attempts + 1, outcome = attempt.outcome,
+                status = ?status_code, delivery = delivery_status, "webhook delivery failed");
         }
-        db::finish_attempt(&self.db, &attempt, outcome, next).await?;
+        db::finish_attempt(&self.db, &attempt, delivery_status, next).await?;
         Ok(ok)
     }
 

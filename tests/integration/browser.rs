@@ -246,13 +246,6 @@ async fn at_zero_the_address_disappears_and_the_page_says_not_to_pay() {
         .create_session(&app.merchant.test_key, seed_request())
         .await;
     let id = s["id"].as_str().unwrap().to_owned();
-    sqlx::query(
-        "UPDATE checkout_sessions SET expires_at = now() + interval '3 seconds' WHERE id = $1",
-    )
-    .bind(&id)
-    .execute(&app.db)
-    .await
-    .unwrap();
     let b = driver.browser(390, 844).await;
     b.go(&format!("{}/{id}", app.base)).await;
     assert_eq!(
@@ -261,6 +254,14 @@ async fn at_zero_the_address_disappears_and_the_page_says_not_to_pay() {
         json!(false)
     );
     b.script("window.__stillHere = true; return null;").await;
+    // The deadline comes closer while the page is open (the live view carries it).
+    sqlx::query(
+        "UPDATE checkout_sessions SET expires_at = now() + interval '2 seconds' WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(&app.db)
+    .await
+    .unwrap();
     // No expiry pass has run: the session is still Pending, but the time is up.
     b.wait_for(
         "!document.querySelector('[data-state=TimeUp]').hidden && document.querySelector('[data-open]').hidden",

@@ -462,15 +462,31 @@ async fn image_server() -> String {
 }
 
 #[tokio::test]
-async fn logos_are_served_from_this_origin_raster_only_and_public_only_in_live_mode() {
-    let app = TestApp::spawn().await;
+async fn logos_are_served_from_this_origin_raster_only_and_public_only_unless_allowed() {
+    // The operator allows private targets (a local setup): the loopback image server is used.
+    let open = TestApp::spawn_with(
+        &format!(
+            "{}\n[webhooks]\nallow_private_targets = true\n",
+            crate::common::TEST_CONFIG
+        ),
+        |_| {},
+    )
+    .await;
+    // The default: nothing internal is ever fetched, in test mode or live.
+    let guarded = TestApp::spawn().await;
     let images = image_server().await;
     let mut ids = Vec::new();
-    for (code, file, key) in [
-        ("png", "logo.png", app.merchant.test_key.clone()),
-        ("svg", "logo.svg", app.merchant.test_key.clone()),
-        ("livepng", "logo.png", app.merchant.live_key.clone()),
+    for (app, code, file, live) in [
+        (&open, "png", "logo.png", false),
+        (&open, "svg", "logo.svg", false),
+        (&guarded, "testpng", "logo.png", false),
+        (&guarded, "livepng", "logo.png", true),
     ] {
+        let key = if live {
+            app.merchant.live_key.clone()
+        } else {
+            app.merchant.test_key.clone()
+        };
         let (status, body) = app
             .request(
                 Method::POST,
@@ -482,18 +498,18 @@ async fn logos_are_served_from_this_origin_raster_only_and_public_only_in_live_m
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let mut req = seed_request();
-        if code == "livepng" {
+        if live {
             req["network"] = json!("BSC");
         }
         let (status, s, _) = app
             .create_session_with(&key, &req, &[("X-Sub-Merchant-Code", code)])
             .await;
         assert_eq!(status, StatusCode::CREATED, "{s}");
-        ids.push(s["id"].as_str().unwrap().to_owned());
+        ids.push((app.base.clone(), s["id"].as_str().unwrap().to_owned()));
     }
-    let get = |id: &str| {
-        let url = format!("{}/v1/checkout/sessions/{id}/logo", app.base);
-        let client = app.client.clone();
+    let get = |(base, id): &(String, String)| {
+        let url = format!("{base}/v1/checkout/sessions/{id}/logo");
+        let client = open.client.clone();
         async move { client.get(url).send().await.unwrap() }
     };
     let res = get(&ids[0]).await;
@@ -505,9 +521,14 @@ async fn logos_are_served_from_this_origin_raster_only_and_public_only_in_live_m
         StatusCode::NOT_FOUND,
         "SVG is refused"
     );
-    assert_eq!(
-        get(&ids[2]).await.status(),
-        StatusCode::NOT_FOUND,
-        "a live logo on a loopback address is never fetched"
-    );
+    for (i, mode) in [(2, "test"), (3, "live")] {
+        let res = get(&ids[i]).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::NOT_FOUND,
+            "a {mode} logo on a loopback address is never fetched"
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "resource_missing");
+    }
 }

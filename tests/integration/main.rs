@@ -11,6 +11,7 @@ mod migrations;
 mod money_safety;
 mod openapi;
 mod pricing;
+mod public_surface;
 mod sessions;
 mod watcher;
 mod webhooks;

@@ -64,6 +64,14 @@ const WEBHOOK_CONFIG: &str = r#"
 [webhooks]
 timeout_ms = 300
 retry_schedule_seconds = [0, 0, 0, 0]
+allow_private_targets = true
+"#;
+
+/// The same, with the default guard: no private or internal targets, in either mode.
+const GUARDED_WEBHOOK_CONFIG: &str = r#"
+[webhooks]
+timeout_ms = 300
+retry_schedule_seconds = [0, 0, 0, 0]
 "#;
 
 async fn app() -> TestApp {
@@ -317,10 +325,23 @@ async fn failing_and_hanging_receivers_are_retried_until_delivered_once() {
         .await;
     let log = e["deliveries"][0]["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 4, "{e}");
-    assert_eq!(log[0]["status_code"], 500);
-    assert_eq!(log[1]["status_code"], 503);
-    assert_eq!(log[2]["error"], "timed out");
-    assert_eq!(log[3]["status_code"], 200);
+    let outcomes: Vec<(Value, Value)> = log
+        .iter()
+        .map(|a| (a["outcome"].clone(), a["status_code"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("http_error"), json!(500)),
+            (json!("http_error"), json!(503)),
+            (json!("timeout"), Value::Null),
+            (json!("delivered"), json!(200)),
+        ]
+    );
+    assert!(
+        log.iter().all(|a| a.get("error").is_none()),
+        "no transport detail"
+    );
     assert_eq!(e["deliveries"][0]["status"], "succeeded");
     assert_eq!(receiver.received().len(), 4);
 
@@ -394,25 +415,9 @@ async fn two_dispatchers_and_a_restart_deliver_each_event_once() {
 }
 
 #[tokio::test]
-async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets() {
+async fn endpoints_filter_types_and_rotate_secrets() {
     let app = app().await;
     let (receiver, url) = Receiver::start(&[]).await;
-    let (status, body) = register(
-        &app,
-        &app.merchant.live_key,
-        json!({ "url": "http://127.0.0.1:9/hook" }),
-    )
-    .await;
-    let err = assert_error(status, &body, 400, "parameter_invalid");
-    assert_eq!(err["param"], "url");
-    let (status, body) = register(
-        &app,
-        &app.merchant.live_key,
-        json!({ "url": "http://169.254.169.254/latest/meta-data" }),
-    )
-    .await;
-    assert_error(status, &body, 400, "parameter_invalid");
-    // Test mode may reach a developer's machine, but the rest is checked alike.
     for bad in [
         json!({ "url": "ftp://127.0.0.1/" }),
         json!({ "url": url, "events": ["session.paid"] }),
@@ -535,45 +540,132 @@ async fn endpoints_filter_types_rotate_secrets_and_refuse_internal_live_targets(
 }
 
 #[tokio::test]
-async fn a_live_delivery_to_an_internal_address_is_refused_at_send_time() {
-    let app = app().await;
+async fn internal_targets_are_refused_in_both_modes_unless_the_operator_allows_them() {
+    let app = TestApp::spawn_with(&format!("{TEST_CONFIG}{GUARDED_WEBHOOK_CONFIG}"), |_| {}).await;
+    for key in [&app.merchant.test_key, &app.merchant.live_key] {
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/x",
+            "http://127.0.0.1:5432/",
+            "http://[::1]:9/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://localhost:9/x",
+        ] {
+            let (status, body) = register(&app, key, json!({ "url": url })).await;
+            let err = assert_error(status, &body, 400, "parameter_invalid");
+            assert_eq!(err["param"], "url", "{url}");
+        }
+    }
+    assert_eq!(app.count("webhook_endpoints").await, 0);
+}
+
+#[tokio::test]
+async fn a_delivery_to_an_internal_address_is_refused_at_send_time_and_logged_coarsely() {
+    let app = TestApp::spawn_with(&format!("{TEST_CONFIG}{GUARDED_WEBHOOK_CONFIG}"), |_| {}).await;
     let (receiver, url) = Receiver::start(&[]).await;
     // As if the host had resolved to a public address at registration and to 127.0.0.1 now.
-    sqlx::query(
-        "INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, secret)
-         SELECT 'we_' || md5('x'), merchant_id, true, $1, 'whsec_AAAA' FROM api_keys LIMIT 1",
-    )
-    .bind(&url)
-    .execute(&app.db)
-    .await
-    .unwrap();
-    let (status, s) = app
-        .create_session(&app.merchant.live_key, {
-            let mut r = seed_request();
-            r["network"] = json!("BSC");
-            r
-        })
+    for (id, livemode) in [
+        ("we_".to_owned() + &"a".repeat(32), false),
+        ("we_".to_owned() + &"b".repeat(32), true),
+    ] {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, secret)
+             SELECT $1, merchant_id, $2, $3, 'whsec_AAAA' FROM api_keys LIMIT 1",
+        )
+        .bind(id)
+        .bind(livemode)
+        .bind(&url)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    for (key, network) in [
+        (&app.merchant.test_key, "TRON"),
+        (&app.merchant.live_key, "BSC"),
+    ] {
+        let (status, s) = app
+            .create_session(key, {
+                let mut r = seed_request();
+                r["network"] = json!(network);
+                r
+            })
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{s}");
+        let id = s["id"].as_str().unwrap();
+        app.request(
+            Method::POST,
+            &format!("/v1/checkout/sessions/{id}/expire"),
+            Some(key),
+            None,
+        )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{s}");
-    let id = s["id"].as_str().unwrap();
-    app.request(
-        Method::POST,
-        &format!("/v1/checkout/sessions/{id}/expire"),
-        Some(&app.merchant.live_key),
-        None,
-    )
-    .await;
+    }
     let report = dispatcher(&app).tick().await.unwrap();
-    assert_eq!((report.attempted, report.succeeded), (1, 0));
+    assert_eq!((report.attempted, report.succeeded), (2, 0));
     assert!(
         receiver.received().is_empty(),
         "nothing reached the internal address"
     );
-    let error: String = sqlx::query_scalar("SELECT error FROM webhook_attempts")
-        .fetch_one(&app.db)
+    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
+    let event_id = events["data"][0]["id"].as_str().unwrap();
+    let (_, e) = app
+        .get(&format!("/v1/events/{event_id}"), &app.merchant.test_key)
+        .await;
+    let attempt = &e["deliveries"][0]["attempt_log"][0];
+    assert_eq!(attempt["outcome"], "connection_failed", "{e}");
+    assert_eq!(attempt["status_code"], Value::Null);
+    assert!(attempt.get("error").is_none());
+    assert!(
+        !e.to_string().contains("internal"),
+        "no detail about the target: {e}"
+    );
+}
+
+#[tokio::test]
+async fn resend_is_limited_to_ten_an_hour_per_event() {
+    let app = app().await;
+    let (_, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let id = new_session(&app).await;
+    app.pay(&id, "10.5").await;
+    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
+    let event_id = events["data"][0]["id"].as_str().unwrap().to_owned();
+    let resend_path = format!("/v1/events/{event_id}/resend");
+    let resend = || {
+        app.request(
+            Method::POST,
+            &resend_path,
+            Some(&app.merchant.test_key),
+            None,
+        )
+    };
+    for _ in 0..10 {
+        let (status, body) = resend().await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let res = app
+        .client
+        .post(format!("{}/v1/events/{event_id}/resend", app.base))
+        .bearer_auth(&app.merchant.test_key)
+        .send()
         .await
         .unwrap();
-    assert!(error.contains("internal address"), "{error}");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&wait), "{wait}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // An hour later the window has moved on.
+    sqlx::query("UPDATE event_resends SET resent_at = resent_at - interval '61 minutes'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (status, _) = resend().await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
