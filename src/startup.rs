@@ -35,7 +35,9 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let router = crate::http::router(self.state);
         tracing::info!(addr = %self.local_addr, "listening");
-        axum::serve(self.listener, router)
+        // The peer address feeds the per-client limits (see `http::client_ip`).
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         tracing::info!("HTTP server stopped");

@@ -11,6 +11,7 @@ mod migrations;
 mod money_safety;
 mod openapi;
 mod pricing;
+mod rate_limits;
 mod sessions;
 mod watcher;
 mod webhooks;
