@@ -94,7 +94,10 @@
     var failures = 0;
     es.addEventListener("session", function (e) { failures = 0; apply(JSON.parse(e.data)); });
     es.onerror = function () {
-      if (source && ++failures >= 3) { es.close(); source = null; poll(); }
+      // A refused stream (429: too many open from this address) is closed for good: poll.
+      if (source && (es.readyState === EventSource.CLOSED || ++failures >= 3)) {
+        es.close(); source = null; poll();
+      }
     };
   }
 

@@ -48,6 +48,7 @@ pub struct Config {
     pub watcher: WatcherConfig,
     pub hosted: HostedConfig,
     pub http: HttpConfig,
+    pub rate_limits: RateLimitConfig,
     /// Every (network, mode) pair, enabled or not.
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
 }
@@ -171,6 +172,54 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_connections_per_ip: 100,
             max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Request limits, kept in each process's memory (see README, "Rate limits").
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Per live API key, over all its routes.
+    pub live: RateLimit,
+    /// Per test API key.
+    pub test: RateLimit,
+    /// Per client address on the public routes (hosted page, view, events, logo, assets);
+    /// failed authentications are charged here too.
+    pub ip: RateLimit,
+    /// Open live-status streams (SSE) per client address.
+    pub ip_streams: u32,
+    /// The header a trusted proxy puts the client's address in (`X-Forwarded-For`,
+    /// `Forwarded`, `X-Real-IP` …); `None`: the TCP peer is the client.
+    pub client_ip_header: Option<axum::http::HeaderName>,
+    /// Peers whose `client_ip_header` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            live: RateLimit {
+                per_second: 100,
+                burst: 200,
+            },
+            test: RateLimit {
+                per_second: 25,
+                burst: 50,
+            },
+            ip: RateLimit {
+                per_second: 20,
+                burst: 40,
+            },
+            ip_streams: 20,
+            client_ip_header: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -329,6 +378,8 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     #[serde(default)]
+    rate_limits: RawRateLimits,
+    #[serde(default)]
     networks: BTreeMap<String, BTreeMap<String, RawNetwork>>,
 }
 
@@ -379,6 +430,20 @@ struct RawIdempotency {
 #[serde(deny_unknown_fields)]
 struct RawHosted {
     frame_ancestors: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    live_per_second: Option<u32>,
+    live_burst: Option<u32>,
+    test_per_second: Option<u32>,
+    test_burst: Option<u32>,
+    ip_per_second: Option<u32>,
+    ip_burst: Option<u32>,
+    ip_streams: Option<u32>,
+    client_ip_header: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -509,6 +574,7 @@ impl Config {
         let webhooks = parse_webhooks(raw.webhooks)?;
         let networks = parse_networks(raw.networks)?;
         let watcher = parse_watcher(raw.watcher)?;
+        let rate_limits = parse_rate_limits(raw.rate_limits)?;
         let mut hosted = HostedConfig::default();
         for (i, origin) in raw
             .hosted
@@ -567,6 +633,7 @@ impl Config {
             watcher,
             http,
             hosted,
+            rate_limits,
             networks,
         })
     }
@@ -778,6 +845,100 @@ fn parse_webhooks(raw: RawWebhooks) -> Result<WebhooksConfig, ConfigError> {
         w.poll_interval = Duration::from_millis(ms);
     }
     Ok(w)
+}
+
+fn parse_rate_limits(raw: RawRateLimits) -> Result<RateLimitConfig, ConfigError> {
+    let mut limits = RateLimitConfig::default();
+    let in_range = |key: &str, value: Option<u32>, max: u32| -> Result<Option<u32>, ConfigError> {
+        match value {
+            Some(v) if !(1..=max).contains(&v) => Err(err(
+                format!("rate_limits.{key}"),
+                format!("must be between 1 and {max}"),
+            )),
+            v => Ok(v),
+        }
+    };
+    for (name, bucket, per_second, burst) in [
+        (
+            "live",
+            &mut limits.live,
+            raw.live_per_second,
+            raw.live_burst,
+        ),
+        (
+            "test",
+            &mut limits.test,
+            raw.test_per_second,
+            raw.test_burst,
+        ),
+        ("ip", &mut limits.ip, raw.ip_per_second, raw.ip_burst),
+    ] {
+        if let Some(v) = in_range(&format!("{name}_per_second"), per_second, 1_000_000)? {
+            bucket.per_second = v;
+        }
+        if let Some(v) = in_range(&format!("{name}_burst"), burst, 1_000_000)? {
+            bucket.burst = v;
+        }
+    }
+    if let Some(v) = in_range("ip_streams", raw.ip_streams, 1_000_000)? {
+        limits.ip_streams = v;
+    }
+    if let Some(name) = raw.client_ip_header {
+        let header = axum::http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            err(
+                "rate_limits.client_ip_header",
+                format!("'{name}' is not a header name such as X-Forwarded-For"),
+            )
+        })?;
+        limits.client_ip_header = Some(header);
+    }
+    for (i, text) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+        let net = parse_ip_net(text).map_err(|m| {
+            err(
+                format!("rate_limits.trusted_proxies[{i}]"),
+                format!("'{text}' {m}"),
+            )
+        })?;
+        limits.trusted_proxies.push(net);
+    }
+    match (&limits.client_ip_header, limits.trusted_proxies.is_empty()) {
+        (Some(_), true) => Err(err(
+            "rate_limits.client_ip_header",
+            "is believed only from rate_limits.trusted_proxies: list your proxies' addresses",
+        )),
+        (None, false) => Err(err(
+            "rate_limits.trusted_proxies",
+            "needs rate_limits.client_ip_header, the header those proxies set (X-Forwarded-For …)",
+        )),
+        _ => Ok(limits),
+    }
+}
+
+/// An address (`10.0.0.7`, `::1`) or a network (`10.0.0.0/8`, `fd00::/8`) whose host bits are
+/// zero; an IPv4-mapped IPv6 form is read as the IPv4 one.
+fn parse_ip_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    let net = match text.parse::<std::net::IpAddr>() {
+        Ok(ip) => ipnet::IpNet::from(ip),
+        Err(_) => text
+            .parse::<ipnet::IpNet>()
+            .map_err(|_| "is not an IP address or network such as 10.0.0.0/8".to_string())?,
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "has bits set past its prefix (the network is {})",
+            net.trunc()
+        ));
+    }
+    Ok(match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(ipnet::IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    })
 }
 
 fn parse_watcher(raw: RawWatcher) -> Result<WatcherConfig, ConfigError> {
@@ -1143,6 +1304,67 @@ mod tests {
                 .starts_with("networks.POLYGON.live.max_blocks_per_scan:"),
             "Polygon needs 128 confirmations"
         );
+    }
+
+    #[test]
+    fn rate_limits_default_to_the_contract_and_can_be_set() {
+        let d = Config::defaults().rate_limits;
+        assert_eq!((d.live.per_second, d.live.burst), (100, 200));
+        assert_eq!((d.test.per_second, d.test.burst), (25, 50));
+        assert_eq!((d.ip.per_second, d.ip.burst, d.ip_streams), (20, 40, 20));
+        assert!(d.client_ip_header.is_none() && d.trusted_proxies.is_empty());
+        let c = Config::from_toml(
+            "[rate_limits]\nlive_per_second = 7\ntest_burst = 3\nip_streams = 2\n\
+             client_ip_header = \"X-Forwarded-For\"\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\", \"::ffff:192.0.2.1\"]",
+        )
+        .unwrap()
+        .rate_limits;
+        assert_eq!((c.live.per_second, c.live.burst), (7, 200));
+        assert_eq!((c.test.per_second, c.test.burst), (25, 3));
+        assert_eq!(c.ip_streams, 2);
+        assert_eq!(c.client_ip_header.unwrap().as_str(), "x-forwarded-for");
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            nets,
+            ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8", "192.0.2.1/32"]
+        );
+    }
+
+    #[test]
+    fn bad_rate_limits_name_the_key() {
+        for (text, key) in [
+            ("live_per_second = 0", "rate_limits.live_per_second:"),
+            ("test_burst = 0", "rate_limits.test_burst:"),
+            ("ip_burst = 2000000", "rate_limits.ip_burst:"),
+            ("ip_streams = 0", "rate_limits.ip_streams:"),
+            ("ip_per_second = -1", "config file: line 2:"),
+            (
+                "client_ip_header = \"X Forwarded\"\ntrusted_proxies = [\"10.0.0.1\"]",
+                "rate_limits.client_ip_header:",
+            ),
+            (
+                "client_ip_header = \"X-Forwarded-For\"",
+                "rate_limits.client_ip_header:",
+            ),
+            (
+                "trusted_proxies = [\"10.0.0.1\"]",
+                "rate_limits.trusted_proxies:",
+            ),
+            (
+                "client_ip_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"10.0.0.1\", \"proxy.local\"]",
+                "rate_limits.trusted_proxies[1]:",
+            ),
+            (
+                "client_ip_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"10.0.0.1/8\"]",
+                "rate_limits.trusted_proxies[0]:",
+            ),
+            ("ip_limit = 5", "config file: line 2:"),
+        ] {
+            let e = error_of(&format!("[rate_limits]\n{text}"));
+            assert!(e.starts_with(key) && !e.contains('\n'), "{text}: {e}");
+        }
+        assert!(error_of("[rate_limits]\nclient_ip_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"10.0.0.1/8\"]").contains("10.0.0.0/8"));
     }
 
     #[test]

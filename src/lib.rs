@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod http;
+pub mod limits;
 pub mod localdb;
 pub mod service;
 pub mod startup;

@@ -18,11 +18,14 @@ pub struct AppState {
     pub faults: Arc<Faults>,
     pub chain_health: Arc<HealthCache>,
     pub logos: Arc<crate::service::logos::LogoCache>,
+    /// Request limits (per process).
+    pub limits: Arc<crate::limits::Limiter>,
 }
 
 impl AppState {
     pub fn new(db: PgPool, config: Config) -> Self {
         let rates = Arc::new(RateService::new(config.rates.clone()));
+        let limits = Arc::new(crate::limits::Limiter::new(&config.rate_limits));
         Self {
             db,
             config: Arc::new(config),
@@ -31,6 +34,7 @@ impl AppState {
             faults: Arc::default(),
             chain_health: Arc::default(),
             logos: Arc::default(),
+            limits,
         }
     }
 }

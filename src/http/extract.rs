@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 
 /// The authenticated caller: a merchant acting in one mode.
@@ -21,37 +22,45 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        // Already authenticated by the idempotency layer.
+        // Already authenticated by the rate limiter (or the idempotency layer).
         if let Some(auth) = parts.extensions.get::<Auth>() {
             return Ok(auth.clone());
         }
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated(
-                "no API key: send the header 'Authorization: Bearer sk_test_…'",
-            )
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthenticated("the Authorization header is not valid text"))?;
-        let token = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| {
-                ApiError::unauthenticated("the Authorization header must be 'Bearer <API key>'")
-            })?;
-        let key = ApiKey::parse(token).ok_or_else(|| {
-            ApiError::unauthenticated("malformed API key: keys look like sk_test_… or sk_live_…")
-        })?;
-        let merchant = merchants::authenticate(&state.db, &key.hash(), key.mode())
-            .await?
-            .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
-        tracing::Span::current().record("merchant.id", tracing::field::display(merchant.id));
-        Ok(Auth {
-            merchant,
-            mode: key.mode(),
-        })
+        let key = bearer_key(&parts.headers)?;
+        authenticate(state, &key).await
     }
+}
+
+/// The API key in the `Authorization` header, by its shape only (no database).
+pub fn bearer_key(headers: &HeaderMap) -> ApiResult<ApiKey> {
+    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthenticated("no API key: send the header 'Authorization: Bearer sk_test_…'")
+    })?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("the Authorization header is not valid text"))?;
+    let token = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| {
+            ApiError::unauthenticated("the Authorization header must be 'Bearer <API key>'")
+        })?;
+    ApiKey::parse(token).ok_or_else(|| {
+        ApiError::unauthenticated("malformed API key: keys look like sk_test_… or sk_live_…")
+    })
+}
+
+/// The merchant behind an active key: one indexed lookup.
+pub async fn authenticate(state: &AppState, key: &ApiKey) -> ApiResult<Auth> {
+    let merchant = merchants::authenticate(&state.db, &key.hash(), key.mode())
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
+    tracing::Span::current().record("merchant.id", tracing::field::display(merchant.id));
+    Ok(Auth {
+        merchant,
+        mode: key.mode(),
+    })
 }
 
 /// Largest request body accepted.

@@ -1,11 +1,13 @@
 //! The HTTP surface: one `routes()` per resource, and the layers every request passes.
 
+pub mod client_ip;
 pub mod events;
 pub mod extract;
 pub mod health;
 pub mod hosted;
 pub mod i18n;
 pub mod idempotency;
+pub mod rate_limit;
 pub mod sessions;
 pub mod sub_merchants;
 pub mod webhook_endpoints;
@@ -79,7 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(no_stray_query))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -92,6 +94,12 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a request handler panicked").into_response()
         }))
+        // Outside the timeout and panic layers so their answers carry the RateLimit headers
+        // too; inside tracing and request ids so a 429 has both.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            rate_limit::layer,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -169,6 +177,17 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
+fn request_timeout() -> ApiError {
+    ApiError {
+        status: StatusCode::REQUEST_TIMEOUT,
+        kind: ErrorType::Api,
+        code: "request_timeout",
+        message: "the request took too long".into(),
+        param: None,
+        retry_after: None,
+    }
+}
+
 /// Any error response that is not already our JSON (a framework rejection, a timeout) gets
 /// our error shape with the same status.
 async fn json_errors(response: Response) -> Response {
@@ -186,14 +205,7 @@ async fn json_errors(response: Response) -> Response {
         StatusCode::NOT_FOUND => ApiError::not_found("not found"),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large("the request body is too large"),
-        StatusCode::REQUEST_TIMEOUT => ApiError {
-            status,
-            kind: ErrorType::Api,
-            code: "request_timeout",
-            message: "the request took too long".into(),
-            param: None,
-            retry_after: None,
-        },
+        StatusCode::REQUEST_TIMEOUT => request_timeout(),
         s if s.is_server_error() => ApiError::internal(format!("unshaped {s} response")),
         _ => {
             let mut e = ApiError::bad_request("the request could not be understood");

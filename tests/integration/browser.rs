@@ -414,3 +414,47 @@ fn url_escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn a_page_whose_live_stream_is_refused_polls_instead() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    // One open stream per address; this test holds it, so the page's own stream gets 429.
+    let app = TestApp::spawn_with(
+        &format!(
+            "{}\n[rate_limits]\nip_streams = 1\nip_per_second = 1000\nip_burst = 1000\n",
+            crate::common::TEST_CONFIG
+        ),
+        |_| {},
+    )
+    .await;
+    let (_, s) = app
+        .create_session(&app.merchant.test_key, seed_request())
+        .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let held = app
+        .client
+        .get(format!("{}/v1/checkout/sessions/{id}/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+
+    let b = driver.browser(390, 844).await;
+    b.go(&format!("{}/{id}", app.base)).await;
+    b.script("window.__stillHere = true; return null;").await;
+    app.pay(&id, "10.5").await;
+    b.wait_for(
+        "document.body.dataset.status === 'Paid'",
+        "the page to turn Paid by polling /view",
+    )
+    .await;
+    assert_eq!(
+        b.script("return window.__stillHere === true;").await,
+        json!(true),
+        "no reload"
+    );
+    drop(held);
+    b.close().await;
+}

@@ -1,6 +1,6 @@
 //! Test harness: the real server in-process on port 0, a fresh Postgres database per test.
 
-use checkout_server::config::Config;
+use checkout_server::config::{Config, RateLimit, RateLimitConfig};
 use checkout_server::service::merchants::{self, MerchantSpec};
 use checkout_server::startup::Application;
 use checkout_server::state::AppState;
@@ -70,6 +70,21 @@ pub fn reencoded_xpub(xpub: &str) -> String {
     text
 }
 
+/// Limits no test reaches.
+pub fn generous_limits() -> RateLimitConfig {
+    let huge = RateLimit {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    RateLimitConfig {
+        live: huge,
+        test: huge,
+        ip: huge,
+        ip_streams: 1_000_000,
+        ..RateLimitConfig::default()
+    }
+}
+
 pub struct Merchant {
     pub test_key: String,
     pub live_key: String,
@@ -122,6 +137,11 @@ impl TestApp {
     pub async fn spawn_unwatched(toml: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let db_url = fresh_database().await;
         let mut config = Config::from_toml(toml).expect("test config");
+        if !toml.contains("[rate_limits]") {
+            // Tests make many quick requests from one address with one key; only the rate
+            // limit tests (which configure their own) meet the limits.
+            config.rate_limits = generous_limits();
+        }
         config.database_url = db_url.clone();
         config.base_url = "https://checkout.example.com".into();
         adjust(&mut config);

@@ -12,6 +12,7 @@ mod money_safety;
 mod openapi;
 mod pricing;
 mod public_surface;
+mod rate_limits;
 mod sessions;
 mod watcher;
 mod webhooks;
