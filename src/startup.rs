@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -44,6 +47,7 @@ impl Application {
     /// `http.max_connections_per_ip` connections (more are answered 429 and closed).
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let limits = self.state.config.http.clone();
+        let stopping = self.state.stopping.clone();
         let router = crate::http::router(self.state);
         let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
         let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -85,7 +89,14 @@ impl Application {
             });
         }
         drop(self.listener);
-        graceful.shutdown().await;
+        stopping.cancel();
+        // In-flight requests finish; whatever still runs after the grace period is cut.
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the grace period: closing them");
+        }
         tracing::info!("HTTP server stopped");
         Ok(())
     }

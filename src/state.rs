@@ -20,6 +20,8 @@ pub struct AppState {
     pub logos: Arc<crate::service::logos::LogoCache>,
     /// Request limits (per process).
     pub limits: Arc<crate::limits::Limiter>,
+    /// Cancelled when the server shuts down: long-lived answers (live-status streams) end.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -27,6 +29,7 @@ impl AppState {
         let rates = Arc::new(RateService::new(config.rates.clone()));
         let limits = Arc::new(crate::limits::Limiter::new(&config.rate_limits));
         Self {
+            stopping: tokio_util::sync::CancellationToken::new(),
             db,
             config: Arc::new(config),
             rates,

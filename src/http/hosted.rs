@@ -230,7 +230,11 @@ async fn events(
                 let v = match next.take() {
                     Some(v) => v,
                     None => {
-                        tokio::time::sleep(STREAM_POLL).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(STREAM_POLL) => {}
+                            // Shutting down: end the stream; the browser reconnects elsewhere.
+                            _ = state.stopping.cancelled() => return None,
+                        }
                         if started.elapsed() > STREAM_LIFETIME {
                             return None;
                         }

@@ -449,3 +449,41 @@ async fn connections_per_address_are_capped_and_the_refusal_is_shaped() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_live_streams_instead_of_waiting_for_them() {
+    let app = TestApp::spawn().await;
+    let (_, s) = app
+        .create_session(&app.merchant.test_key, seed_request())
+        .await;
+    let id = s["id"].as_str().unwrap();
+    // A second server on the same state, whose shutdown the test controls.
+    let server = checkout_server::startup::Application::bind(
+        app.state.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(server.run(shutdown.clone()));
+    let mut stream = reqwest::Client::new()
+        .get(format!("{base}/v1/checkout/sessions/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(stream.chunk().await.unwrap().is_some(), "the first view");
+    let started = std::time::Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the server stops while a stream is open")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
