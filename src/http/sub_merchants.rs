@@ -51,6 +51,8 @@ async fn create(
     f.finish()?;
     let code =
         SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
+    // The length limit is on the name as sent; it is stored trimmed.
+    service::check_display_name(&display_name)?;
     let logo_url = logo_url.as_deref().map(parse_logo).transpose()?;
     let sub = service::create(
         &state,
@@ -116,6 +118,9 @@ async fn update(
         Some(None) => Some(None),
         None => None,
     };
+    if let Some(name) = &display_name {
+        service::check_display_name(name)?;
+    }
     let display_name = display_name.as_deref().map(str::trim);
     let patch = SubMerchantPatch {
         display_name,

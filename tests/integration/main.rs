@@ -5,6 +5,7 @@ mod browser;
 mod chain_support;
 mod cli;
 mod common;
+mod conformance;
 mod hosted;
 mod idempotency;
 mod migrations;

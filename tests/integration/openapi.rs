@@ -67,3 +67,117 @@ async fn the_spec_is_served() {
     let body = res.text().await.unwrap();
     assert_eq!(body, include_str!("../../openapi.yaml"));
 }
+
+/// JSON Schema and OpenAPI keywords a schema object of this document may hold. A key outside
+/// the list is almost always YAML that did not say what it meant: an unquoted comma in a flow
+/// mapping (`{ description: Units per token, 8 decimals. }`) ends the value and turns the rest
+/// into a key of its own.
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "$ref",
+    "additionalProperties",
+    "allOf",
+    "anyOf",
+    "const",
+    "contentMediaType",
+    "contentSchema",
+    "default",
+    "description",
+    "else",
+    "enum",
+    "examples",
+    "format",
+    "if",
+    "items",
+    "maxItems",
+    "maxLength",
+    "maximum",
+    "minItems",
+    "minLength",
+    "minimum",
+    "not",
+    "oneOf",
+    "pattern",
+    "properties",
+    "required",
+    "then",
+    "type",
+];
+
+fn check_schema(schema: &serde_yaml::Value, at: &str, stray: &mut Vec<String>) {
+    let Some(map) = schema.as_mapping() else {
+        return;
+    };
+    for (key, value) in map {
+        let key = key.as_str().unwrap_or("<not a string>");
+        if !SCHEMA_KEYWORDS.contains(&key) {
+            stray.push(format!("{at}: {key:?}"));
+        }
+        match key {
+            "properties" => {
+                for (name, sub) in value.as_mapping().into_iter().flatten() {
+                    check_schema(
+                        sub,
+                        &format!("{at}/{}", name.as_str().unwrap_or("?")),
+                        stray,
+                    );
+                }
+            }
+            "allOf" | "anyOf" | "oneOf" => {
+                for (i, sub) in value.as_sequence().into_iter().flatten().enumerate() {
+                    check_schema(sub, &format!("{at}/{key}/{i}"), stray);
+                }
+            }
+            "items" | "not" | "if" | "then" | "else" | "additionalProperties" | "contentSchema" => {
+                check_schema(value, &format!("{at}/{key}"), stray);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every `schema` of a parameter, header or media type, found anywhere in the document.
+fn check_schemas_under(node: &serde_yaml::Value, at: &str, stray: &mut Vec<String>) {
+    match node {
+        serde_yaml::Value::Mapping(map) => {
+            for (key, value) in map {
+                let key = key.as_str().unwrap_or("?");
+                if key == "schema" {
+                    check_schema(value, &format!("{at}/schema"), stray);
+                } else {
+                    check_schemas_under(value, &format!("{at}/{key}"), stray);
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_schemas_under(item, &format!("{at}/{i}"), stray);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn schemas_hold_only_schema_keywords() {
+    let spec = spec();
+    let mut stray = Vec::new();
+    for (name, schema) in spec["components"]["schemas"].as_mapping().unwrap() {
+        check_schema(
+            schema,
+            &format!("#/components/schemas/{}", name.as_str().unwrap()),
+            &mut stray,
+        );
+    }
+    check_schemas_under(&spec["paths"], "#/paths", &mut stray);
+    for part in ["parameters", "headers", "responses"] {
+        check_schemas_under(
+            &spec["components"][part],
+            &format!("#/components/{part}"),
+            &mut stray,
+        );
+    }
+    assert!(
+        stray.is_empty(),
+        "keys that are no schema keyword: {stray:#?}"
+    );
+}

@@ -1,0 +1,125 @@
+"""Schemathesis hooks of scripts/api-conformance.
+
+Schemathesis's `positive_data_acceptance` check fails when the server refuses a request the
+spec allows. A few such refusals depend on how the server is configured, not on the request's
+shape, so no schema can state them: they are listed in KNOWN below, each with its reason, and
+tolerated by `positive_data_acceptance_except_configuration`, which the script runs in place
+of the built-in check. Every other refusal of a valid request still fails the run, as the
+built-in check would. Each tolerated refusal is appended to $CONFORMANCE_KNOWN_LOG.
+
+Two hooks keep the server's state within what the fuzzer's requests assume (see each):
+room for one more webhook endpoint, and the pinned sub-merchant active.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import schemathesis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+# (operation id, status, error code, param, words of the message, why it depends on configuration)
+KNOWN = [
+    (
+        "createCheckoutSession", 400, "parameter_invalid", "network", "is not enabled for",
+        "a network is enabled per mode by the operator's configuration (here TRON and BSC)",
+    ),
+    (
+        "createCheckoutSession", 400, "parameter_invalid", "pricing_currency", "not available on this server",
+        "fiat pricing needs a rate the operator configured (here CNY, EUR and JPY)",
+    ),
+    (
+        "createCheckoutSession", 400, "parameter_invalid", "pricing_amount", "converts to",
+        "a fiat price must convert to 1 to 10,000,000 tokens at the configured exchange rate",
+    ),
+]
+
+
+def _known(case, response) -> str | None:
+    operation_id = case.operation.definition.raw.get("operationId")
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    for op, status, code, param, words, why in KNOWN:
+        if (
+            op == operation_id
+            and response.status_code == status
+            and error.get("code") == code
+            and error.get("param") == param
+            and words in str(error.get("message", ""))
+        ):
+            return f"{op} {status} {param}: {why}"
+    return None
+
+
+@schemathesis.check
+def positive_data_acceptance_except_configuration(ctx, response, case):
+    """`positive_data_acceptance`, tolerating only the configuration-dependent refusals in KNOWN."""
+    try:
+        return positive_data_acceptance(ctx, response, case)
+    except AssertionError:
+        known = _known(case, response)
+        if known is None:
+            raise
+        log = os.environ.get("CONFORMANCE_KNOWN_LOG")
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(known + "\n")
+        return None
+
+
+# A merchant has at most 16 webhook endpoints per mode; beyond, a create is refused (400 on
+# `url`). That is state, not a request's shape: before each create, the oldest endpoints of
+# the run's own key are deleted so that the create has room (the fuzzer's stateful scenarios
+# keep working on the newest ones).
+MAX_WEBHOOK_ENDPOINTS = 16
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    _reactivate()
+    if case.operation.definition.raw.get("operationId") != "createWebhookEndpoint":
+        return
+    import requests
+
+    base = os.environ["CONFORMANCE_BASE_URL"]
+    auth = {"Authorization": f"Bearer {os.environ['CONFORMANCE_KEY']}"}
+    listed = requests.get(f"{base}/v1/webhook_endpoints", headers=auth, timeout=30)
+    listed.raise_for_status()
+    endpoints = sorted(listed.json()["data"], key=lambda e: (e["created_at"], e["id"]))
+    for endpoint in endpoints[: max(0, len(endpoints) - (MAX_WEBHOOK_ENDPOINTS - 1))]:
+        requests.delete(f"{base}/v1/webhook_endpoints/{endpoint['id']}", headers=auth, timeout=30)
+
+
+# The fuzzer sends X-Sub-Merchant-Code: conformance-shop (schemathesis.toml), which must be
+# active; its stateful scenarios may suspend it through PATCH. After such a PATCH it is made
+# active again, before the next request.
+PINNED_SUB_MERCHANT = "conformance-shop"
+_suspended = set()
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    if (
+        case.operation.definition.raw.get("operationId") == "updateSubMerchant"
+        and response.status_code == 200
+        and response.json().get("sub_merchant_code") == PINNED_SUB_MERCHANT
+        and response.json().get("status") != "active"
+    ):
+        _suspended.add(os.environ["CONFORMANCE_KEY"])
+
+
+def _reactivate():
+    import requests
+
+    key = os.environ["CONFORMANCE_KEY"]
+    if key in _suspended:
+        requests.patch(
+            f"{os.environ['CONFORMANCE_BASE_URL']}/v1/sub-merchants/{PINNED_SUB_MERCHANT}",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"status": "active"},
+            timeout=30,
+        ).raise_for_status()
+        _suspended.discard(key)
