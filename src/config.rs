@@ -159,8 +159,11 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// A request whose answer (body read included) takes longer gets 408.
     pub request_timeout: Duration,
-    /// Open connections from one client address at most; more are answered 429 and closed.
+    /// Open connections from one client address (an IPv6 /64) at most; more are answered 429
+    /// and closed. Trusted proxies (`rate_limits.trusted_proxies`) are exempt.
     pub max_connections_per_ip: usize,
+    /// Open connections in all; more are answered 429 and closed.
+    pub max_connections: usize,
     /// Request line plus headers, in bytes; more is answered 431.
     pub max_header_bytes: usize,
 }
@@ -171,6 +174,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections_per_ip: 100,
+            max_connections: 10_000,
             max_header_bytes: 32 * 1024,
         }
     }
@@ -389,6 +393,7 @@ struct RawHttp {
     header_read_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     max_connections_per_ip: Option<usize>,
+    max_connections: Option<usize>,
     max_header_bytes: Option<usize>,
 }
 
@@ -802,6 +807,12 @@ fn parse_http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
             ));
         }
         http.max_connections_per_ip = n;
+    }
+    if let Some(n) = raw.max_connections {
+        if !(1..=1_000_000).contains(&n) {
+            return Err(err("http.max_connections", "must be between 1 and 1000000"));
+        }
+        http.max_connections = n;
     }
     if let Some(n) = raw.max_header_bytes {
         if !(4096..=512 * 1024).contains(&n) {

@@ -47,6 +47,7 @@ impl Application {
     /// `http.max_connections_per_ip` connections (more are answered 429 and closed).
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let limits = self.state.config.http.clone();
+        let trusted_proxies = self.state.config.rate_limits.trusted_proxies.clone();
         let stopping = self.state.stopping.clone();
         let router = crate::http::router(self.state);
         let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -57,7 +58,7 @@ impl Application {
             // Heads up to our own limit reach the router, which answers 431 in our shape.
             .max_buf_size((limits.max_header_bytes * 4).max(64 * 1024));
         let graceful = GracefulShutdown::new();
-        let open = Arc::new(DashMap::<IpAddr, usize>::new());
+        let open = Arc::new(OpenConnections::default());
         tracing::info!(addr = %self.local_addr, "listening");
         loop {
             let (stream, remote) = tokio::select! {
@@ -72,10 +73,9 @@ impl Application {
                 },
                 _ = shutdown.cancelled() => break,
             };
-            let Some(slot) =
-                ConnectionSlot::take(&open, remote.ip(), limits.max_connections_per_ip)
-            else {
-                tokio::spawn(refuse_busy(stream));
+            let proxy = trusted_proxies.iter().any(|net| net.contains(&remote.ip()));
+            let Some(slot) = ConnectionSlot::take(&open, remote.ip(), proxy, &limits) else {
+                tokio::spawn(refuse_busy(stream, limits.max_connections_per_ip));
                 continue;
             };
             let Ok(service) = make_service.call(remote).await;
@@ -102,43 +102,71 @@ impl Application {
     }
 }
 
-/// One open connection counted against its client address; released when dropped.
+/// Open connections, in all and per client address (an IPv6 /64 counts as one address).
+#[derive(Default)]
+struct OpenConnections {
+    total: std::sync::atomic::AtomicUsize,
+    per_address: DashMap<IpAddr, usize>,
+}
+
+/// One open connection, counted until dropped.
 struct ConnectionSlot {
-    open: Arc<DashMap<IpAddr, usize>>,
-    ip: IpAddr,
+    open: Arc<OpenConnections>,
+    /// `None` for a trusted proxy: it carries many clients, only the total counts it.
+    address: Option<IpAddr>,
 }
 
 impl ConnectionSlot {
-    fn take(open: &Arc<DashMap<IpAddr, usize>>, ip: IpAddr, max: usize) -> Option<Self> {
-        let mut count = open.entry(ip).or_insert(0);
-        if *count >= max {
+    fn take(
+        open: &Arc<OpenConnections>,
+        ip: IpAddr,
+        trusted_proxy: bool,
+        limits: &crate::config::HttpConfig,
+    ) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        if open.total.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+            open.total.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        *count += 1;
+        let address = (!trusted_proxy).then(|| crate::limits::client_key(ip));
+        if let Some(address) = address {
+            let mut count = open.per_address.entry(address).or_insert(0);
+            if *count >= limits.max_connections_per_ip {
+                drop(count);
+                open.total.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            *count += 1;
+        }
         Some(Self {
             open: open.clone(),
-            ip,
+            address,
         })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        // The entry goes when its last connection does, so the map stays small.
-        self.open.remove_if_mut(&self.ip, |_, count| {
-            *count -= 1;
-            *count == 0
-        });
+        self.open
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(address) = self.address {
+            // The entry goes when its last connection does, so the map stays small.
+            self.open.per_address.remove_if_mut(&address, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+        }
     }
 }
 
-/// Too many connections from one address: a 429 in our error shape, then close.
-async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+/// Too many connections (from one address, or in all): a 429 in our error shape, then close.
+async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
     use tokio::io::AsyncWriteExt;
     let error = crate::error::ApiError::rate_limited(1);
     let body = error.body().to_string();
     let head = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nrequest-id: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nratelimit-limit: {limit}\r\nratelimit-remaining: 0\r\nratelimit-reset: 1\r\nrequest-id: {}\r\nconnection: close\r\n\r\n",
         body.len(),
         uuid::Uuid::new_v4()
     );

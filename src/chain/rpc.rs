@@ -332,6 +332,14 @@ impl RpcClient {
         self
     }
 
+    /// Calls start at the next URL from now on (the preferred one lags or misbehaves in a way
+    /// its answers do not show as errors).
+    pub fn prefer_next(&self) {
+        let n = self.endpoints.len();
+        let current = self.preferred.load(Ordering::Relaxed);
+        self.preferred.store((current + 1) % n, Ordering::Relaxed);
+    }
+
     /// HTTP requests sent so far (for benchmarks and lag reports).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)

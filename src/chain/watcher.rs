@@ -245,13 +245,19 @@ impl Watcher {
         }
     }
 
-    /// Renews the lease every lease/3; returns when a renewal fails.
+    /// Renews the lease every lease/3; returns when another replica holds it, or when the
+    /// database has refused every renewal until the lease ran out.
     async fn keep_lease(&self) -> WatchError {
+        let mut renewed = std::time::Instant::now();
         loop {
             tokio::time::sleep(self.lease / 3).await;
             match self.hold_lease().await {
-                Ok(true) => {}
+                Ok(true) => renewed = std::time::Instant::now(),
                 Ok(false) => return WatchError::LostLease,
+                // A busy pool or a blip: the lease still runs; try again until it lapses.
+                Err(e) if renewed.elapsed() + self.lease / 3 < self.lease => {
+                    tracing::warn!(watcher = %self.name(), error = %e, "could not renew the lease; retrying");
+                }
                 Err(e) => return e.into(),
             }
         }
@@ -286,18 +292,54 @@ impl Watcher {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(scanned.saturating_sub(depth))
             .min(scanned);
+        if head < recorded_final {
+            // The node is behind our own final block (a failover to a lagging node): nothing
+            // to scan there; ask another URL next time, and settle what is due meanwhile.
+            tracing::warn!(watcher = %self.name(), head, final_block = recorded_final,
+                "the node is behind the final block; trying another URL");
+            self.rpc.prefer_next();
+            self.confirm(head, &mut report).await?;
+            return Ok(report);
+        }
+        // A failing scan (one bad block, a misbehaving node) must not hold back the
+        // settling of transfers already found: confirm runs either way.
+        let scanned = self.scan(recorded_final, head, &mut report).await;
+        let settled = self.confirm(head, &mut report).await;
+        scanned?;
+        settled?;
+        Ok(report)
+    }
+
+    /// Scans from the final block (checked first) to the head, in chunks committed with the
+    /// cursor.
+    async fn scan(
+        &self,
+        recorded_final: u64,
+        head: u64,
+        report: &mut TickReport,
+    ) -> Result<(), WatchError> {
+        let depth = u64::from(self.net.confirmations.max(1));
         let (mut final_block, mut final_header) = self.check_final(recorded_final).await?;
         if final_block < recorded_final {
             report.rewound_to = Some(final_block);
+            // Expiry must not run ahead of the rescan on the old fork's times.
+            if !db::rewind_final(
+                &self.db,
+                &self.network,
+                self.livemode,
+                self.owner,
+                to_i64(final_block)?,
+                block_time(&final_header)?,
+            )
+            .await?
+            {
+                return Err(WatchError::LostLease);
+            }
         }
 
         let from = final_block + 1;
         if from > head {
-            // The node is behind our own final block (a failover to a lagging node): nothing
-            // to scan until it catches up.
-            tracing::debug!(watcher = %self.name(), head, final_block, "the node is behind the final block");
-            self.confirm(head, &mut report).await?;
-            return Ok(report);
+            return Ok(());
         }
         let to = head.min(from.saturating_add(self.net.max_blocks_per_scan - 1));
         report.behind = to < head;
@@ -340,8 +382,7 @@ impl Watcher {
         if report.recorded > 0 {
             tracing::info!(watcher = %self.name(), from, to, recorded = report.recorded, "transfers detected");
         }
-        self.confirm(head, &mut report).await?;
-        Ok(report)
+        Ok(())
     }
 
     /// The final block, checked against the chain: its header when its hash is the one it
@@ -439,10 +480,13 @@ impl Watcher {
     }
 
     async fn header(&self, number: u64) -> Result<BlockHeader, WatchError> {
-        let header =
-            self.rpc.block(number).await?.ok_or_else(|| {
-                WatchError::Chain(format!("the node does not have block {number}"))
-            })?;
+        let Some(header) = self.rpc.block(number).await? else {
+            // A node without a block we know exists lags behind: ask another URL next time.
+            self.rpc.prefer_next();
+            return Err(WatchError::Chain(format!(
+                "the node does not have block {number}"
+            )));
+        };
         if header.number != number {
             return Err(WatchError::Chain(format!(
                 "asked for block {number}, the node sent block {}",
@@ -823,33 +867,22 @@ impl Watcher {
                     && token_amount(t.value, u32::from(token.decimals)) == Some(transfer.amount)
             })
         };
-        let Some(log) = receipt
-            .logs
-            .iter()
-            .filter(|l| same_transfer(l))
-            .min_by_key(|l| (l.log_index != transfer.log_index as u64, l.log_index))
-        else {
-            db::set_outcome(&self.db, transfer.id, "NotFound").await?;
-            return Ok(Settled::NotFound);
-        };
         let receipt_hash = receipt.block_hash.to_string();
-        if receipt_hash != stored_hash || log.log_index != transfer.log_index as u64 {
-            // Re-included elsewhere by a reorg: count confirmations from the new block, whose
-            // time now decides whether the payment was on time.
-            let header = self.header(receipt.block_number).await?;
-            if header.hash != receipt.block_hash {
-                return Ok(Settled::Wait);
-            }
-            db::move_transfer(
-                &self.db,
-                transfer.id,
-                to_i64(receipt.block_number)?,
-                &receipt_hash,
-                block_time(&header)?,
-                to_i64(log.log_index)?,
-            )
-            .await?;
-            return Ok(Settled::Wait);
+        let in_place = receipt_hash == stored_hash
+            && receipt
+                .logs
+                .iter()
+                .any(|l| l.log_index == transfer.log_index as u64 && same_transfer(l));
+        if !in_place {
+            // Gone from this position: a reorg re-included the transaction elsewhere (its log
+            // indexes shift with the block), or dropped it. This row is settled as NotFound;
+            // the rescan of the blocks above the final one records the transfer again at its
+            // new position (reviving this row if the position is the same), where it waits
+            // for its own confirmations.
+            db::set_outcome(&self.db, transfer.id, "NotFound").await?;
+            tracing::info!(watcher = %self.name(), tx = %transfer.tx_hash,
+                "transfer no longer at its recorded position: recorded again where the rescan finds it");
+            return Ok(Settled::NotFound);
         }
         // The receipt's block is the stored one (same hash); count from the stored number,
         // never from a node-supplied one that could overflow.

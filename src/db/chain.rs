@@ -156,6 +156,30 @@ pub async fn advance_cursor(
     Ok(true)
 }
 
+/// After a walk-back: the final block is the older one that still matches, and expiry waits
+/// for the rescan to pass `expires_at` again.
+pub async fn rewind_final(
+    db: &PgPool,
+    network: &str,
+    livemode: bool,
+    owner: Uuid,
+    final_number: i64,
+    safe_time: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_cursors SET final_number = $4, safe_time = $5
+          WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+    )
+    .bind(network)
+    .bind(livemode)
+    .bind(owner)
+    .bind(final_number)
+    .bind(safe_time)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// The hash block `number` had when it became final, if recorded.
 pub async fn checkpoint(
     db: &PgPool,
@@ -296,9 +320,15 @@ pub async fn upsert_transfers(
                        $13::timestamptz[], $14::boolean[])
                 AS u(s, h, i, bn, bh, f, t, a, c, b, bt, u)
          ON CONFLICT (network, livemode, tx_hash, log_index) DO UPDATE
+            -- Log indexes count across the block: in another block, (tx, index) may name
+            -- another of the transaction's transfers. An unsettled row takes what the chain
+            -- says now, whole.
             SET block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
-                block_time = EXCLUDED.block_time, status = 'Unconfirmed', due_since = NULL,
-                updated_at = now()
+                block_time = EXCLUDED.block_time, session_id = EXCLUDED.session_id,
+                from_address = EXCLUDED.from_address, to_address = EXCLUDED.to_address,
+                amount = EXCLUDED.amount, token_contract = EXCLUDED.token_contract,
+                blocked = EXCLUDED.blocked, unexpected = EXCLUDED.unexpected,
+                status = 'Unconfirmed', due_since = NULL, updated_at = now()
           WHERE transactions.status = 'NotFound'
              OR (transactions.status = 'Unconfirmed'
                  AND transactions.block_hash IS DISTINCT FROM EXCLUDED.block_hash)",
@@ -436,38 +466,6 @@ pub async fn oldest_due(db: &PgPool) -> sqlx::Result<Vec<(String, bool, DateTime
     .await
 }
 
-/// The transaction moved to another block (a reorg re-included it): wait for that block's
-/// confirmations instead.
-pub async fn move_transfer(
-    db: &PgPool,
-    id: i64,
-    block_number: i64,
-    block_hash: &str,
-    block_time: DateTime<Utc>,
-    log_index: i64,
-) -> sqlx::Result<()> {
-    let moved = sqlx::query(
-        "UPDATE transactions SET block_number = $2, block_hash = $3, log_index = $4,
-                block_time = $5, due_since = NULL, updated_at = now()
-          WHERE id = $1 AND status = 'Unconfirmed'",
-    )
-    .bind(id)
-    .bind(block_number)
-    .bind(block_hash)
-    .bind(log_index)
-    .bind(block_time)
-    .execute(db)
-    .await;
-    match moved {
-        Ok(_) => Ok(()),
-        // The same transfer was already stored at its new position by a rescan.
-        Err(e) if super::is_constraint(&e, "transactions_once") => {
-            set_outcome(db, id, "NotFound").await
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// Settles a transfer that will never be credited (`NotFound` or `Failed`).
 pub async fn set_outcome(db: &PgPool, id: i64, status: &str) -> sqlx::Result<()> {
     sqlx::query(
@@ -497,7 +495,8 @@ pub async fn expire_due(
              WHERE s.status IN ('Pending', 'Underpaid') AND s.expires_at <= now()
                AND (EXISTS (SELECT 1 FROM chain_cursors c
                              WHERE c.network = s.network AND c.livemode = s.livemode
-                               AND c.safe_time >= s.expires_at)
+                               -- Strictly past: a later block may share the final one's second.
+                               AND c.safe_time > s.expires_at)
                     OR (s.network, s.livemode) IN (SELECT * FROM UNNEST($1::text[], $2::boolean[])))
                AND NOT EXISTS (SELECT 1 FROM transactions t
                                 WHERE t.session_id = s.id AND t.status = 'Unconfirmed'

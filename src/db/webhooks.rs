@@ -307,13 +307,17 @@ pub enum Resend {
 /// since get one too; at most [`RESENDS_PER_HOUR`] times in any hour.
 pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<Resend> {
     let mut tx = db.begin().await?;
-    // The event's row lock serializes resends of one event, so the count is exact.
+    // The event's row lock serializes resends of one event. It is taken in its own statement:
+    // the count below then reads a snapshot taken after the lock was granted, so it is exact.
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
     let recent: (i64, Option<f64>) = sqlx::query_as(
-        "WITH locked AS (SELECT id FROM events WHERE id = $1 FOR UPDATE),
-              pruned AS (DELETE FROM event_resends
+        "WITH pruned AS (DELETE FROM event_resends
                           WHERE event_id = $1 AND resent_at <= now() - interval '1 hour')
          SELECT count(*), extract(epoch FROM min(resent_at) + interval '1 hour' - now())::float8
-           FROM event_resends, locked
+           FROM event_resends
           WHERE event_id = $1 AND resent_at > now() - interval '1 hour'",
     )
     .bind(event_id)

@@ -246,6 +246,19 @@ mod tests {
     }
 
     #[test]
+    fn a_denylisted_sender_after_expires_at_expires_the_session_rather_than_blocking_it() {
+        // The session was over at expires_at; what came later is late, whoever sent it (the
+        // transfer is still listed with the reason "blocked").
+        let mut t = transfer("10", 31);
+        t.blocked = true;
+        assert_eq!(
+            decide(&session(SessionStatus::Pending, "0"), &t, at(32)),
+            Ok(Decision::Late { expire: true })
+        );
+        assert_eq!(not_credited_reason(false, true, true), Some("blocked"));
+    }
+
+    #[test]
     fn an_overflowing_total_is_an_error_not_a_panic() {
         let s = SessionState {
             amount_received: Decimal::MAX,

@@ -94,8 +94,14 @@ impl PageView {
                 .await?;
         let Some(row) = row else { return Ok(None) };
         let transfers: Vec<PageTransfer> = sqlx::query_as(
-            "SELECT tx_hash, amount, status, block_number, block_time FROM transactions
-              WHERE session_id = $1 AND NOT unexpected ORDER BY created_at, id",
+            // The newest few: the page needs the latest payment's progress, and a flood of
+            // transfers to one address must not make every live-status poll heavier.
+            "SELECT tx_hash, amount, status, block_number, block_time FROM (
+                SELECT id, created_at, tx_hash, amount, status, block_number, block_time
+                  FROM transactions
+                 WHERE session_id = $1 AND NOT unexpected
+                 ORDER BY created_at DESC, id DESC LIMIT 20) newest
+              ORDER BY created_at, id",
         )
         .bind(id)
         .fetch_all(&state.db)

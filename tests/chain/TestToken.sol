@@ -30,6 +30,16 @@ contract TestToken {
         totalSupply += value * count;
     }
 
+    /// Several transfers in one transaction (an exchange's batch payout).
+    function transferMany(address[] calldata to, uint256[] calldata values) external {
+        for (uint256 i = 0; i < to.length; i++) {
+            require(balanceOf[msg.sender] >= values[i], "balance");
+            balanceOf[msg.sender] -= values[i];
+            balanceOf[to[i]] += values[i];
+            emit Transfer(msg.sender, to[i], values[i]);
+        }
+    }
+
     function setBlocked(address who, bool value) external {
         blocked[who] = value;
     }

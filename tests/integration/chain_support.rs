@@ -246,6 +246,72 @@ impl Anvil {
         self.send(from, Some(token), data).await
     }
 
+    /// A signed, not yet sent, `transferMany` from `from` (an unlocked account) paying each
+    /// `(to, value)`, at a fixed low gas price: the same bytes can be mined again after a revert.
+    pub async fn sign_transfer_many(
+        &self,
+        token: &[u8; 20],
+        from: &[u8; 20],
+        payments: &[([u8; 20], U256)],
+    ) -> String {
+        let n = payments.len();
+        let mut data = selector("transferMany(address[],uint256[])");
+        // Head: two offsets; then each array as length + items.
+        data += &word_u256(U256::from(64));
+        data += &word_u256(U256::from(64 + 32 * (n + 1)));
+        data += &word_u256(U256::from(n));
+        for (to, _) in payments {
+            data += &word_address(to);
+        }
+        data += &word_u256(U256::from(n));
+        for (_, value) in payments {
+            data += &word_u256(*value);
+        }
+        let nonce = self
+            .rpc("eth_getTransactionCount", json!([hex20(from), "pending"]))
+            .await;
+        let tx = json!({
+            "from": hex20(from), "to": hex20(token), "data": format!("0x{data}"),
+            "gas": "0x2dc6c0", "gasPrice": "0x77359400", "nonce": nonce,
+        });
+        self.rpc("eth_signTransaction", json!([tx]))
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Sends a signed transaction; returns its hash (mined when automine is on).
+    pub async fn send_raw(&self, raw: &str) -> String {
+        let hash = self
+            .rpc("eth_sendRawTransaction", json!([raw]))
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if self.automine.load(std::sync::atomic::Ordering::SeqCst) {
+            self.receipt(&hash).await;
+        }
+        hash
+    }
+
+    /// Mints to `to` at a high gas price (mined ahead of cheaper transactions in one block).
+    pub async fn mint_first(&self, token: &[u8; 20], to: &[u8; 20], value: U256) -> String {
+        let data = format!(
+            "{}{}{}",
+            selector("mint(address,uint256)"),
+            word_address(to),
+            word_u256(value)
+        );
+        let tx = json!({ "from": hex20(&self.accounts[0]), "to": hex20(token),
+                         "data": format!("0x{data}"), "gas": "0x2dc6c0", "gasPrice": "0x174876e800" });
+        self.rpc("eth_sendTransaction", json!([tx]))
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The timestamp of block `number` (None: the latest).
     pub async fn block_time(&self, number: Option<u64>) -> u64 {
         let tag = number.map_or_else(|| "latest".to_owned(), |n| format!("{n:#x}"));

@@ -487,3 +487,36 @@ async fn shutdown_ends_open_live_streams_instead_of_waiting_for_them() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_is_exempt_from_the_per_address_cap_but_not_from_the_total() {
+    let app = TestApp::spawn_with(
+        &format!(
+            "{TEST_CONFIG}\n[http]\nmax_connections_per_ip = 2\nmax_connections = 4\n\
+             [rate_limits]\nclient_ip_header = \"X-Forwarded-For\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+        ),
+        |_| {},
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "the proxy's connections are not capped per address"
+        );
+        held.push(s);
+    }
+    let mut fifth = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = read_all(&mut fifth).await.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 429"), "{answer}");
+    assert!(answer.contains("ratelimit-remaining: 0"), "{answer}");
+}

@@ -1412,3 +1412,167 @@ async fn one_refused_receipt_holds_back_only_its_own_transfer() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_reorg_that_shifts_a_batch_payouts_log_indexes_credits_each_payment_once() {
+    let c = Chain::start().await;
+    let w = c.watcher(Network::Bsc);
+    tick(&w).await;
+    let x = c.create("BSC", "USDT", "10.00").await;
+    let y = c.create("BSC", "USDT", "20.00").await;
+    c.anvil.mint(&c.usdt18, &c.payer, units("30", 18)).await;
+    let snapshot = c.anvil.snapshot().await;
+    // One transaction pays both sessions (logs 0 and 1 of its block).
+    let batch = c
+        .anvil
+        .sign_transfer_many(
+            &c.usdt18,
+            &c.payer,
+            &[
+                (Chain::address_of(&x), units("10", 18)),
+                (Chain::address_of(&y), units("20", 18)),
+            ],
+        )
+        .await;
+    let tx = c.anvil.send_raw(&batch).await;
+    assert_eq!(tick(&w).await.recorded, 2);
+
+    // The block is replaced: the same transaction is mined again behind another transfer,
+    // so its logs are 1 and 2 now; index 1 names the other session's payment.
+    c.anvil.revert(&snapshot).await;
+    c.anvil.set_automine(false).await;
+    c.anvil
+        .mint_first(&c.usdt18, &c.anvil.accounts[2], units("1", 18))
+        .await;
+    assert_eq!(c.anvil.send_raw(&batch).await, tx, "the same transaction");
+    c.anvil.mine(1).await;
+    c.anvil.set_automine(true).await;
+    let receipt = c.anvil.receipt(&tx).await;
+    let first_log = checkout_server::chain::rpc::parse_quantity(
+        receipt["logs"][0]["logIndex"].as_str().unwrap(),
+    );
+    assert_eq!(first_log, Some(1), "the payout's logs moved");
+
+    tick(&w).await;
+    c.confirm(&w).await;
+    tick(&w).await;
+    for (s, amount) in [(&x, "10"), (&y, "20")] {
+        let paid = c.session(&id(s)).await;
+        assert_eq!(paid["status"], "Paid", "{paid}");
+        assert_eq!(paid["amount_received"], amount);
+        let credited: i64 = c
+            .db_value(
+                "SELECT count(*) FROM transactions WHERE session_id = $1 AND credited",
+                &id(s),
+            )
+            .await;
+        assert_eq!(credited, 1, "{paid}");
+    }
+}
+
+#[tokio::test]
+async fn expiry_waits_until_the_final_block_is_strictly_past_expires_at() {
+    let c = Chain::start().await;
+    let w = c.watcher(Network::Bsc);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    // Several blocks in one second (Arbitrum, BSC): the final block's time equals expires_at,
+    // and a block above it, not yet final, could still hold a payment made in time.
+    let t = c.anvil.block_time(None).await + 1;
+    c.anvil.rpc("evm_setNextBlockTimestamp", json!([t])).await;
+    c.anvil
+        .rpc(
+            "anvil_mine",
+            json!([format!("{:#x}", CONFIRMATIONS + 2), "0x0"]),
+        )
+        .await;
+    expire_at(&c, &s, t).await;
+    // Wall-clock time passes expires_at too.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tick(&w).await;
+    let safe: f64 = c
+        .db_value(
+            "SELECT extract(epoch FROM safe_time)::float8 FROM chain_cursors WHERE network = $1",
+            "BSC",
+        )
+        .await;
+    assert_eq!(safe as u64, t, "the final block is in the expiry second");
+    assert!(expiry_tick(&c.app.state).await.unwrap().is_empty());
+    // The chain moves past that second: now it expires.
+    c.anvil
+        .rpc("evm_setNextBlockTimestamp", json!([t + 1]))
+        .await;
+    c.anvil.mine(CONFIRMATIONS).await;
+    tick(&w).await;
+    assert_eq!(expiry_tick(&c.app.state).await.unwrap(), vec![id(&s)]);
+}
+
+#[tokio::test]
+async fn a_node_that_falls_behind_the_final_block_is_left_for_the_next_url() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let c = Chain::start().await;
+    // While `frozen` is set, the first URL answers as a node stuck at that height.
+    let frozen = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+    let f = frozen.clone();
+    let lagging = proxy(
+        c.anvil.url.clone(),
+        std::sync::Arc::new(move |_, request: &Value, mut answer: Value| {
+            let stuck = f.load(Ordering::SeqCst);
+            if stuck != u64::MAX {
+                match request["method"].as_str().unwrap_or("") {
+                    "eth_blockNumber" => answer["result"] = json!(format!("{stuck:#x}")),
+                    "eth_getBlockByNumber" => {
+                        let asked = request["params"][0]
+                            .as_str()
+                            .and_then(checkout_server::chain::rpc::parse_quantity);
+                        if asked.is_some_and(|n| n > stuck) {
+                            answer["result"] = Value::Null;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+    net.rpc_urls = vec![lagging, c.anvil.url.clone()];
+    let w = c.watcher_for(net);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.anvil.mine(5).await;
+    let head = tick(&w).await.head;
+    frozen.store(head - 4, Ordering::SeqCst);
+    c.pay(&s, "10").await;
+    c.anvil.mine(CONFIRMATIONS).await;
+    for _ in 0..4 {
+        tick(&w).await;
+    }
+    assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}
+
+#[tokio::test]
+async fn a_failing_scan_does_not_hold_back_transfers_already_found() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = Chain::start().await;
+    let logs_fail = std::sync::Arc::new(AtomicBool::new(false));
+    let fail = logs_fail.clone();
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(move |_, request: &Value, answer: Value| {
+            let refuse = fail.load(Ordering::SeqCst) && request["method"] == "eth_getLogs";
+            (!refuse).then_some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.pay(&s, "10").await;
+    assert_eq!(tick(&w).await.recorded, 1);
+    // The node now fails every log query; the payment reaches its confirmations.
+    logs_fail.store(true, Ordering::SeqCst);
+    c.anvil.mine(CONFIRMATIONS).await;
+    assert!(w.tick().await.is_err(), "the scan failed");
+    assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}

@@ -823,3 +823,42 @@ async fn a_noisy_endpoint_does_not_hold_up_other_merchants() {
     sessions.dedup();
     assert_eq!(sessions.len(), 32);
 }
+
+#[tokio::test]
+async fn simultaneous_resends_never_exceed_the_limit() {
+    let app = app().await;
+    let (_, url) = Receiver::start(&[]).await;
+    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    let id = new_session(&app).await;
+    app.pay(&id, "10.5").await;
+    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
+    let event_id = events["data"][0]["id"].as_str().unwrap().to_owned();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, url, key) = (
+                app.client.clone(),
+                format!("{}/v1/events/{event_id}/resend", app.base),
+                app.merchant.test_key.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(app.count("event_resends").await, 10);
+}
