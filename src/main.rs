@@ -240,7 +240,7 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     startup::cancel_on_signal(shutdown.clone());
-    let workers = checkout_server::workers::spawn_all(&state, shutdown.clone())?;
+    let workers = startup::spawn_workers(&state, shutdown.clone())?;
     let served = app.run(shutdown.clone()).await;
     shutdown.cancel();
     for worker in workers {

@@ -10,12 +10,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 /// How long shutdown waits for in-flight requests.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Application {
     listener: TcpListener,
@@ -67,7 +68,7 @@ impl Application {
                     Err(e) => {
                         // Out of file descriptors and the like: wait, do not spin.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
@@ -175,7 +176,82 @@ async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
         stream.write_all(body.as_bytes()).await?;
         stream.shutdown().await
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), write).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+// ---- background workers ----
+
+pub fn spawn_idempotency_cleanup(
+    state: AppState,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(600);
+        crate::workers::run_worker("idempotency-cleanup", every, every, shutdown, || async {
+            match crate::workers::idempotency_cleanup_tick(&state).await? {
+                0 => {}
+                n => tracing::info!(deleted = n, "expired idempotency keys deleted"),
+            }
+            Ok::<_, sqlx::Error>(crate::workers::Pace::Wait)
+        })
+        .await;
+    })
+}
+
+pub fn spawn_expiry(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = state.config.watcher.expiry_interval;
+        crate::workers::run_worker(
+            "expiry",
+            every,
+            Duration::from_secs(60),
+            shutdown,
+            || async {
+                let expired = crate::workers::expiry_tick(&state).await?;
+                if !expired.is_empty() {
+                    tracing::info!(count = expired.len(), "sessions expired");
+                }
+                crate::workers::late_events_tick(&state).await?;
+                Ok::<_, sqlx::Error>(crate::workers::Pace::Wait)
+            },
+        )
+        .await;
+    })
+}
+
+/// One watcher task per network and mode read from a chain.
+pub fn spawn_watchers(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for net in state.config.enabled_networks() {
+        if !net.watched() {
+            continue;
+        }
+        let watcher = crate::chain::watcher::Watcher::new(
+            state,
+            net,
+            crate::chain::rpc::RetryPolicy::default(),
+        )?;
+        handles.push(tokio::spawn(watcher.run(shutdown.clone())));
+    }
+    Ok(handles)
+}
+
+/// Every background loop of `serve`: the composition production runs (tests step the
+/// `workers::*_tick` functions instead, or spawn these).
+pub fn spawn_workers(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut handles = spawn_watchers(state, shutdown.clone())?;
+    let dispatcher =
+        crate::webhooks::dispatcher::Dispatcher::new(state.db.clone(), &state.config.webhooks)?;
+    handles.push(tokio::spawn(dispatcher.run(shutdown.clone())));
+    handles.push(spawn_expiry(state.clone(), shutdown.clone()));
+    handles.push(spawn_idempotency_cleanup(state.clone(), shutdown));
+    Ok(handles)
 }
 
 /// Enables TRON and BSC as simulated test networks unless the config gives them test RPCs.

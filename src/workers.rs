@@ -1,32 +1,77 @@
-//! Background loops. Each is a `tick()` that tests can call, plus a loop around it.
+//! Background work. Each worker is a `tick()` that tests can call; `run_worker` is the one
+//! loop around them all (pacing, backoff, panics, shutdown).
 
 use crate::state::AppState;
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// What a tick asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// More work is waiting: run again at once.
+    Again,
+    /// Caught up: wait the worker's interval.
+    Wait,
+}
+
+/// Ticks that panicked, over every worker since start (a panic is logged and the worker lives).
+pub static WORKER_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `tick` until `shutdown`: again at once when it says so, else every `every`; after a
+/// failure or a panic it waits `every` × failures (at most `max_backoff`).
+pub async fn run_worker<F, Fut, E>(
+    name: &str,
+    every: Duration,
+    max_backoff: Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Pace, E>>,
+    E: std::fmt::Display,
+{
+    let mut failures: u32 = 0;
+    loop {
+        let wait = match AssertUnwindSafe(tick()).catch_unwind().await {
+            Ok(Ok(pace)) => {
+                failures = 0;
+                if pace == Pace::Again {
+                    Duration::ZERO
+                } else {
+                    every
+                }
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                tracing::warn!(worker = name, error = %e, failures, "worker tick failed");
+                every.saturating_mul(failures.min(10)).min(max_backoff)
+            }
+            Err(_) => {
+                failures += 1;
+                WORKER_PANICS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    worker = name,
+                    failures,
+                    "worker tick panicked; the worker goes on"
+                );
+                every.saturating_mul(failures.min(10)).min(max_backoff)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::info!(worker = name, "worker stopped");
+}
 
 /// Deletes idempotency keys past their retention, in small batches.
 pub async fn idempotency_cleanup_tick(state: &AppState) -> sqlx::Result<u64> {
     crate::db::idempotency::cleanup(&state.db, state.config.idempotency.retention, 1000).await
-}
-
-pub fn spawn_idempotency_cleanup(
-    state: AppState,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = every.tick() => match idempotency_cleanup_tick(&state).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "expired idempotency keys deleted"),
-                    Err(e) => tracing::warn!(error = %e, "idempotency cleanup failed"),
-                },
-            }
-        }
-        tracing::info!("idempotency cleanup stopped");
-    })
 }
 
 /// Expires open sessions past `expires_at` whose network's watcher has caught up with that
@@ -90,59 +135,47 @@ pub async fn late_events_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
     }
 }
 
-pub fn spawn_expiry(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(state.config.watcher.expiry_interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = every.tick() => {
-                    match expiry_tick(&state).await {
-                        Ok(ids) if ids.is_empty() => {}
-                        Ok(ids) => tracing::info!(count = ids.len(), "sessions expired"),
-                        Err(e) => tracing::warn!(error = %e, "expiry failed"),
-                    }
-                    if let Err(e) = late_events_tick(&state).await {
-                        tracing::warn!(error = %e, "writing held-back late-payment events failed");
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_panicking_tick_is_logged_and_the_worker_goes_on() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let shutdown = CancellationToken::new();
+        let (c, stop) = (calls.clone(), shutdown.clone());
+        let before = WORKER_PANICS.load(Ordering::Relaxed);
+        let worker = tokio::spawn(run_worker(
+            "test",
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+            shutdown.clone(),
+            move || {
+                let (c, stop) = (c.clone(), stop.clone());
+                async move {
+                    match c.fetch_add(1, Ordering::SeqCst) {
+                        0 => panic!("a bug in one tick"),
+                        1 => Err("a failed tick"),
+                        2 => Ok(Pace::Again),
+                        _ => {
+                            stop.cancel();
+                            Ok(Pace::Wait)
+                        }
                     }
                 }
-            }
-        }
-        tracing::info!("expiry worker stopped");
-    })
-}
-
-/// One watcher task per network and mode read from a chain.
-pub fn spawn_watchers(
-    state: &AppState,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut handles = Vec::new();
-    for net in state.config.enabled_networks() {
-        if !net.watched() {
-            continue;
-        }
-        let watcher = crate::chain::watcher::Watcher::new(
-            state,
-            net,
-            crate::chain::rpc::RetryPolicy::default(),
-        )?;
-        handles.push(tokio::spawn(watcher.run(shutdown.clone())));
+            },
+        ));
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .expect("the worker stops on shutdown")
+            .expect("the worker itself never panics");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "it went on after the panic and the error"
+        );
+        assert!(WORKER_PANICS.load(Ordering::Relaxed) > before);
     }
-    Ok(handles)
-}
-
-/// Every background loop of `serve`.
-pub fn spawn_all(
-    state: &AppState,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let mut handles = spawn_watchers(state, shutdown.clone())?;
-    let dispatcher =
-        crate::webhooks::dispatcher::Dispatcher::new(state.db.clone(), &state.config.webhooks)?;
-    handles.push(tokio::spawn(dispatcher.run(shutdown.clone())));
-    handles.push(spawn_expiry(state.clone(), shutdown.clone()));
-    handles.push(spawn_idempotency_cleanup(state.clone(), shutdown));
-    Ok(handles)
 }

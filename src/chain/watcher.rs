@@ -910,36 +910,25 @@ impl Watcher {
         }
     }
 
-    /// Runs cycles until `shutdown`: at once again while behind, else every poll interval.
+    /// Runs cycles until `shutdown`: at once again while behind, else every poll interval;
+    /// gives the lease up at the end.
     pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(watcher = %self.name(), urls = self.net.rpc_urls.len(), "watcher started");
-        let mut failures: u32 = 0;
-        loop {
-            let wait = match self.tick().await {
-                Ok(report) if report.behind => Duration::ZERO,
-                Ok(report) => {
-                    if !report.leader && failures == 0 {
-                        tracing::debug!(watcher = %self.name(), "another replica holds the lease");
-                    }
-                    failures = 0;
-                    self.net.poll_interval
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(watcher = %self.name(), error = %e, failures, "watcher cycle failed");
-                    self.net
-                        .poll_interval
-                        .saturating_mul(failures.min(10))
-                        .min(Duration::from_secs(30))
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+        let name = self.name();
+        tracing::info!(watcher = %name, urls = self.net.rpc_urls.len(), "watcher started");
+        let every = self.net.poll_interval;
+        crate::workers::run_worker(&name, every, Duration::from_secs(30), shutdown, || async {
+            let report = self.tick().await?;
+            if !report.leader {
+                tracing::debug!(watcher = %name, "another replica holds the lease");
             }
-        }
+            Ok::<_, WatchError>(if report.behind {
+                crate::workers::Pace::Again
+            } else {
+                crate::workers::Pace::Wait
+            })
+        })
+        .await;
         self.release().await;
-        tracing::info!(watcher = %self.name(), "watcher stopped");
     }
 }
 

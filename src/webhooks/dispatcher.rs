@@ -187,25 +187,24 @@ impl Dispatcher {
         Ok(ok)
     }
 
+    /// Sends until `shutdown`: at once again while a full batch went out, else every poll
+    /// interval.
     pub async fn run(self, shutdown: CancellationToken) {
-        loop {
-            let busy = match self.tick().await {
-                Ok(r) => r.attempted as i64 == BATCH,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook dispatch failed");
-                    false
-                }
-            };
-            let wait = if busy {
-                Duration::ZERO
-            } else {
-                self.config.poll_interval
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        tracing::info!("webhook dispatcher stopped");
+        let every = self.config.poll_interval;
+        crate::workers::run_worker(
+            "webhooks",
+            every,
+            Duration::from_secs(30),
+            shutdown,
+            || async {
+                let report = self.tick().await?;
+                Ok::<_, sqlx::Error>(if report.attempted as i64 == BATCH {
+                    crate::workers::Pace::Again
+                } else {
+                    crate::workers::Pace::Wait
+                })
+            },
+        )
+        .await;
     }
 }

@@ -135,6 +135,10 @@ impl TestApp {
 
     /// The server with no watcher running and none recorded: chain tests run their own.
     pub async fn spawn_unwatched(toml: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        // `TEST_LOG=1 cargo test …` shows the server's logs (RUST_LOG filters them).
+        if std::env::var_os("TEST_LOG").is_some() {
+            checkout_server::telemetry::init();
+        }
         let db_url = fresh_database().await;
         let mut config = Config::from_toml(toml).expect("test config");
         if !toml.contains("[rate_limits]") {
