@@ -172,8 +172,9 @@ fn in_progress() -> ApiError {
     )
 }
 
-/// Stores the response under the key, or releases the key when the outcome should not stick
-/// (validation failures, server errors, a lost claim).
+/// Stores the response under the key, or releases the key when the outcome should not stick:
+/// validation failures, conflicts, rate limits (a retry after the wait must go through, and a
+/// replay would lose Retry-After), server errors.
 async fn finish(state: &AppState, claim: &Claim, response: Response) -> Result<Response, ApiError> {
     if response.extensions().get::<ReplyStored>().is_some() {
         return Ok(response);
@@ -181,6 +182,7 @@ async fn finish(state: &AppState, claim: &Claim, response: Response) -> Result<R
     let status = response.status();
     if status == StatusCode::BAD_REQUEST
         || status == StatusCode::CONFLICT
+        || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
     {
         db::release(&state.db, claim).await?;

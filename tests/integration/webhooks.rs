@@ -643,27 +643,36 @@ async fn resend_is_limited_to_ten_an_hour_per_event() {
         let (status, body) = resend().await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let res = app
-        .client
-        .post(format!("{}/v1/events/{event_id}/resend", app.base))
-        .bearer_auth(&app.merchant.test_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((3590..=3600).contains(&wait), "{wait}");
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "rate_limited");
+    // A refusal is not stored under the Idempotency-Key: a retry with the same key is refused
+    // afresh, with its Retry-After, and goes through once the window has moved on.
+    let limited_resend = || async {
+        app.client
+            .post(format!("{}/v1/events/{event_id}/resend", app.base))
+            .bearer_auth(&app.merchant.test_key)
+            .header("Idempotency-Key", "resend-after-limit")
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let res = limited_resend().await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().get("idempotency-replayed").is_none());
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((3590..=3600).contains(&wait), "{wait}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
     // An hour later the window has moved on.
     sqlx::query("UPDATE event_resends SET resent_at = resent_at - interval '61 minutes'")
         .execute(&app.db)
         .await
         .unwrap();
+    assert_eq!(limited_resend().await.status(), StatusCode::OK);
     let (status, _) = resend().await;
     assert_eq!(status, StatusCode::OK);
 }
