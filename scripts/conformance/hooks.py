@@ -79,7 +79,7 @@ MAX_WEBHOOK_ENDPOINTS = 16
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    _reactivate()
+    _restore_pinned_sub_merchant()
     if case.operation.definition.raw.get("operationId") != "createWebhookEndpoint":
         return
     import requests
@@ -94,8 +94,9 @@ def before_call(context, case, kwargs):
 
 
 # The fuzzer sends X-Sub-Merchant-Code: conformance-shop (schemathesis.toml), which must be
-# active; its stateful scenarios may suspend it through PATCH. After such a PATCH it is made
-# active again, before the next request.
+# active and show its logo (the stateful phase fetches the logo of a session it created);
+# its stateful scenarios may suspend it or change its logo through PATCH. After such a PATCH
+# it is restored, before the next request.
 PINNED_SUB_MERCHANT = "conformance-shop"
 _suspended = set()
 
@@ -106,12 +107,15 @@ def after_call(context, case, response):
         case.operation.definition.raw.get("operationId") == "updateSubMerchant"
         and response.status_code == 200
         and response.json().get("sub_merchant_code") == PINNED_SUB_MERCHANT
-        and response.json().get("status") != "active"
+        and (
+            response.json().get("status") != "active"
+            or response.json().get("logo_url") != os.environ["CONFORMANCE_LOGO_URL"]
+        )
     ):
         _suspended.add(os.environ["CONFORMANCE_KEY"])
 
 
-def _reactivate():
+def _restore_pinned_sub_merchant():
     import requests
 
     key = os.environ["CONFORMANCE_KEY"]
@@ -119,7 +123,7 @@ def _reactivate():
         requests.patch(
             f"{os.environ['CONFORMANCE_BASE_URL']}/v1/sub-merchants/{PINNED_SUB_MERCHANT}",
             headers={"Authorization": f"Bearer {key}"},
-            json={"status": "active"},
+            json={"status": "active", "logo_url": os.environ["CONFORMANCE_LOGO_URL"]},
             timeout=30,
         ).raise_for_status()
         _suspended.discard(key)
