@@ -1015,7 +1015,9 @@ fn parse_networks(
         })?;
         for (mode_name, raw_net) in modes {
             let prefix = format!("networks.{name}.{mode_name}");
-            let mode: Mode = mode_name.parse().map_err(|m: String| err(&prefix, m))?;
+            let mode = mode_name
+                .parse::<Mode>()
+                .map_err(|m| err(&prefix, m.to_string()))?;
             let net = out.get_mut(&(network, mode)).expect("pre-filled");
             apply_network(&prefix, net, raw_net)?;
             // Caught up, a cycle rescans `confirmations` blocks: a smaller step never catches up.

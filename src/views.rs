@@ -3,6 +3,7 @@
 use crate::db::sessions::{SessionRow, TransactionRow};
 use crate::domain::credit::not_credited_reason;
 use crate::domain::money::{format_amount, format_rate};
+use crate::domain::session::TransactionStatus;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -25,7 +26,7 @@ pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) ->
                 "created_at": timestamp(t.created_at),
                 "credited": t.credited,
                 "not_credited_reason": not_credited_reason(t.credited, t.late, t.blocked)
-                    .filter(|_| t.status == "Confirmed"),
+                    .filter(|_| t.status == TransactionStatus::Confirmed),
             })
         })
         .collect();

@@ -22,7 +22,8 @@ use super::rpc::{BlockHeader, Log, Receipt, RetryPolicy, RpcClient, RpcError, Tr
 use crate::config::NetworkConfig;
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
-use crate::domain::network::ChainFamily;
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::session::TransactionStatus;
 use crate::faults::Faults;
 use crate::service::payments::{self, Credit};
 use crate::state::AppState;
@@ -96,7 +97,7 @@ pub struct Watcher {
     lease: Duration,
     denylist: Arc<HashSet<[u8; 20]>>,
     contracts: Vec<[u8; 20]>,
-    network: String,
+    network: Network,
     livemode: bool,
     /// When the RPC URLs' chain ids were last checked, and whether all answered.
     chain_checked: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -191,7 +192,7 @@ impl Watcher {
             lease: config.lease,
             denylist: Arc::new(config.denylist.clone()),
             contracts,
-            network: net.network.as_str().to_owned(),
+            network: net.network,
             livemode: net.mode.livemode(),
             net: net.clone(),
             chain_checked: std::sync::Mutex::new(None),
@@ -222,7 +223,7 @@ impl Watcher {
             Err(e) => {
                 let _ = db::record_error(
                     &self.db,
-                    &self.network,
+                    self.network,
                     self.livemode,
                     self.owner,
                     &e.to_string(),
@@ -273,7 +274,7 @@ impl Watcher {
         to_i64(head)?;
         report.head = head;
         let depth = u64::from(self.net.confirmations.max(1));
-        let cursor = db::cursor(&self.db, &self.network, self.livemode).await?;
+        let cursor = db::cursor(&self.db, self.network, self.livemode).await?;
         let scanned = cursor
             .as_ref()
             .and_then(|c| c.block_number)
@@ -325,7 +326,7 @@ impl Watcher {
             // Expiry must not run ahead of the rescan on the old fork's times.
             if !db::rewind_final(
                 &self.db,
-                &self.network,
+                self.network,
                 self.livemode,
                 self.owner,
                 to_i64(final_block)?,
@@ -392,13 +393,13 @@ impl Watcher {
     async fn check_final(&self, number: u64) -> Result<(u64, BlockHeader), WatchError> {
         let header = self.header(number).await?;
         let recorded =
-            db::checkpoint(&self.db, &self.network, self.livemode, to_i64(number)?).await?;
+            db::checkpoint(&self.db, self.network, self.livemode, to_i64(number)?).await?;
         if recorded.is_none_or(|h| h == header.hash.to_string()) {
             return Ok((number, header));
         }
         let older = db::checkpoints_below(
             &self.db,
-            &self.network,
+            self.network,
             self.livemode,
             to_i64(number)?,
             WALK_BACK,
@@ -428,7 +429,7 @@ impl Watcher {
     async fn hold_lease(&self) -> sqlx::Result<bool> {
         db::acquire_lease(
             &self.db,
-            &self.network,
+            self.network,
             self.livemode,
             self.owner,
             self.lease,
@@ -517,17 +518,12 @@ impl Watcher {
             .iter()
             .map(|raw| address_text(family, raw))
             .collect();
-        let owners: HashMap<String, db::AddressOwner> = db::sessions_by_address(
-            &self.db,
-            &self.network,
-            self.livemode,
-            family.as_str(),
-            &texts,
-        )
-        .await?
-        .into_iter()
-        .map(|o| (o.pay_address.clone(), o))
-        .collect();
+        let owners: HashMap<String, db::AddressOwner> =
+            db::sessions_by_address(&self.db, self.network, self.livemode, family, &texts)
+                .await?
+                .into_iter()
+                .map(|o| (o.pay_address.clone(), o))
+                .collect();
 
         // The transfers, and the log each came from (for its block's time, filled in below).
         let mut transfers: Vec<NewTransfer> = Vec::with_capacity(decoded.len());
@@ -656,8 +652,8 @@ impl Watcher {
     ) -> Result<u64, WatchError> {
         let mut tx = self.db.begin().await?;
         let recorded =
-            db::upsert_transfers(&mut tx, &self.network, self.livemode, transfers).await?;
-        db::insert_anomalies(&mut tx, &self.network, self.livemode, anomalies).await?;
+            db::upsert_transfers(&mut tx, self.network, self.livemode, transfers).await?;
+        db::insert_anomalies(&mut tx, self.network, self.livemode, anomalies).await?;
         let advance = CursorAdvance {
             block_number: to_i64(scanned.number)?,
             block_hash: scanned.hash.to_string(),
@@ -667,7 +663,7 @@ impl Watcher {
             safe_time: block_time(final_header)?,
             head_number: to_i64(head)?,
         };
-        if !db::advance_cursor(&mut tx, &self.network, self.livemode, self.owner, &advance).await? {
+        if !db::advance_cursor(&mut tx, self.network, self.livemode, self.owner, &advance).await? {
             tx.rollback().await?;
             return Err(WatchError::LostLease);
         }
@@ -686,7 +682,7 @@ impl Watcher {
         };
         let mut due = db::due_transfers(
             &self.db,
-            &self.network,
+            self.network,
             self.livemode,
             to_i64(max_block)?,
             CONFIRM_BATCH,
@@ -756,8 +752,8 @@ impl Watcher {
         }
         if let Some(e) = first_error {
             let message = format!("{} transfer(s) could not be settled: {e}", report.errors);
-            let _ = db::record_error(&self.db, &self.network, self.livemode, self.owner, &message)
-                .await;
+            let _ =
+                db::record_error(&self.db, self.network, self.livemode, self.owner, &message).await;
         }
         Ok(())
     }
@@ -840,12 +836,12 @@ impl Watcher {
                 // Another block stands at that height: the transfer's block was replaced.
                 Some(_) => {}
             }
-            db::set_outcome(&self.db, transfer.id, "NotFound").await?;
+            db::set_outcome(&self.db, transfer.id, TransactionStatus::NotFound).await?;
             tracing::warn!(watcher = %self.name(), tx = %transfer.tx_hash, "transfer vanished (reorg): not credited");
             return Ok(Settled::NotFound);
         };
         if !receipt.succeeded {
-            db::set_outcome(&self.db, transfer.id, "Failed").await?;
+            db::set_outcome(&self.db, transfer.id, TransactionStatus::Failed).await?;
             tracing::warn!(watcher = %self.name(), tx = %transfer.tx_hash, "transaction reverted: not credited");
             return Ok(Settled::Failed);
         }
@@ -879,7 +875,7 @@ impl Watcher {
             // the rescan of the blocks above the final one records the transfer again at its
             // new position (reviving this row if the position is the same), where it waits
             // for its own confirmations.
-            db::set_outcome(&self.db, transfer.id, "NotFound").await?;
+            db::set_outcome(&self.db, transfer.id, TransactionStatus::NotFound).await?;
             tracing::info!(watcher = %self.name(), tx = %transfer.tx_hash,
                 "transfer no longer at its recorded position: recorded again where the rescan finds it");
             return Ok(Settled::NotFound);
@@ -904,8 +900,7 @@ impl Watcher {
 
     /// Gives the lease up (on shutdown).
     pub async fn release(&self) {
-        if let Err(e) = db::release_lease(&self.db, &self.network, self.livemode, self.owner).await
-        {
+        if let Err(e) = db::release_lease(&self.db, self.network, self.livemode, self.owner).await {
             tracing::warn!(watcher = %self.name(), error = %e, "could not release the lease");
         }
     }

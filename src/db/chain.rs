@@ -1,5 +1,7 @@
 //! The chain watcher's tables: cursors and leases, detected transfers, anomalies.
 
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::session::TransactionStatus;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
@@ -8,7 +10,7 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CursorRow {
-    pub network: String,
+    pub network: Network,
     pub livemode: bool,
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
@@ -23,10 +25,24 @@ pub struct CursorRow {
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
+/// The newest block number the network's watcher has seen.
+pub async fn head_number(
+    db: &PgPool,
+    network: Network,
+    livemode: bool,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT head_number FROM chain_cursors WHERE network = $1 AND livemode = $2")
+        .bind(network)
+        .bind(livemode)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
+}
+
 /// Takes or renews the lease on a network's watcher. True when `owner` holds it afterwards.
 pub async fn acquire_lease(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     owner: Uuid,
     ttl: Duration,
@@ -53,7 +69,7 @@ pub async fn acquire_lease(
 /// Gives the lease up at once (on shutdown), so another replica need not wait for it to lapse.
 pub async fn release_lease(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     owner: Uuid,
 ) -> sqlx::Result<()> {
@@ -71,7 +87,7 @@ pub async fn release_lease(
 
 pub async fn cursor(
     db: impl PgExecutor<'_>,
-    network: &str,
+    network: Network,
     livemode: bool,
 ) -> sqlx::Result<Option<CursorRow>> {
     sqlx::query_as("SELECT * FROM chain_cursors WHERE network = $1 AND livemode = $2")
@@ -109,7 +125,7 @@ const CHECKPOINTS_KEPT: i64 = 128;
 /// must roll back.
 pub async fn advance_cursor(
     tx: &mut Transaction<'_, Postgres>,
-    network: &str,
+    network: Network,
     livemode: bool,
     owner: Uuid,
     to: &CursorAdvance,
@@ -160,7 +176,7 @@ pub async fn advance_cursor(
 /// for the rescan to pass `expires_at` again.
 pub async fn rewind_final(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     owner: Uuid,
     final_number: i64,
@@ -183,7 +199,7 @@ pub async fn rewind_final(
 /// The hash block `number` had when it became final, if recorded.
 pub async fn checkpoint(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     number: i64,
 ) -> sqlx::Result<Option<String>> {
@@ -200,7 +216,7 @@ pub async fn checkpoint(
 /// Recorded checkpoints below `number`, newest first.
 pub async fn checkpoints_below(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     number: i64,
     limit: i64,
@@ -220,7 +236,7 @@ pub async fn checkpoints_below(
 
 pub async fn record_error(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     owner: Uuid,
     error: &str,
@@ -251,9 +267,9 @@ pub struct AddressOwner {
 /// indexed lookup for a whole scanned range, however many sessions are open.
 pub async fn sessions_by_address(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
-    family: &str,
+    family: ChainFamily,
     addresses: &[String],
 ) -> sqlx::Result<Vec<AddressOwner>> {
     if addresses.is_empty() {
@@ -295,7 +311,7 @@ pub struct NewTransfer {
 /// confirmed or failed one never changes. Returns how many rows were new or moved.
 pub async fn upsert_transfers(
     tx: &mut Transaction<'_, Postgres>,
-    network: &str,
+    network: Network,
     livemode: bool,
     transfers: &[NewTransfer],
 ) -> sqlx::Result<u64> {
@@ -365,7 +381,7 @@ pub struct NewAnomaly {
 /// transfer on its session, in one statement.
 pub async fn insert_anomalies(
     tx: &mut Transaction<'_, Postgres>,
-    network: &str,
+    network: Network,
     livemode: bool,
     anomalies: &[NewAnomaly],
 ) -> sqlx::Result<()> {
@@ -428,7 +444,7 @@ pub struct PendingTransfer {
 /// from now on (the first time), so a transfer that stays due is seen by `/readyz`.
 pub async fn due_transfers(
     db: &PgPool,
-    network: &str,
+    network: Network,
     livemode: bool,
     max_block: i64,
     limit: i64,
@@ -467,7 +483,7 @@ pub async fn oldest_due(db: &PgPool) -> sqlx::Result<Vec<(String, bool, DateTime
 }
 
 /// Settles a transfer that will never be credited (`NotFound` or `Failed`).
-pub async fn set_outcome(db: &PgPool, id: i64, status: &str) -> sqlx::Result<()> {
+pub async fn set_outcome(db: &PgPool, id: i64, status: TransactionStatus) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE transactions SET status = $2, updated_at = now()
           WHERE id = $1 AND status = 'Unconfirmed'",

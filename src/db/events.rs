@@ -1,6 +1,7 @@
 //! Events and what webhook deliveries they fan out to.
 
 use super::sessions::{SessionRow, TransactionRow};
+use crate::domain::event::EventType;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
@@ -11,7 +12,7 @@ pub struct EventRow {
     pub id: String,
     pub merchant_id: Uuid,
     pub livemode: bool,
-    pub event_type: String,
+    pub event_type: EventType,
     pub session_id: String,
     pub data: Value,
     pub created_at: DateTime<Utc>,
@@ -50,7 +51,7 @@ pub async fn insert(
     id: &str,
     merchant_id: Uuid,
     livemode: bool,
-    event_type: &str,
+    event_type: EventType,
     session_id: &str,
     data: &Value,
 ) -> sqlx::Result<()> {

@@ -16,10 +16,18 @@ pub struct Claim {
 #[derive(Debug, Clone, FromRow)]
 pub struct Existing {
     pub request_hash: Vec<u8>,
-    pub state: String,
+    pub state: ClaimState,
     pub stale: bool,
     pub response_status: Option<i16>,
     pub response_body: Option<Vec<u8>>,
+}
+
+crate::domain::names::string_enum! {
+    /// A key is `running` while its request is, then `done` with the stored response.
+    pub enum ClaimState ("a claim state") {
+        Running = "running",
+        Done = "done",
+    }
 }
 
 pub enum ClaimOutcome {

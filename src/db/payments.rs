@@ -1,6 +1,8 @@
 //! Crediting a confirmed transfer: the session and transfer rows it reads and writes, and the
 //! throttle on late-payment events.
 
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::session::SessionStatus;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
@@ -10,13 +12,13 @@ use uuid::Uuid;
 #[derive(Debug, Clone, FromRow)]
 pub struct LockedTransfer {
     pub session_id: String,
-    pub status: String,
+    pub status: SessionStatus,
     pub amount: Decimal,
     pub amount_received: Decimal,
     pub fee_rate: Decimal,
     pub fee_floor: Decimal,
     pub expires_at: DateTime<Utc>,
-    pub network: String,
+    pub network: Network,
     pub tx_hash: String,
     pub token_contract: Option<String>,
     pub transfer_amount: Decimal,
@@ -45,8 +47,8 @@ pub async fn lock_unconfirmed(
 }
 
 /// The session's new totals after a credited transfer.
-pub struct CreditedTotals<'a> {
-    pub status: &'a str,
+pub struct CreditedTotals {
+    pub status: SessionStatus,
     pub amount_received: Decimal,
     pub fee_amount: Decimal,
     pub net_amount: Decimal,
@@ -57,7 +59,7 @@ pub struct CreditedTotals<'a> {
 pub async fn apply_credit(
     tx: &mut Transaction<'_, Postgres>,
     session_id: &str,
-    totals: &CreditedTotals<'_>,
+    totals: &CreditedTotals,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE checkout_sessions
@@ -81,7 +83,7 @@ pub async fn apply_credit(
 pub async fn close_session(
     tx: &mut Transaction<'_, Postgres>,
     session_id: &str,
-    status: &str,
+    status: SessionStatus,
 ) -> sqlx::Result<()> {
     sqlx::query("UPDATE checkout_sessions SET status = $2, updated_at = now() WHERE id = $1")
         .bind(session_id)
@@ -174,8 +176,8 @@ pub async fn take_due_late_events(
 /// A test-mode session, locked, with what a simulated transfer needs.
 #[derive(Debug, Clone, FromRow)]
 pub struct SimulationTarget {
-    pub network: String,
-    pub chain_family: String,
+    pub network: Network,
+    pub chain_family: ChainFamily,
     pub pay_address: String,
     pub currency_contract: String,
     pub token_decimals: i16,
@@ -213,7 +215,7 @@ pub async fn insert_simulated_transfer(
          VALUES ($1, $2, false, $3, 0, $4, $5, 'simulated', $6, now()) RETURNING id",
     )
     .bind(session_id)
-    .bind(&target.network)
+    .bind(target.network)
     .bind(tx_hash)
     .bind(&target.pay_address)
     .bind(amount)

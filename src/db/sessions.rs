@@ -4,6 +4,9 @@ use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::idempotency::Claim;
+use crate::domain::money::{PricingCurrency, Token};
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::session::{SessionStatus, TransactionStatus};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
@@ -11,16 +14,16 @@ pub struct SessionRow {
     pub merchant_id: Uuid,
     pub livemode: bool,
     pub sub_merchant_code: Option<String>,
-    pub status: String,
+    pub status: SessionStatus,
     pub amount: Decimal,
     pub amount_received: Decimal,
     pub fee_rate: Decimal,
     pub fee_floor: Decimal,
     pub fee_amount: Decimal,
     pub net_amount: Decimal,
-    pub currency: String,
-    pub network: String,
-    pub chain_family: String,
+    pub currency: Token,
+    pub network: Network,
+    pub chain_family: ChainFamily,
     pub currency_contract: String,
     pub token_decimals: i16,
     pub detection_rpc_url: Option<String>,
@@ -28,7 +31,7 @@ pub struct SessionRow {
     pub address_xpub: String,
     pub address_index: i64,
     pub pricing_amount: Decimal,
-    pub pricing_currency: String,
+    pub pricing_currency: PricingCurrency,
     pub exchange_rate: Decimal,
     pub client_reference_id: Option<String>,
     pub success_url: String,
@@ -48,8 +51,8 @@ pub struct TransactionRow {
     pub session_id: String,
     pub tx_hash: String,
     pub amount: Decimal,
-    pub network: String,
-    pub status: String,
+    pub network: Network,
+    pub status: TransactionStatus,
     pub created_at: DateTime<Utc>,
     pub credited: bool,
     pub late: bool,
@@ -75,9 +78,9 @@ pub struct NewSession {
     pub fee_floor: Decimal,
     pub fee_amount: Decimal,
     pub net_amount: Decimal,
-    pub currency: String,
-    pub network: String,
-    pub chain_family: String,
+    pub currency: Token,
+    pub network: Network,
+    pub chain_family: ChainFamily,
     pub currency_contract: String,
     pub token_decimals: i16,
     pub detection_rpc_url: Option<String>,
@@ -85,7 +88,7 @@ pub struct NewSession {
     pub address_xpub: String,
     pub address_index: i64,
     pub pricing_amount: Decimal,
-    pub pricing_currency: String,
+    pub pricing_currency: PricingCurrency,
     pub exchange_rate: Decimal,
     pub client_reference_id: Option<String>,
     pub success_url: String,
@@ -104,16 +107,16 @@ impl NewSession {
             merchant_id: self.merchant_id,
             livemode: self.livemode,
             sub_merchant_code: self.sub_merchant_code.clone(),
-            status: "Pending".into(),
+            status: SessionStatus::Pending,
             amount: self.amount,
             amount_received: Decimal::ZERO,
             fee_rate: self.fee_rate,
             fee_floor: self.fee_floor,
             fee_amount: self.fee_amount,
             net_amount: self.net_amount,
-            currency: self.currency.clone(),
-            network: self.network.clone(),
-            chain_family: self.chain_family.clone(),
+            currency: self.currency,
+            network: self.network,
+            chain_family: self.chain_family,
             currency_contract: self.currency_contract.clone(),
             token_decimals: self.token_decimals,
             detection_rpc_url: self.detection_rpc_url.clone(),
@@ -121,7 +124,7 @@ impl NewSession {
             address_xpub: self.address_xpub.clone(),
             address_index: self.address_index,
             pricing_amount: self.pricing_amount,
-            pricing_currency: self.pricing_currency.clone(),
+            pricing_currency: self.pricing_currency,
             exchange_rate: self.exchange_rate,
             client_reference_id: self.client_reference_id.clone(),
             success_url: self.success_url.clone(),
@@ -143,7 +146,7 @@ impl NewSession {
 /// creates on one key, so an index is never handed out twice.
 pub async fn allocate_address_index(
     db: impl PgExecutor<'_>,
-    family: &str,
+    family: ChainFamily,
     key_id: &str,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
@@ -191,9 +194,9 @@ pub async fn insert(
     .bind(s.fee_floor)
     .bind(s.fee_amount)
     .bind(s.net_amount)
-    .bind(&s.currency)
-    .bind(&s.network)
-    .bind(&s.chain_family)
+    .bind(s.currency)
+    .bind(s.network)
+    .bind(s.chain_family)
     .bind(&s.currency_contract)
     .bind(s.token_decimals)
     .bind(&s.detection_rpc_url)
@@ -201,7 +204,7 @@ pub async fn insert(
     .bind(&s.address_xpub)
     .bind(s.address_index)
     .bind(s.pricing_amount)
-    .bind(&s.pricing_currency)
+    .bind(s.pricing_currency)
     .bind(s.exchange_rate)
     .bind(&s.client_reference_id)
     .bind(&s.success_url)
@@ -234,6 +237,40 @@ pub async fn find(
     .await
 }
 
+/// A session by id alone, for its public page.
+pub async fn find_public(db: &PgPool, id: &str) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A transfer as the public page shows it.
+#[derive(Debug, Clone, FromRow)]
+pub struct PageTransfer {
+    pub tx_hash: String,
+    pub amount: Decimal,
+    pub status: TransactionStatus,
+    pub block_number: Option<i64>,
+    pub block_time: Option<DateTime<Utc>>,
+}
+
+/// The newest 20 listed transfers, oldest first: the page needs the latest payment's
+/// progress, and a flood of transfers to one address must not make every poll heavier.
+pub async fn newest_transfers(db: &PgPool, session_id: &str) -> sqlx::Result<Vec<PageTransfer>> {
+    sqlx::query_as(
+        "SELECT tx_hash, amount, status, block_number, block_time FROM (
+            SELECT id, created_at, tx_hash, amount, status, block_number, block_time
+              FROM transactions
+             WHERE session_id = $1 AND NOT unexpected
+             ORDER BY created_at DESC, id DESC LIMIT 20) newest
+          ORDER BY created_at, id",
+    )
+    .bind(session_id)
+    .fetch_all(db)
+    .await
+}
+
 /// The logo URL the session shows, if the session exists and has one.
 pub async fn logo_url(db: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT merchant_logo_url FROM checkout_sessions WHERE id = $1")
@@ -262,8 +299,8 @@ pub async fn transactions_of(
 
 #[derive(Debug, Default, Clone)]
 pub struct SessionFilter {
-    pub status: Option<String>,
-    pub network: Option<String>,
+    pub status: Option<SessionStatus>,
+    pub network: Option<Network>,
     pub client_reference_id: Option<String>,
     pub sub_merchant_code: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
@@ -278,11 +315,11 @@ fn push_filter(
 ) {
     q.push(" WHERE merchant_id = ").push_bind(merchant_id);
     q.push(" AND livemode = ").push_bind(livemode);
-    if let Some(v) = &f.status {
-        q.push(" AND status = ").push_bind(v.clone());
+    if let Some(v) = f.status {
+        q.push(" AND status = ").push_bind(v);
     }
-    if let Some(v) = &f.network {
-        q.push(" AND network = ").push_bind(v.clone());
+    if let Some(v) = f.network {
+        q.push(" AND network = ").push_bind(v);
     }
     if let Some(v) = &f.client_reference_id {
         q.push(" AND client_reference_id = ").push_bind(v.clone());

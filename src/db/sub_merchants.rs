@@ -1,3 +1,4 @@
+use crate::domain::sub_merchant::SubMerchantStatus;
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
@@ -9,7 +10,7 @@ pub struct SubMerchant {
     pub code: String,
     pub display_name: String,
     pub logo_url: Option<String>,
-    pub status: String,
+    pub status: SubMerchantStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -84,7 +85,7 @@ pub async fn list(
 pub struct SubMerchantPatch<'a> {
     pub display_name: Option<&'a str>,
     pub logo_url: Option<Option<&'a str>>,
-    pub status: Option<&'a str>,
+    pub status: Option<SubMerchantStatus>,
 }
 
 pub async fn update(

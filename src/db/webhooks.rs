@@ -1,5 +1,6 @@
 //! Webhook endpoints, deliveries and attempts.
 
+use crate::domain::event::{AttemptOutcome, DeliveryStatus, EventType};
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
@@ -10,7 +11,7 @@ pub struct EndpointRow {
     pub merchant_id: Uuid,
     pub livemode: bool,
     pub url: String,
-    pub event_types: Option<Vec<String>>,
+    pub event_types: Option<Vec<EventType>>,
     pub secret: String,
     pub previous_secret: Option<String>,
     pub previous_secret_until: Option<DateTime<Utc>>,
@@ -24,7 +25,7 @@ pub async fn insert_endpoint(
     merchant_id: Uuid,
     livemode: bool,
     url: &str,
-    event_types: Option<&[String]>,
+    event_types: Option<&[EventType]>,
     secret: &str,
 ) -> sqlx::Result<EndpointRow> {
     sqlx::query_as(
@@ -207,12 +208,12 @@ pub async fn claim_due(
     .await
 }
 
-pub struct AttemptRecord<'a> {
+pub struct AttemptRecord {
     pub delivery_id: i64,
     pub claim_token: Uuid,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
-    pub outcome: &'a str,
+    pub outcome: AttemptOutcome,
 }
 
 /// Logs the attempt and moves the delivery on: `succeeded`, `failed` (no retry left), or
@@ -220,8 +221,8 @@ pub struct AttemptRecord<'a> {
 /// (resend) no longer decides the delivery; the attempt is still logged.
 pub async fn finish_attempt(
     db: &PgPool,
-    attempt: &AttemptRecord<'_>,
-    outcome: &str,
+    attempt: &AttemptRecord,
+    status: DeliveryStatus,
     next_attempt_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
@@ -243,7 +244,7 @@ pub async fn finish_attempt(
           WHERE id = $1 AND claim_token = $4",
     )
     .bind(attempt.delivery_id)
-    .bind(outcome)
+    .bind(status)
     .bind(next_attempt_at)
     .bind(attempt.claim_token)
     .execute(&mut *tx)
@@ -256,7 +257,7 @@ pub struct DeliveryRow {
     pub id: i64,
     pub endpoint_id: String,
     pub url: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
 }
@@ -267,7 +268,7 @@ pub struct AttemptRow {
     pub attempted_at: DateTime<Utc>,
     pub duration_ms: i32,
     pub status_code: Option<i32>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
 }
 
 pub async fn deliveries_of(

@@ -2,10 +2,11 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mode {
-    Test,
-    Live,
+crate::domain::names::string_enum! {
+    pub enum Mode ("a mode") {
+        Test = "test",
+        Live = "live",
+    }
 }
 
 impl Mode {
@@ -21,28 +22,10 @@ impl Mode {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Test => "test",
-            Mode::Live => "live",
-        }
-    }
-
     fn key_prefix(self) -> &'static str {
         match self {
             Mode::Test => "sk_test_",
             Mode::Live => "sk_live_",
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "test" => Ok(Mode::Test),
-            "live" => Ok(Mode::Live),
-            other => Err(format!("mode must be 'test' or 'live', got '{other}'")),
         }
     }
 }

@@ -1,37 +1,33 @@
-/// The webhook event types of the API, exactly as spelled there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
-    Completed,
-    Expired,
-    Underpaid,
-    LatePayment,
-    Blocked,
-    UnexpectedPayment,
+crate::domain::names::string_enum! {
+    /// The webhook event types of the API, exactly as spelled there.
+    pub enum EventType ("an event type") {
+        Completed = "session.completed",
+        Expired = "session.expired",
+        Underpaid = "session.underpaid",
+        LatePayment = "session.late_payment",
+        Blocked = "session.blocked",
+        UnexpectedPayment = "session.unexpected_payment",
+    }
 }
 
-impl EventType {
-    pub const ALL: [EventType; 6] = [
-        EventType::Completed,
-        EventType::Expired,
-        EventType::Underpaid,
-        EventType::LatePayment,
-        EventType::Blocked,
-        EventType::UnexpectedPayment,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Completed => "session.completed",
-            EventType::Expired => "session.expired",
-            EventType::Underpaid => "session.underpaid",
-            EventType::LatePayment => "session.late_payment",
-            EventType::Blocked => "session.blocked",
-            EventType::UnexpectedPayment => "session.unexpected_payment",
-        }
+crate::domain::names::string_enum! {
+    /// How one delivery attempt went, as the attempt log shows it: coarse on purpose.
+    pub enum AttemptOutcome ("an attempt outcome") {
+        Delivered = "delivered",
+        /// The receiver answered with a non-2xx status.
+        HttpError = "http_error",
+        Timeout = "timeout",
+        /// No answer: refused, unreachable, TLS failure, or a target the guard refused.
+        ConnectionFailed = "connection_failed",
     }
+}
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
+crate::domain::names::string_enum! {
+    /// Where one event's delivery to one endpoint stands.
+    pub enum DeliveryStatus ("a delivery status") {
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
     }
 }
 

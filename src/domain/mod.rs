@@ -6,6 +6,8 @@ pub mod credit;
 pub mod event;
 pub mod ids;
 pub mod money;
+pub mod names;
 pub mod network;
 pub mod session;
+pub mod sub_merchant;
 pub mod urls;

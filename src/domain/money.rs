@@ -3,29 +3,11 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::str::FromStr;
 
-/// Settlement tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Token {
-    Usdt,
-    Usdc,
-}
-
-impl Token {
-    pub const ALL: [Token; 2] = [Token::Usdt, Token::Usdc];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "USDT" => Some(Token::Usdt),
-            "USDC" => Some(Token::Usdc),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Token::Usdt => "USDT",
-            Token::Usdc => "USDC",
-        }
+crate::domain::names::string_enum! {
+    /// Settlement tokens.
+    pub enum Token ("a settlement token") {
+        Usdt = "USDT",
+        Usdc = "USDC",
     }
 }
 
@@ -66,6 +48,45 @@ impl PricingCurrency {
             PricingCurrency::Fiat("JPY" | "KRW") => 0,
             _ => 2,
         }
+    }
+}
+
+impl std::fmt::Display for PricingCurrency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for PricingCurrency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Stored as its code, like the other names.
+impl sqlx::Type<sqlx::Postgres> for PricingCurrency {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Postgres> for PricingCurrency {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<'q, sqlx::Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for PricingCurrency {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+        Self::parse(text).ok_or_else(|| format!("unknown pricing currency '{text}'").into())
     }
 }
 

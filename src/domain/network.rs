@@ -1,32 +1,25 @@
 use super::money::Token;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ChainFamily {
-    Tron,
-    Evm,
-    Solana,
-}
-
-impl ChainFamily {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChainFamily::Tron => "tron",
-            ChainFamily::Evm => "evm",
-            ChainFamily::Solana => "solana",
-        }
+crate::domain::names::string_enum! {
+    pub enum ChainFamily ("a chain family") {
+        Tron = "tron",
+        Evm = "evm",
+        Solana = "solana",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Network {
-    Tron,
-    Solana,
-    Bsc,
-    Ethereum,
-    Polygon,
-    Arbitrum,
-    Optimism,
-    Base,
+crate::domain::names::string_enum! {
+    /// Any letter case is accepted.
+    pub enum Network ("a network", ignore_case) {
+        Tron = "TRON",
+        Solana = "SOLANA",
+        Bsc = "BSC",
+        Ethereum = "ETHEREUM",
+        Polygon = "POLYGON",
+        Arbitrum = "ARBITRUM",
+        Optimism = "OPTIMISM",
+        Base = "BASE",
+    }
 }
 
 /// Built-in facts about a token on a network.
@@ -93,37 +86,6 @@ const SOLANA_TOKENS: &[TokenDefault] = &[
 ];
 
 impl Network {
-    pub const ALL: [Network; 8] = [
-        Network::Tron,
-        Network::Solana,
-        Network::Bsc,
-        Network::Ethereum,
-        Network::Polygon,
-        Network::Arbitrum,
-        Network::Optimism,
-        Network::Base,
-    ];
-
-    /// Any letter case is accepted.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|n| n.as_str().eq_ignore_ascii_case(s))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Network::Tron => "TRON",
-            Network::Solana => "SOLANA",
-            Network::Bsc => "BSC",
-            Network::Ethereum => "ETHEREUM",
-            Network::Polygon => "POLYGON",
-            Network::Arbitrum => "ARBITRUM",
-            Network::Optimism => "OPTIMISM",
-            Network::Base => "BASE",
-        }
-    }
-
     pub fn family(self) -> ChainFamily {
         match self {
             Network::Tron => ChainFamily::Tron,

@@ -3,42 +3,31 @@ use rust_decimal::Decimal;
 /// Within this much of the amount a payment counts as exact (API "Lifecycle").
 pub const PAID_TOLERANCE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
 
-/// Session statuses, exactly as the API spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionStatus {
-    Pending,
-    Underpaid,
-    Paid,
-    Overpaid,
-    Expired,
-    Blocked,
+crate::domain::names::string_enum! {
+    /// Session statuses, exactly as the API spells them.
+    pub enum SessionStatus ("a session status") {
+        Pending = "Pending",
+        Underpaid = "Underpaid",
+        Paid = "Paid",
+        Overpaid = "Overpaid",
+        Expired = "Expired",
+        Blocked = "Blocked",
+    }
+}
+
+crate::domain::names::string_enum! {
+    /// The chain fact about one transfer to a session (credited or not is a separate flag).
+    pub enum TransactionStatus ("a transaction status") {
+        Unconfirmed = "Unconfirmed",
+        Confirmed = "Confirmed",
+        /// Reverted.
+        Failed = "Failed",
+        /// Gone from the chain, e.g. in a reorg.
+        NotFound = "NotFound",
+    }
 }
 
 impl SessionStatus {
-    pub const ALL: [SessionStatus; 6] = [
-        SessionStatus::Pending,
-        SessionStatus::Underpaid,
-        SessionStatus::Paid,
-        SessionStatus::Overpaid,
-        SessionStatus::Expired,
-        SessionStatus::Blocked,
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionStatus::Pending => "Pending",
-            SessionStatus::Underpaid => "Underpaid",
-            SessionStatus::Paid => "Paid",
-            SessionStatus::Overpaid => "Overpaid",
-            SessionStatus::Expired => "Expired",
-            SessionStatus::Blocked => "Blocked",
-        }
-    }
-
     /// Still waiting for (more) money.
     pub fn is_open(self) -> bool {
         matches!(self, SessionStatus::Pending | SessionStatus::Underpaid)

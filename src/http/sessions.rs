@@ -176,12 +176,12 @@ async fn list(
                 "must be one of Pending, Underpaid, Paid, Overpaid, Expired, Blocked",
             )
         })?;
-        filter.status = Some(parsed.as_str().to_owned());
+        filter.status = Some(parsed);
     }
     if let Some(network) = q.take("network") {
         let parsed = Network::parse(&network)
             .ok_or_else(|| ApiError::invalid("network", format!("'{network}' is not a network")))?;
-        filter.network = Some(parsed.as_str().to_owned());
+        filter.network = Some(parsed);
     }
     if let Some(reference) = q.take("client_reference_id") {
         if reference.chars().count() > 200 {

@@ -2,6 +2,7 @@ use super::extract::{Auth, JsonObject, Paging, QueryParams};
 use super::Routes;
 use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
 use crate::domain::ids::SubMerchantCode;
+use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
 use crate::error::{ApiError, ApiResult};
 use crate::service::sub_merchants as service;
@@ -105,14 +106,10 @@ async fn update(
     let logo_url = f.nullable_string("logo_url")?;
     let status = f.optional_non_null_string("status")?;
     f.finish()?;
-    if let Some(status) = &status {
-        if status != "active" && status != "suspended" {
-            return Err(ApiError::invalid(
-                "status",
-                "must be 'active' or 'suspended'",
-            ));
-        }
-    }
+    let status = status
+        .map(|s| s.parse::<SubMerchantStatus>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("status", e.to_string()))?;
     let logo_url = match logo_url {
         Some(Some(url)) => Some(Some(parse_logo(&url)?)),
         Some(None) => Some(None),
@@ -125,7 +122,7 @@ async fn update(
     let patch = SubMerchantPatch {
         display_name,
         logo_url: logo_url.as_ref().map(|o| o.as_ref().map(HttpUrl::as_str)),
-        status: status.as_deref(),
+        status,
     };
     let sub = service::update(&state, &auth.merchant, auth.mode, &code, &patch).await?;
     Ok(Json(sub_merchant_json(&sub)))

@@ -74,7 +74,7 @@ pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> ApiResult<()
     let health = match cached {
         Some(h) => h,
         None => {
-            let row = db::cursor(&state.db, net.network.as_str(), net.mode.livemode()).await?;
+            let row = db::cursor(&state.db, net.network, net.mode.livemode()).await?;
             let h = judge(net, row.as_ref());
             state
                 .chain_health
@@ -104,7 +104,7 @@ pub async fn report(state: &AppState) -> sqlx::Result<(bool, Value)> {
         }
         let row = rows
             .iter()
-            .find(|r| r.network == net.network.as_str() && r.livemode == net.mode.livemode());
+            .find(|r| r.network == net.network && r.livemode == net.mode.livemode());
         let oldest_due = due
             .iter()
             .find(|(n, live, _)| n == net.network.as_str() && *live == net.mode.livemode())

@@ -47,7 +47,7 @@ pub async fn record_with(
         &id,
         row.merchant_id,
         row.livemode,
-        event_type.as_str(),
+        event_type,
         session_id,
         &data,
     )

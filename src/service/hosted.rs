@@ -1,31 +1,22 @@
 //! What the hosted payment page shows: the public view of a session. Only what a customer
 //! needs; no merchant ids, fees, keys or xpubs.
 
-use crate::db::sessions::SessionRow;
+use crate::db::sessions::{self as db, PageTransfer, SessionRow};
 use crate::domain::api_key::Mode;
-use crate::domain::money::format_amount;
-use crate::domain::network::Network;
-use crate::domain::session::SessionStatus;
+use crate::domain::money::{format_amount, Token};
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::session::{SessionStatus, TransactionStatus};
 use crate::state::AppState;
 use crate::views::timestamp;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct PageTransfer {
-    tx_hash: String,
-    amount: Decimal,
-    status: String,
-    block_number: Option<i64>,
-    block_time: Option<DateTime<Utc>>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Transfer {
     pub tx_hash: String,
     pub amount: String,
-    pub status: String,
+    pub status: TransactionStatus,
     /// Confirmations so far, while unconfirmed (None when unknown).
     pub confirmations: Option<u64>,
     /// Mined after `expires_at`: it will not be credited.
@@ -41,7 +32,7 @@ pub struct PageView {
     pub amount_received: String,
     /// What is still missing (0 once paid).
     pub amount_due: String,
-    pub currency: String,
+    pub currency: Token,
     pub network: Network,
     pub pay_address: String,
     pub currency_contract: String,
@@ -87,34 +78,12 @@ pub fn base_units(amount: Decimal, decimals: u32) -> Option<String> {
 
 impl PageView {
     pub async fn load(state: &AppState, id: &str) -> sqlx::Result<Option<Self>> {
-        let row: Option<SessionRow> =
-            sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&state.db)
-                .await?;
-        let Some(row) = row else { return Ok(None) };
-        let transfers: Vec<PageTransfer> = sqlx::query_as(
-            // The newest few: the page needs the latest payment's progress, and a flood of
-            // transfers to one address must not make every live-status poll heavier.
-            "SELECT tx_hash, amount, status, block_number, block_time FROM (
-                SELECT id, created_at, tx_hash, amount, status, block_number, block_time
-                  FROM transactions
-                 WHERE session_id = $1 AND NOT unexpected
-                 ORDER BY created_at DESC, id DESC LIMIT 20) newest
-              ORDER BY created_at, id",
-        )
-        .bind(id)
-        .fetch_all(&state.db)
-        .await?;
-        let head: Option<i64> = sqlx::query_scalar(
-            "SELECT head_number FROM chain_cursors WHERE network = $1 AND livemode = $2",
-        )
-        .bind(&row.network)
-        .bind(row.livemode)
-        .fetch_optional(&state.db)
-        .await?
-        .flatten();
-        Ok(Self::build(state, row, transfers, head))
+        let Some(row) = db::find_public(&state.db, id).await? else {
+            return Ok(None);
+        };
+        let transfers = db::newest_transfers(&state.db, id).await?;
+        let head = crate::db::chain::head_number(&state.db, row.network, row.livemode).await?;
+        Ok(Some(Self::build(state, row, transfers, head)))
     }
 
     fn build(
@@ -122,9 +91,8 @@ impl PageView {
         row: SessionRow,
         transfers: Vec<PageTransfer>,
         head: Option<i64>,
-    ) -> Option<Self> {
-        let status = SessionStatus::parse(&row.status)?;
-        let network = Network::parse(&row.network)?;
+    ) -> Self {
+        let network = row.network;
         let mode = if row.livemode { Mode::Live } else { Mode::Test };
         let net = state.config.network(network, mode);
         let now = Utc::now();
@@ -142,15 +110,15 @@ impl PageView {
                 )
             });
         let (payment_uri, uri_has_amount) = match (network.family(), evm_uri) {
-            (crate::domain::network::ChainFamily::Evm, Some(uri)) => (uri, true),
+            (ChainFamily::Evm, Some(uri)) => (uri, true),
             _ => (row.pay_address.clone(), false),
         };
-        Some(Self {
+        Self {
             transfers: transfers
                 .into_iter()
                 .map(|t| Transfer {
-                    confirmations: match (t.status.as_str(), t.block_number, head) {
-                        ("Unconfirmed", Some(b), Some(h)) if h >= b => {
+                    confirmations: match (t.status, t.block_number, head) {
+                        (TransactionStatus::Unconfirmed, Some(b), Some(h)) if h >= b => {
                             u64::try_from(h - b + 1).ok()
                         }
                         _ => None,
@@ -163,7 +131,7 @@ impl PageView {
                 .collect(),
             id: row.id,
             livemode: row.livemode,
-            status,
+            status: row.status,
             amount: format_amount(row.amount),
             amount_received: format_amount(row.amount_received),
             amount_due: format_amount(due),
@@ -182,14 +150,14 @@ impl PageView {
             time_up: now >= row.expires_at,
             server_time: now,
             confirmations_required: net.confirmations.max(1),
-        })
+        }
     }
 
     /// A payment made in time is seen but not yet confirmed.
     pub fn confirming(&self) -> Option<&Transfer> {
         self.transfers
             .iter()
-            .find(|t| t.status == "Unconfirmed" && !t.late)
+            .find(|t| t.status == TransactionStatus::Unconfirmed && !t.late)
     }
 
     /// The public JSON the page polls and streams.

@@ -8,6 +8,7 @@ use crate::domain::credit::{self, ConfirmedTransfer, Decision, SessionState};
 use crate::domain::event::EventType;
 use crate::domain::ids::random_id;
 use crate::domain::money::{format_amount, FeeSchedule};
+use crate::domain::network::ChainFamily;
 use crate::domain::session::SessionStatus;
 use crate::faults::{FaultPoint, Faults};
 use crate::service::events;
@@ -61,11 +62,9 @@ async fn credit_in(
         return Ok(Credit::AlreadySettled);
     };
     let session_id = locked.session_id.clone();
-    let status = SessionStatus::parse(&locked.status)
-        .ok_or_else(|| anyhow::anyhow!("session {session_id} has status {}", locked.status))?;
     let now = Utc::now().duration_trunc(chrono::Duration::seconds(1))?;
     let session = SessionState {
-        status,
+        status: locked.status,
         amount: locked.amount,
         amount_received: locked.amount_received,
         expires_at: locked.expires_at,
@@ -89,7 +88,7 @@ async fn credit_in(
                 tx,
                 &session_id,
                 &db::CreditedTotals {
-                    status: c.status.as_str(),
+                    status: c.status,
                     amount_received: c.amount_received,
                     fee_amount: c.fee_amount,
                     net_amount: c.net_amount,
@@ -107,7 +106,7 @@ async fn credit_in(
         }
         Decision::Late { expire } => {
             if *expire {
-                db::close_session(tx, &session_id, SessionStatus::Expired.as_str()).await?;
+                db::close_session(tx, &session_id, SessionStatus::Expired).await?;
                 to_record.push(EventType::Expired);
             }
             if db::claim_late_event(tx, &session_id).await? {
@@ -116,7 +115,7 @@ async fn credit_in(
             Credit::Late
         }
         Decision::Block => {
-            db::close_session(tx, &session_id, SessionStatus::Blocked.as_str()).await?;
+            db::close_session(tx, &session_id, SessionStatus::Blocked).await?;
             to_record.push(EventType::Blocked);
             Credit::Blocked
         }
@@ -197,7 +196,7 @@ pub async fn simulate(
         )));
     }
     let hash = random_id("");
-    let tx_hash = if target.chain_family == "tron" {
+    let tx_hash = if target.chain_family == ChainFamily::Tron {
         format!("{hash}{hash}")
     } else {
         format!("0x{hash}{hash}")
@@ -223,12 +222,11 @@ pub async fn simulate(
 
 /// The session's token's minimum creditable amount in test mode.
 fn min_amount(state: &AppState, target: &db::SimulationTarget) -> Decimal {
-    crate::domain::network::Network::parse(&target.network)
-        .map(|n| state.config.network(n, crate::domain::api_key::Mode::Test))
-        .and_then(|net| {
-            net.tokens
-                .iter()
-                .find(|t| t.contract == target.currency_contract)
-        })
+    state
+        .config
+        .network(target.network, crate::domain::api_key::Mode::Test)
+        .tokens
+        .iter()
+        .find(|t| t.contract == target.currency_contract)
         .map_or(crate::config::DEFAULT_MIN_AMOUNT, |t| t.min_amount)
 }

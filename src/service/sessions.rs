@@ -12,6 +12,7 @@ use crate::domain::money::{
 };
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
+use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
 use crate::error::{ApiError, ApiResult};
 use crate::faults::FaultPoint;
@@ -170,7 +171,7 @@ pub async fn create(
                         format!("no sub-merchant '{}'", code.as_str()),
                     )
                 })?;
-            if sub.status != "active" {
+            if sub.status != SubMerchantStatus::Active {
                 return Err(ApiError::invalid(
                     "X-Sub-Merchant-Code",
                     format!("sub-merchant '{}' is suspended", code.as_str()),
@@ -194,7 +195,7 @@ pub async fn create(
         + state.config.session_ttl;
 
     let mut tx = state.db.begin().await?;
-    let index = db::allocate_address_index(&mut *tx, family.as_str(), xpub.key_id()).await?;
+    let index = db::allocate_address_index(&mut *tx, family, xpub.key_id()).await?;
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))
@@ -214,9 +215,9 @@ pub async fn create(
         fee_floor: fees.floor,
         fee_amount,
         net_amount,
-        currency: req.currency.as_str().to_owned(),
-        network: req.network.as_str().to_owned(),
-        chain_family: family.as_str().to_owned(),
+        currency: req.currency,
+        network: req.network,
+        chain_family: family,
         currency_contract: token.contract.clone(),
         token_decimals: i16::from(token.decimals),
         detection_rpc_url: net.public_rpc_url.clone(),
@@ -224,7 +225,7 @@ pub async fn create(
         address_xpub: xpub.as_str().to_owned(),
         address_index: index,
         pricing_amount: req.pricing_amount,
-        pricing_currency: req.pricing_currency.as_str().to_owned(),
+        pricing_currency: req.pricing_currency,
         exchange_rate,
         client_reference_id: req.client_reference_id,
         success_url: req.success_url.into_string(),
@@ -324,24 +325,17 @@ pub async fn expire(
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
         .await?
         .ok_or_else(|| session_missing(id.as_str()))?;
-    Err(match SessionStatus::parse(&row.status) {
-        Some(SessionStatus::Expired) => {
+    Err(match row.status {
+        SessionStatus::Expired => {
             ApiError::gone("session_expired", "this session has already expired")
         }
-        Some(SessionStatus::Blocked) => ApiError::conflict(
+        SessionStatus::Blocked => ApiError::conflict(
             "session_blocked",
             "this session is blocked and cannot be expired",
         ),
-        Some(status) => ApiError::conflict(
+        status => ApiError::conflict(
             "session_completed",
-            format!(
-                "this session is {} and can no longer be expired",
-                status.as_str()
-            ),
+            format!("this session is {status} and can no longer be expired"),
         ),
-        None => ApiError::internal(format!(
-            "session {} has unknown status {}",
-            row.id, row.status
-        )),
     })
 }

@@ -2,7 +2,7 @@
 
 use crate::db::webhooks::{self as db, EndpointRow};
 use crate::domain::api_key::Mode;
-use crate::domain::event::EventType;
+use crate::domain::event::{DeliveryStatus, EventType};
 use crate::domain::ids::{is_random_id, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -55,8 +55,8 @@ pub async fn create(
                 let t = EventType::parse(&name).ok_or_else(|| {
                     ApiError::invalid("events", format!("'{name}' is not an event type"))
                 })?;
-                if !parsed.contains(&t.as_str().to_owned()) {
-                    parsed.push(t.as_str().to_owned());
+                if !parsed.contains(&t) {
+                    parsed.push(t);
                 }
             }
             Some(parsed)
@@ -140,7 +140,7 @@ pub async fn deliveries_json(state: &AppState, event_id: &str) -> ApiResult<Valu
                     "url": d.url,
                     "status": d.status,
                     "attempts": d.attempts,
-                    "next_attempt_at": (d.status == "pending").then(|| timestamp(d.next_attempt_at)),
+                    "next_attempt_at": (d.status == DeliveryStatus::Pending).then(|| timestamp(d.next_attempt_at)),
                     "attempt_log": tries,
                 })
             })

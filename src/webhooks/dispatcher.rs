@@ -7,6 +7,7 @@ use super::signing;
 use super::target::PublicOnlyResolver;
 use crate::config::WebhooksConfig;
 use crate::db::webhooks::{self as db, AttemptRecord, ClaimedDelivery};
+use crate::domain::event::{AttemptOutcome, DeliveryStatus};
 use chrono::Utc;
 use futures_util::{stream, StreamExt};
 use rand::Rng;
@@ -18,27 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 32;
 
-/// How one delivery attempt went, as the attempt log shows it: coarse on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Delivered,
-    /// The receiver answered with a non-2xx status.
-    HttpError,
-    Timeout,
-    /// No answer: refused, unreachable, TLS failure, or a target the guard refused.
-    ConnectionFailed,
-}
-
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::HttpError => "http_error",
-            Self::Timeout => "timeout",
-            Self::ConnectionFailed => "connection_failed",
-        }
-    }
-}
 /// How many due deliveries one claim ranks to take turns fairly (shared by the endpoints).
 const CANDIDATES: i64 = 32 * BATCH;
 const IN_FLIGHT: usize = 8;
@@ -165,23 +145,23 @@ impl Dispatcher {
             claim_token: d.claim_token,
             duration_ms,
             status_code,
-            outcome: outcome.as_str(),
+            outcome,
         };
         let retry_index = usize::try_from(d.attempts).unwrap_or(usize::MAX);
         let (delivery_status, next) = if ok {
-            ("succeeded", None)
+            (DeliveryStatus::Succeeded, None)
         } else if let Some(delay) = self.config.retry_schedule.get(retry_index) {
             // ±10 % so a receiver's recovery is not met by every retry at once.
             let jitter = rand::thread_rng().gen_range(0.9..=1.1);
             let delay = chrono::Duration::from_std(delay.mul_f64(jitter))
                 .unwrap_or(chrono::Duration::hours(24));
-            ("pending", Some(Utc::now() + delay))
+            (DeliveryStatus::Pending, Some(Utc::now() + delay))
         } else {
-            ("failed", None)
+            (DeliveryStatus::Failed, None)
         };
         if !ok {
-            tracing::warn!(event.id = %d.event_id, attempt = d.attempts + 1, outcome = attempt.outcome,
-                status = ?status_code, delivery = delivery_status, "webhook delivery failed");
+            tracing::warn!(event.id = %d.event_id, attempt = d.attempts + 1, outcome = %attempt.outcome,
+                status = ?status_code, delivery = %delivery_status, "webhook delivery failed");
         }
         db::finish_attempt(&self.db, &attempt, delivery_status, next).await?;
         Ok(ok)

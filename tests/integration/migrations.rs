@@ -126,9 +126,12 @@ async fn key_identity_rekeys_allocators_on_the_key_material_and_merges_encodings
             .unwrap();
     assert_eq!(helpers, 0, "the migration's decoding function is dropped");
     // The merged counter carries on.
-    let next =
-        checkout_server::db::sessions::allocate_address_index(&db, "tron", &key_id(&tron_copy))
-            .await
-            .unwrap();
+    let next = checkout_server::db::sessions::allocate_address_index(
+        &db,
+        checkout_server::domain::network::ChainFamily::Tron,
+        &key_id(&tron_copy),
+    )
+    .await
+    .unwrap();
     assert_eq!(next, 9);
 }

@@ -729,7 +729,7 @@ async fn queue_events(app: &TestApp, session: &str, n: usize) {
             &format!("evt_{}", uuid::Uuid::new_v4().simple()),
             merchant,
             false,
-            "session.late_payment",
+            checkout_server::domain::event::EventType::LatePayment,
             session,
             &json!({ "id": session }),
         )
