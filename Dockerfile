@@ -1,8 +1,10 @@
-# Build: queries are checked by the integration tests, so the build needs no database.
+# Build: queries are checked at compile time against the committed .sqlx/ data, so the build
+# needs no database.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 ENV SQLX_OFFLINE=true
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .sqlx ./.sqlx
 COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates

@@ -1,6 +1,7 @@
 //! Background work. Each worker is a `tick()` that tests can call; `run_worker` is the one
 //! loop around them all (pacing, backoff, panics, shutdown).
 
+use crate::domain::network::Network;
 use crate::state::AppState;
 use futures_util::FutureExt;
 use std::future::Future;
@@ -82,9 +83,9 @@ pub async fn expiry_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
         .enabled_networks()
         .into_iter()
         .filter(|n| n.simulated)
-        .map(|n| (n.network.as_str().to_owned(), n.mode.livemode()))
+        .map(|n| (n.network, n.mode.livemode()))
         .collect();
-    let (networks, modes): (Vec<String>, Vec<bool>) = simulated.into_iter().unzip();
+    let (networks, modes): (Vec<Network>, Vec<bool>) = simulated.into_iter().unzip();
     const BATCH: usize = 200;
     let mut expired = Vec::new();
     loop {

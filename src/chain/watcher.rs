@@ -405,10 +405,12 @@ impl Watcher {
             WALK_BACK,
         )
         .await?;
-        for (n, hash) in &older {
-            let Ok(n) = u64::try_from(*n) else { continue };
+        for checkpoint in &older {
+            let Ok(n) = u64::try_from(checkpoint.number) else {
+                continue;
+            };
             let candidate = self.header(n).await?;
-            if candidate.hash.to_string() == *hash {
+            if candidate.hash.to_string() == checkpoint.hash {
                 tracing::warn!(watcher = %self.name(), final_block = number, rescan_from = n + 1,
                     "the final block was replaced (reorg deeper than the confirmations): scanning again from the newest block that still matches");
                 return Ok((n, candidate));
@@ -417,7 +419,7 @@ impl Watcher {
         // Nothing recorded matches: go back as far as the records reach.
         let n = older
             .last()
-            .and_then(|(n, _)| u64::try_from(*n).ok())
+            .and_then(|c| u64::try_from(c.number).ok())
             .unwrap_or(number)
             .saturating_sub(1);
         tracing::error!(watcher = %self.name(), final_block = number, rescan_from = n + 1,

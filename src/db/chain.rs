@@ -4,11 +4,11 @@ use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::TransactionStatus;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use std::time::Duration;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct CursorRow {
     pub network: Network,
     pub livemode: bool,
@@ -31,12 +31,14 @@ pub async fn head_number(
     network: Network,
     livemode: bool,
 ) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT head_number FROM chain_cursors WHERE network = $1 AND livemode = $2")
-        .bind(network)
-        .bind(livemode)
-        .fetch_optional(db)
-        .await
-        .map(Option::flatten)
+    sqlx::query_scalar!(
+        "SELECT head_number FROM chain_cursors WHERE network = $1 AND livemode = $2",
+        network as Network,
+        livemode,
+    )
+    .fetch_optional(db)
+    .await
+    .map(Option::flatten)
 }
 
 /// Takes or renews the lease on a network's watcher. True when `owner` holds it afterwards.
@@ -47,7 +49,7 @@ pub async fn acquire_lease(
     owner: Uuid,
     ttl: Duration,
 ) -> sqlx::Result<bool> {
-    let held: Option<Uuid> = sqlx::query_scalar(
+    let held = sqlx::query_scalar!(
         "INSERT INTO chain_cursors (network, livemode, lease_owner, lease_expires_at)
          VALUES ($1, $2, $3, now() + make_interval(secs => $4))
          ON CONFLICT (network, livemode) DO UPDATE
@@ -56,14 +58,14 @@ pub async fn acquire_lease(
              OR chain_cursors.lease_owner = EXCLUDED.lease_owner
              OR chain_cursors.lease_expires_at < now()
          RETURNING lease_owner",
+        network as Network,
+        livemode,
+        owner,
+        ttl.as_secs_f64(),
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(owner)
-    .bind(ttl.as_secs_f64())
     .fetch_optional(db)
     .await?;
-    Ok(held == Some(owner))
+    Ok(held.flatten() == Some(owner))
 }
 
 /// Gives the lease up at once (on shutdown), so another replica need not wait for it to lapse.
@@ -73,13 +75,13 @@ pub async fn release_lease(
     livemode: bool,
     owner: Uuid,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE chain_cursors SET lease_owner = NULL, lease_expires_at = NULL
           WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+        network as Network,
+        livemode,
+        owner,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(owner)
     .execute(db)
     .await?;
     Ok(())
@@ -90,17 +92,29 @@ pub async fn cursor(
     network: Network,
     livemode: bool,
 ) -> sqlx::Result<Option<CursorRow>> {
-    sqlx::query_as("SELECT * FROM chain_cursors WHERE network = $1 AND livemode = $2")
-        .bind(network)
-        .bind(livemode)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        CursorRow,
+        r#"SELECT network AS "network: _", livemode, block_number, block_hash, block_time, safe_time,
+                  head_number, final_number, last_success_at, last_error, last_error_at,
+                  lease_owner, lease_expires_at
+             FROM chain_cursors WHERE network = $1 AND livemode = $2"#,
+        network as Network,
+        livemode,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn all_cursors(db: &PgPool) -> sqlx::Result<Vec<CursorRow>> {
-    sqlx::query_as("SELECT * FROM chain_cursors ORDER BY livemode, network")
-        .fetch_all(db)
-        .await
+    sqlx::query_as!(
+        CursorRow,
+        r#"SELECT network AS "network: _", livemode, block_number, block_hash, block_time, safe_time,
+                  head_number, final_number, last_success_at, last_error, last_error_at,
+                  lease_owner, lease_expires_at
+             FROM chain_cursors ORDER BY livemode, network"#
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Where a scan ended: the block whose transfers are now all stored, and the newest block
@@ -130,28 +144,28 @@ pub async fn advance_cursor(
     owner: Uuid,
     to: &CursorAdvance,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE chain_cursors
             SET block_number = $4, block_hash = $5, block_time = $6, head_number = $7,
                 safe_time = $8, final_number = $9,
                 last_success_at = now(), last_error = NULL, last_error_at = NULL
           WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+        network as Network,
+        livemode,
+        owner,
+        to.block_number,
+        to.block_hash,
+        to.block_time,
+        to.head_number,
+        to.safe_time,
+        to.final_number,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(owner)
-    .bind(to.block_number)
-    .bind(&to.block_hash)
-    .bind(to.block_time)
-    .bind(to.head_number)
-    .bind(to.safe_time)
-    .bind(to.final_number)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() != 1 {
         return Ok(false);
     }
-    sqlx::query(
+    sqlx::query!(
         "WITH put AS (
             INSERT INTO chain_checkpoints (network, livemode, number, hash) VALUES ($1, $2, $3, $4)
             ON CONFLICT (network, livemode, number) DO UPDATE SET hash = EXCLUDED.hash
@@ -161,12 +175,12 @@ pub async fn advance_cursor(
             AND number < (SELECT number FROM chain_checkpoints
                            WHERE network = $1 AND livemode = $2
                            ORDER BY number DESC OFFSET $5 LIMIT 1)",
+        network as Network,
+        livemode,
+        to.final_number,
+        to.final_hash,
+        CHECKPOINTS_KEPT - 1,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(to.final_number)
-    .bind(&to.final_hash)
-    .bind(CHECKPOINTS_KEPT - 1)
     .execute(&mut **tx)
     .await?;
     Ok(true)
@@ -182,15 +196,15 @@ pub async fn rewind_final(
     final_number: i64,
     safe_time: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE chain_cursors SET final_number = $4, safe_time = $5
           WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+        network as Network,
+        livemode,
+        owner,
+        final_number,
+        safe_time,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(owner)
-    .bind(final_number)
-    .bind(safe_time)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -203,14 +217,21 @@ pub async fn checkpoint(
     livemode: bool,
     number: i64,
 ) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT hash FROM chain_checkpoints WHERE network = $1 AND livemode = $2 AND number = $3",
+        network as Network,
+        livemode,
+        number,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(number)
     .fetch_optional(db)
     .await
+}
+
+/// A block's hash when it became final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub number: i64,
+    pub hash: String,
 }
 
 /// Recorded checkpoints below `number`, newest first.
@@ -220,16 +241,17 @@ pub async fn checkpoints_below(
     livemode: bool,
     number: i64,
     limit: i64,
-) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as(
+) -> sqlx::Result<Vec<Checkpoint>> {
+    sqlx::query_as!(
+        Checkpoint,
         "SELECT number, hash FROM chain_checkpoints
           WHERE network = $1 AND livemode = $2 AND number < $3
           ORDER BY number DESC LIMIT $4",
+        network as Network,
+        livemode,
+        number,
+        limit,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(number)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -241,21 +263,22 @@ pub async fn record_error(
     owner: Uuid,
     error: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    let error: String = error.chars().take(500).collect();
+    sqlx::query!(
         "UPDATE chain_cursors SET last_error = $4, last_error_at = now()
           WHERE network = $1 AND livemode = $2 AND lease_owner = $3",
+        network as Network,
+        livemode,
+        owner,
+        error,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(owner)
-    .bind(error.chars().take(500).collect::<String>())
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A session that a transfer's recipient address belongs to.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct AddressOwner {
     pub pay_address: String,
     pub session_id: String,
@@ -275,15 +298,16 @@ pub async fn sessions_by_address(
     if addresses.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_as(
+    sqlx::query_as!(
+        AddressOwner,
         "SELECT pay_address, id AS session_id, currency_contract, token_decimals
            FROM checkout_sessions
           WHERE chain_family = $1 AND pay_address = ANY($2) AND network = $3 AND livemode = $4",
+        family as ChainFamily,
+        addresses,
+        network as Network,
+        livemode,
     )
-    .bind(family)
-    .bind(addresses)
-    .bind(network)
-    .bind(livemode)
     .fetch_all(db)
     .await
 }
@@ -326,7 +350,7 @@ pub async fn upsert_transfers(
                 .collect::<Vec<_>>()
         };
     }
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index,
                 block_number, block_hash, from_address, to_address, amount, token_contract,
                 blocked, block_time, unexpected)
@@ -348,21 +372,21 @@ pub async fn upsert_transfers(
           WHERE transactions.status = 'NotFound'
              OR (transactions.status = 'Unconfirmed'
                  AND transactions.block_hash IS DISTINCT FROM EXCLUDED.block_hash)",
+        network as Network,
+        livemode,
+        &column!(session_id),
+        &column!(tx_hash),
+        &column!(log_index),
+        &column!(block_number),
+        &column!(block_hash),
+        &column!(from_address),
+        &column!(to_address),
+        &column!(amount),
+        &column!(token_contract),
+        &column!(blocked),
+        &column!(block_time),
+        &column!(unexpected),
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(column!(session_id))
-    .bind(column!(tx_hash))
-    .bind(column!(log_index))
-    .bind(column!(block_number))
-    .bind(column!(block_hash))
-    .bind(column!(from_address))
-    .bind(column!(to_address))
-    .bind(column!(amount))
-    .bind(column!(token_contract))
-    .bind(column!(blocked))
-    .bind(column!(block_time))
-    .bind(column!(unexpected))
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
@@ -391,27 +415,27 @@ pub async fn insert_anomalies(
     let column = |f: fn(&NewAnomaly) -> String| anomalies.iter().map(f).collect::<Vec<_>>();
     let log_indexes: Vec<i64> = anomalies.iter().map(|a| a.log_index).collect();
     let sessions: Vec<Option<String>> = anomalies.iter().map(|a| a.session_id.clone()).collect();
-    sqlx::query(
-        "WITH new AS (
-            INSERT INTO chain_anomalies (network, livemode, tx_hash, log_index, kind, session_id, detail)
-            SELECT $1, $2, h, i, k, s, d
-              FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
-                   AS u(h, i, k, s, d)
-            ON CONFLICT ON CONSTRAINT chain_anomalies_once DO NOTHING
-            RETURNING session_id, kind
-         )
-         UPDATE checkout_sessions s SET dust_count = s.dust_count + n.count
-           FROM (SELECT session_id, count(*)::int AS count FROM new
-                  WHERE kind = 'dust' AND session_id IS NOT NULL GROUP BY session_id) n
-          WHERE s.id = n.session_id",
+    sqlx::query!(
+        r#"WITH new AS (
+              INSERT INTO chain_anomalies (network, livemode, tx_hash, log_index, kind, session_id, detail)
+              SELECT $1, $2, h, i, k, s, d
+                FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
+                     AS u(h, i, k, s, d)
+              ON CONFLICT ON CONSTRAINT chain_anomalies_once DO NOTHING
+              RETURNING session_id, kind
+           )
+           UPDATE checkout_sessions s SET dust_count = s.dust_count + n.count
+             FROM (SELECT session_id, count(*)::int AS count FROM new
+                    WHERE kind = 'dust' AND session_id IS NOT NULL GROUP BY session_id) n
+            WHERE s.id = n.session_id"#,
+        network as Network,
+        livemode,
+        &column(|a| a.tx_hash.clone()),
+        &log_indexes,
+        &column(|a| a.kind.to_owned()),
+        &sessions as &[Option<String>],
+        &column(|a| a.detail.clone()),
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(column(|a| a.tx_hash.clone()))
-    .bind(&log_indexes)
-    .bind(column(|a| a.kind.to_owned()))
-    .bind(&sessions)
-    .bind(column(|a| a.detail.clone()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -419,15 +443,17 @@ pub async fn insert_anomalies(
 
 /// One transfer below the minimum to the session's address (a simulation's).
 pub async fn count_dust(tx: &mut Transaction<'_, Postgres>, session_id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE checkout_sessions SET dust_count = dust_count + 1 WHERE id = $1")
-        .bind(session_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE checkout_sessions SET dust_count = dust_count + 1 WHERE id = $1",
+        session_id,
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// An unconfirmed transfer, as stored.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct PendingTransfer {
     pub id: i64,
     pub session_id: String,
@@ -449,7 +475,8 @@ pub async fn due_transfers(
     max_block: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<PendingTransfer>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        PendingTransfer,
         "WITH due AS (
             SELECT id FROM transactions
              WHERE network = $1 AND livemode = $2 AND status = 'Unconfirmed'
@@ -461,22 +488,31 @@ pub async fn due_transfers(
            FROM due WHERE t.id = due.id
          RETURNING t.id, t.session_id, t.tx_hash, t.log_index, t.block_number, t.block_hash,
                    t.to_address, t.amount, t.token_contract",
+        network as Network,
+        livemode,
+        max_block,
+        limit,
     )
-    .bind(network)
-    .bind(livemode)
-    .bind(max_block)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
 
-/// Per network and mode, since when the oldest transfer that has its confirmations has been
+/// Since when the oldest transfer of a network and mode that has its confirmations has been
 /// waiting to be settled.
-pub async fn oldest_due(db: &PgPool) -> sqlx::Result<Vec<(String, bool, DateTime<Utc>)>> {
-    sqlx::query_as(
-        "SELECT network, livemode, min(due_since) FROM transactions
-          WHERE status = 'Unconfirmed' AND due_since IS NOT NULL
-          GROUP BY network, livemode",
+#[derive(Debug, Clone)]
+pub struct OldestDue {
+    pub network: Network,
+    pub livemode: bool,
+    pub since: DateTime<Utc>,
+}
+
+pub async fn oldest_due(db: &PgPool) -> sqlx::Result<Vec<OldestDue>> {
+    sqlx::query_as!(
+        OldestDue,
+        r#"SELECT network AS "network: _", livemode, min(due_since) AS "since!"
+             FROM transactions
+            WHERE status = 'Unconfirmed' AND due_since IS NOT NULL
+            GROUP BY network, livemode"#
     )
     .fetch_all(db)
     .await
@@ -484,12 +520,12 @@ pub async fn oldest_due(db: &PgPool) -> sqlx::Result<Vec<(String, bool, DateTime
 
 /// Settles a transfer that will never be credited (`NotFound` or `Failed`).
 pub async fn set_outcome(db: &PgPool, id: i64, status: TransactionStatus) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE transactions SET status = $2, updated_at = now()
           WHERE id = $1 AND status = 'Unconfirmed'",
+        id,
+        status as TransactionStatus,
     )
-    .bind(id)
-    .bind(status)
     .execute(db)
     .await?;
     Ok(())
@@ -501,11 +537,11 @@ pub async fn set_outcome(db: &PgPool, id: i64, status: TransactionStatus) -> sql
 /// Returns the expired ids.
 pub async fn expire_due(
     db: impl PgExecutor<'_>,
-    simulated_networks: &[String],
+    simulated_networks: &[Network],
     simulated_livemodes: &[bool],
     limit: i64,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH due AS (
             SELECT s.id FROM checkout_sessions s
              WHERE s.status IN ('Pending', 'Underpaid') AND s.expires_at <= now()
@@ -525,10 +561,10 @@ pub async fn expire_due(
          UPDATE checkout_sessions s SET status = 'Expired', updated_at = now()
            FROM due WHERE s.id = due.id AND s.status IN ('Pending', 'Underpaid')
          RETURNING s.id",
+        simulated_networks as &[Network],
+        simulated_livemodes,
+        limit,
     )
-    .bind(simulated_networks)
-    .bind(simulated_livemodes)
-    .bind(limit)
     .fetch_all(db)
     .await
 }

@@ -1,13 +1,13 @@
 //! Events and what webhook deliveries they fan out to.
 
-use super::sessions::{SessionRow, TransactionRow};
+use super::sessions::{self, SessionRow, TransactionRow};
 use crate::domain::event::EventType;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
+use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: String,
     pub merchant_id: Uuid,
@@ -25,22 +25,10 @@ pub async fn session_snapshot(
     session_id: &str,
     limit: i64,
 ) -> sqlx::Result<(SessionRow, Vec<TransactionRow>)> {
-    let row: SessionRow = sqlx::query_as("SELECT * FROM checkout_sessions WHERE id = $1")
-        .bind(session_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let txs: Vec<TransactionRow> = sqlx::query_as(&format!(
-        "SELECT * FROM (SELECT id, {} FROM transactions
-                         WHERE session_id = $1 AND {}
-                         ORDER BY created_at DESC, id DESC LIMIT $2) newest
-          ORDER BY created_at, id",
-        super::sessions::TRANSACTION_COLUMNS,
-        super::sessions::LISTED,
-    ))
-    .bind(session_id)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?;
+    let row = sessions::by_id(&mut **tx, session_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let txs = sessions::newest_transactions(&mut **tx, session_id, limit).await?;
     Ok((row, txs))
 }
 
@@ -55,7 +43,7 @@ pub async fn insert(
     session_id: &str,
     data: &Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "WITH e AS (
             INSERT INTO events (id, merchant_id, livemode, event_type, session_id, data)
             VALUES ($1, $2, $3, $4, $5, $6)
@@ -65,13 +53,13 @@ pub async fn insert(
          SELECT e.id, w.id FROM e, webhook_endpoints w
           WHERE w.merchant_id = $2 AND w.livemode = $3 AND w.deleted_at IS NULL
             AND (w.event_types IS NULL OR $4 = ANY (w.event_types))",
+        id,
+        merchant_id,
+        livemode,
+        event_type as EventType,
+        session_id,
+        data,
     )
-    .bind(id)
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(event_type)
-    .bind(session_id)
-    .bind(data)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -83,12 +71,17 @@ pub async fn find(
     livemode: bool,
     id: &str,
 ) -> sqlx::Result<Option<EventRow>> {
-    sqlx::query_as("SELECT * FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3")
-        .bind(id)
-        .bind(merchant_id)
-        .bind(livemode)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, merchant_id, livemode, event_type AS "event_type: _", session_id, data,
+                  created_at
+             FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3"#,
+        id,
+        merchant_id,
+        livemode,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// One page, newest first, and the total.
@@ -96,29 +89,37 @@ pub async fn list(
     db: &sqlx::PgPool,
     merchant_id: Uuid,
     livemode: bool,
-    event_type: Option<&str>,
+    event_type: Option<EventType>,
     session_id: Option<&str>,
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<EventRow>, i64)> {
-    const FILTER: &str = "merchant_id = $1 AND livemode = $2
-        AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR session_id = $4)";
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM events WHERE {FILTER}"))
-        .bind(merchant_id)
-        .bind(livemode)
-        .bind(event_type)
-        .bind(session_id)
-        .fetch_one(db)
-        .await?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT * FROM events WHERE {FILTER} ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
-    ))
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(event_type)
-    .bind(session_id)
-    .bind(limit)
-    .bind(offset)
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM events
+            WHERE merchant_id = $1 AND livemode = $2
+              AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR session_id = $4)"#,
+        merchant_id,
+        livemode,
+        event_type as Option<EventType>,
+        session_id,
+    )
+    .fetch_one(db)
+    .await?;
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, merchant_id, livemode, event_type AS "event_type: _", session_id, data,
+                  created_at
+             FROM events
+            WHERE merchant_id = $1 AND livemode = $2
+              AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR session_id = $4)
+            ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"#,
+        merchant_id,
+        livemode,
+        event_type as Option<EventType>,
+        session_id,
+        limit,
+        offset,
+    )
     .fetch_all(db)
     .await?;
     Ok((rows, total))

@@ -1,6 +1,6 @@
 //! Idempotency keys: claim, take over, complete, release, clean up.
 
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ pub struct Claim {
     pub owner: Uuid,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Existing {
     pub request_hash: Vec<u8>,
     pub state: ClaimState,
@@ -35,10 +35,6 @@ pub enum ClaimOutcome {
     Existing(Existing),
 }
 
-fn interval(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
 /// Claims the key for this request, or returns what is already there.
 pub async fn claim(
     db: &PgPool,
@@ -50,16 +46,16 @@ pub async fn claim(
 ) -> sqlx::Result<ClaimOutcome> {
     loop {
         let owner = Uuid::new_v4();
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "INSERT INTO idempotency_keys (merchant_id, livemode, key, request_hash, state, owner, locked_at)
              VALUES ($1, $2, $3, $4, 'running', $5, now())
              ON CONFLICT (merchant_id, livemode, key) DO NOTHING",
+            merchant_id,
+            livemode,
+            key,
+            request_hash,
+            owner,
         )
-        .bind(merchant_id)
-        .bind(livemode)
-        .bind(key)
-        .bind(request_hash)
-        .bind(owner)
         .execute(db)
         .await?;
         if inserted.rows_affected() == 1 {
@@ -70,15 +66,16 @@ pub async fn claim(
                 owner,
             }));
         }
-        let existing: Option<Existing> = sqlx::query_as(
-            "SELECT request_hash, state, response_status, response_body,
-                    (state = 'running' AND locked_at < now() - make_interval(secs => $4)) AS stale
-             FROM idempotency_keys WHERE merchant_id = $1 AND livemode = $2 AND key = $3",
+        let existing = sqlx::query_as!(
+            Existing,
+            r#"SELECT request_hash, state AS "state: _", response_status, response_body,
+                      (state = 'running' AND locked_at < now() - make_interval(secs => $4)) AS "stale!"
+                 FROM idempotency_keys WHERE merchant_id = $1 AND livemode = $2 AND key = $3"#,
+            merchant_id,
+            livemode,
+            key,
+            lock_timeout.as_secs_f64(),
         )
-        .bind(merchant_id)
-        .bind(livemode)
-        .bind(key)
-        .bind(interval(lock_timeout))
         .fetch_optional(db)
         .await?;
         // Released between the two statements: try to claim again.
@@ -97,16 +94,16 @@ pub async fn take_over(
     lock_timeout: Duration,
 ) -> sqlx::Result<Option<Claim>> {
     let owner = Uuid::new_v4();
-    let won = sqlx::query(
+    let won = sqlx::query!(
         "UPDATE idempotency_keys SET owner = $4, locked_at = now()
          WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND state = 'running'
            AND locked_at < now() - make_interval(secs => $5)",
+        merchant_id,
+        livemode,
+        key,
+        owner,
+        lock_timeout.as_secs_f64(),
     )
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(key)
-    .bind(owner)
-    .bind(interval(lock_timeout))
     .execute(db)
     .await?;
     Ok((won.rows_affected() == 1).then(|| Claim {
@@ -124,17 +121,18 @@ pub async fn complete(
     status: u16,
     body: &[u8],
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let status = i16::try_from(status).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let done = sqlx::query!(
         "UPDATE idempotency_keys
          SET state = 'done', response_status = $5, response_body = $6, owner = NULL, locked_at = NULL
          WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND owner = $4",
+        claim.merchant_id,
+        claim.livemode,
+        claim.key,
+        claim.owner,
+        status,
+        body,
     )
-    .bind(claim.merchant_id)
-    .bind(claim.livemode)
-    .bind(&claim.key)
-    .bind(claim.owner)
-    .bind(status as i16)
-    .bind(body)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -142,63 +140,56 @@ pub async fn complete(
 
 /// Gives the key up (nothing stored), so a corrected retry can use it.
 pub async fn release(db: &PgPool, claim: &Claim) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM idempotency_keys
          WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND owner = $4 AND state = 'running'",
+        claim.merchant_id,
+        claim.livemode,
+        claim.key,
+        claim.owner,
     )
-    .bind(claim.merchant_id)
-    .bind(claim.livemode)
-    .bind(&claim.key)
-    .bind(claim.owner)
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// Deletes keys older than `retention` in small batches (row locks only, skipping busy rows),
-/// and forgets the key on sessions of that age. Returns the number of keys deleted.
+/// and forgets the key on sessions of that age. Each batch is its own statement, so no lock is
+/// held for long. Returns the number of keys deleted.
 pub async fn cleanup(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Result<u64> {
-    let deleted = in_batches(
-        db,
-        "DELETE FROM idempotency_keys WHERE ctid IN (
-            SELECT ctid FROM idempotency_keys
-            WHERE created_at < now() - make_interval(secs => $1)
-            LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        retention,
-        batch,
-    )
-    .await?;
-    in_batches(
-        db,
-        "UPDATE checkout_sessions SET idempotency_key = NULL WHERE id IN (
-            SELECT id FROM checkout_sessions
-            WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
-            LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        retention,
-        batch,
-    )
-    .await?;
-    Ok(deleted)
-}
-
-/// Runs a statement taking ($1 age in seconds, $2 batch size) until a batch comes back short.
-async fn in_batches(
-    db: &PgPool,
-    sql: &'static str,
-    age: Duration,
-    batch: i64,
-) -> sqlx::Result<u64> {
-    let mut total = 0;
+    let age = retention.as_secs_f64();
+    let mut deleted = 0;
     loop {
-        let done = sqlx::query(sql)
-            .bind(interval(age))
-            .bind(batch)
-            .execute(db)
-            .await?
-            .rows_affected();
-        total += done;
-        if done < batch as u64 {
-            return Ok(total);
+        let done = sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE ctid IN (
+                SELECT ctid FROM idempotency_keys
+                WHERE created_at < now() - make_interval(secs => $1)
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            age,
+            batch,
+        )
+        .execute(db)
+        .await?
+        .rows_affected();
+        deleted += done;
+        if done < batch.unsigned_abs() {
+            break;
+        }
+    }
+    loop {
+        let done = sqlx::query!(
+            "UPDATE checkout_sessions SET idempotency_key = NULL WHERE id IN (
+                SELECT id FROM checkout_sessions
+                WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            age,
+            batch,
+        )
+        .execute(db)
+        .await?
+        .rows_affected();
+        if done < batch.unsigned_abs() {
+            return Ok(deleted);
         }
     }
 }

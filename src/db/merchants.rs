@@ -1,10 +1,10 @@
 use crate::domain::api_key::{ApiKey, KeyHash, Mode};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Merchant {
     pub id: Uuid,
     pub name: String,
@@ -26,32 +26,42 @@ pub struct NewMerchant<'a> {
 }
 
 pub async fn insert(db: impl PgExecutor<'_>, m: &NewMerchant<'_>) -> sqlx::Result<Merchant> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Merchant,
         "INSERT INTO merchants (id, name, logo_url, tron_xpub, evm_xpub, fee_rate, is_demo)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING id, name, logo_url, tron_xpub, evm_xpub, fee_rate, is_demo, created_at",
+        Uuid::new_v4(),
+        m.name,
+        m.logo_url,
+        m.tron_xpub,
+        m.evm_xpub,
+        m.fee_rate,
+        m.is_demo,
     )
-    .bind(Uuid::new_v4())
-    .bind(m.name)
-    .bind(m.logo_url)
-    .bind(m.tron_xpub)
-    .bind(m.evm_xpub)
-    .bind(m.fee_rate)
-    .bind(m.is_demo)
     .fetch_one(db)
     .await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Merchant>> {
-    sqlx::query_as("SELECT * FROM merchants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Merchant,
+        "SELECT id, name, logo_url, tron_xpub, evm_xpub, fee_rate, is_demo, created_at
+           FROM merchants WHERE id = $1",
+        id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn find_demo(db: impl PgExecutor<'_>) -> sqlx::Result<Option<Merchant>> {
-    sqlx::query_as("SELECT * FROM merchants WHERE is_demo")
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Merchant,
+        "SELECT id, name, logo_url, tron_xpub, evm_xpub, fee_rate, is_demo, created_at
+           FROM merchants WHERE is_demo"
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn insert_key(
@@ -59,14 +69,14 @@ pub async fn insert_key(
     merchant_id: Uuid,
     key: &ApiKey,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO api_keys (id, merchant_id, livemode, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)",
+        Uuid::new_v4(),
+        merchant_id,
+        key.mode().livemode(),
+        &key.hash()[..],
+        key.display_prefix(),
     )
-    .bind(Uuid::new_v4())
-    .bind(merchant_id)
-    .bind(key.mode().livemode())
-    .bind(&key.hash()[..])
-    .bind(key.display_prefix())
     .execute(db)
     .await?;
     Ok(())
@@ -74,10 +84,10 @@ pub async fn insert_key(
 
 /// Marks a key revoked; false when no such active key exists.
 pub async fn revoke_key(db: impl PgExecutor<'_>, hash: &KeyHash) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL",
+        &hash[..],
     )
-    .bind(&hash[..])
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -89,12 +99,15 @@ pub async fn authenticate(
     hash: &KeyHash,
     mode: Mode,
 ) -> sqlx::Result<Option<Merchant>> {
-    sqlx::query_as(
-        "SELECT m.* FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
-         WHERE k.key_hash = $1 AND k.livemode = $2 AND k.revoked_at IS NULL",
+    sqlx::query_as!(
+        Merchant,
+        "SELECT m.id, m.name, m.logo_url, m.tron_xpub, m.evm_xpub, m.fee_rate, m.is_demo,
+                m.created_at
+           FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
+          WHERE k.key_hash = $1 AND k.livemode = $2 AND k.revoked_at IS NULL",
+        &hash[..],
+        mode.livemode(),
     )
-    .bind(&hash[..])
-    .bind(mode.livemode())
     .fetch_optional(db)
     .await
 }

@@ -24,14 +24,16 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("DATABASE_URL names no database"))?
         .to_owned();
     let mut admin = options.clone().database("postgres").connect().await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        name
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
+        // A name cannot be a bind parameter: quoted as an identifier instead.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+        match sqlx::raw_sql(&format!("CREATE DATABASE {quoted}"))
             .execute(&mut admin)
             .await
         {

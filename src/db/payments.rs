@@ -5,11 +5,11 @@ use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
+use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
 /// A transfer and its session, both locked for crediting.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct LockedTransfer {
     pub session_id: String,
     pub status: SessionStatus,
@@ -33,15 +33,16 @@ pub async fn lock_unconfirmed(
     tx: &mut Transaction<'_, Postgres>,
     transfer_id: i64,
 ) -> sqlx::Result<Option<LockedTransfer>> {
-    sqlx::query_as(
-        "SELECT t.session_id, s.status, s.amount, s.amount_received, s.fee_rate, s.fee_floor,
-                s.expires_at, t.network, t.tx_hash, t.token_contract, t.amount AS transfer_amount,
-                t.block_time, t.blocked, t.unexpected
-           FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
-          WHERE t.id = $1 AND t.status = 'Unconfirmed'
-            FOR UPDATE OF s, t",
+    sqlx::query_as!(
+        LockedTransfer,
+        r#"SELECT t.session_id, s.status AS "status: _", s.amount, s.amount_received, s.fee_rate,
+                  s.fee_floor, s.expires_at, t.network AS "network: _", t.tx_hash, t.token_contract,
+                  t.amount AS transfer_amount, t.block_time, t.blocked, t.unexpected
+             FROM transactions t JOIN checkout_sessions s ON s.id = t.session_id
+            WHERE t.id = $1 AND t.status = 'Unconfirmed'
+              FOR UPDATE OF s, t"#,
+        transfer_id,
     )
-    .bind(transfer_id)
     .fetch_optional(&mut **tx)
     .await
 }
@@ -61,19 +62,19 @@ pub async fn apply_credit(
     session_id: &str,
     totals: &CreditedTotals,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE checkout_sessions
             SET status = $2, amount_received = $3, fee_amount = $4, net_amount = $5,
                 paid_at = COALESCE($6, paid_at), expires_at = $7, updated_at = now()
           WHERE id = $1",
+        session_id,
+        totals.status as SessionStatus,
+        totals.amount_received,
+        totals.fee_amount,
+        totals.net_amount,
+        totals.paid_at,
+        totals.expires_at,
     )
-    .bind(session_id)
-    .bind(totals.status)
-    .bind(totals.amount_received)
-    .bind(totals.fee_amount)
-    .bind(totals.net_amount)
-    .bind(totals.paid_at)
-    .bind(totals.expires_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -85,11 +86,13 @@ pub async fn close_session(
     session_id: &str,
     status: SessionStatus,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE checkout_sessions SET status = $2, updated_at = now() WHERE id = $1")
-        .bind(session_id)
-        .bind(status)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE checkout_sessions SET status = $2, updated_at = now() WHERE id = $1",
+        session_id,
+        status as SessionStatus,
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -97,11 +100,11 @@ pub async fn count_unexpected(
     tx: &mut Transaction<'_, Postgres>,
     session_id: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE checkout_sessions SET unexpected_count = unexpected_count + 1, updated_at = now()
           WHERE id = $1",
+        session_id,
     )
-    .bind(session_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -114,15 +117,15 @@ pub async fn mark_confirmed(
     credited: bool,
     late: bool,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE transactions
             SET status = 'Confirmed', confirmed_at = now(), updated_at = now(),
                 credited = $2, late = $3
           WHERE id = $1",
+        transfer_id,
+        credited,
+        late,
     )
-    .bind(transfer_id)
-    .bind(credited)
-    .bind(late)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -135,17 +138,17 @@ pub async fn claim_late_event(
     tx: &mut Transaction<'_, Postgres>,
     session_id: &str,
 ) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "UPDATE checkout_sessions SET
-            late_event_due_at = CASE WHEN last_late_event_at > now() - interval '1 minute'
-                                     THEN COALESCE(late_event_due_at, last_late_event_at + interval '1 minute')
-                                END,
-            last_late_event_at = CASE WHEN last_late_event_at > now() - interval '1 minute'
-                                      THEN last_late_event_at ELSE now() END
-          WHERE id = $1
-         RETURNING last_late_event_at = now()",
+    sqlx::query_scalar!(
+        r#"UPDATE checkout_sessions SET
+              late_event_due_at = CASE WHEN last_late_event_at > now() - interval '1 minute'
+                                       THEN COALESCE(late_event_due_at, last_late_event_at + interval '1 minute')
+                                  END,
+              last_late_event_at = CASE WHEN last_late_event_at > now() - interval '1 minute'
+                                        THEN last_late_event_at ELSE now() END
+            WHERE id = $1
+           RETURNING last_late_event_at = now() AS "now!""#,
+        session_id,
     )
-    .bind(session_id)
     .fetch_one(&mut **tx)
     .await
 }
@@ -156,7 +159,7 @@ pub async fn take_due_late_events(
     db: impl PgExecutor<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH due AS (
             SELECT id FROM checkout_sessions
              WHERE late_event_due_at <= now()
@@ -167,14 +170,14 @@ pub async fn take_due_late_events(
          UPDATE checkout_sessions s SET late_event_due_at = NULL, last_late_event_at = now()
            FROM due WHERE s.id = due.id
          RETURNING s.id",
+        limit,
     )
-    .bind(limit)
     .fetch_all(db)
     .await
 }
 
 /// A test-mode session, locked, with what a simulated transfer needs.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct SimulationTarget {
     pub network: Network,
     pub chain_family: ChainFamily,
@@ -190,13 +193,15 @@ pub async fn lock_test_session(
     merchant_id: Uuid,
     session_id: &str,
 ) -> sqlx::Result<Option<SimulationTarget>> {
-    sqlx::query_as(
-        "SELECT network, chain_family, pay_address, currency_contract, token_decimals
-           FROM checkout_sessions
-          WHERE id = $1 AND merchant_id = $2 AND NOT livemode FOR UPDATE",
+    sqlx::query_as!(
+        SimulationTarget,
+        r#"SELECT network AS "network: _", chain_family AS "chain_family: _", pay_address,
+                  currency_contract, token_decimals
+             FROM checkout_sessions
+            WHERE id = $1 AND merchant_id = $2 AND NOT livemode FOR UPDATE"#,
+        session_id,
+        merchant_id,
     )
-    .bind(session_id)
-    .bind(merchant_id)
     .fetch_optional(&mut **tx)
     .await
 }
@@ -209,17 +214,17 @@ pub async fn insert_simulated_transfer(
     tx_hash: &str,
     amount: Decimal,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index, to_address,
                 amount, from_address, token_contract, block_time)
          VALUES ($1, $2, false, $3, 0, $4, $5, 'simulated', $6, now()) RETURNING id",
+        session_id,
+        target.network as Network,
+        tx_hash,
+        target.pay_address,
+        amount,
+        target.currency_contract,
     )
-    .bind(session_id)
-    .bind(target.network)
-    .bind(tx_hash)
-    .bind(&target.pay_address)
-    .bind(amount)
-    .bind(&target.currency_contract)
     .fetch_one(&mut **tx)
     .await
 }

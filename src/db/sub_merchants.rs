@@ -1,9 +1,9 @@
 use crate::domain::sub_merchant::SubMerchantStatus;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgExecutor};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct SubMerchant {
     pub merchant_id: Uuid,
     pub livemode: bool,
@@ -25,15 +25,18 @@ pub async fn insert(
     display_name: &str,
     logo_url: Option<&str>,
 ) -> sqlx::Result<SubMerchant> {
-    sqlx::query_as(
-        "INSERT INTO sub_merchants (merchant_id, livemode, code, display_name, logo_url)
-         VALUES ($1, $2, $3, $4, $5) RETURNING *",
+    sqlx::query_as!(
+        SubMerchant,
+        r#"INSERT INTO sub_merchants (merchant_id, livemode, code, display_name, logo_url)
+           VALUES ($1, $2, $3, $4, $5)
+           RETURNING merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
+                    updated_at"#,
+        merchant_id,
+        livemode,
+        code,
+        display_name,
+        logo_url,
     )
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(code)
-    .bind(display_name)
-    .bind(logo_url)
     .fetch_one(db)
     .await
 }
@@ -44,12 +47,15 @@ pub async fn find(
     livemode: bool,
     code: &str,
 ) -> sqlx::Result<Option<SubMerchant>> {
-    sqlx::query_as(
-        "SELECT * FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2 AND code = $3",
+    sqlx::query_as!(
+        SubMerchant,
+        r#"SELECT merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
+                    updated_at
+             FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2 AND code = $3"#,
+        merchant_id,
+        livemode,
+        code,
     )
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(code)
     .fetch_optional(db)
     .await
 }
@@ -62,21 +68,24 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<SubMerchant>, i64)> {
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2",
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2"#,
+        merchant_id,
+        livemode,
     )
-    .bind(merchant_id)
-    .bind(livemode)
     .fetch_one(db)
     .await?;
-    let rows = sqlx::query_as(
-        "SELECT * FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2
-         ORDER BY created_at, code LIMIT $3 OFFSET $4",
+    let rows = sqlx::query_as!(
+        SubMerchant,
+        r#"SELECT merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
+                    updated_at
+             FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2
+            ORDER BY created_at, code LIMIT $3 OFFSET $4"#,
+        merchant_id,
+        livemode,
+        limit,
+        offset,
     )
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(limit)
-    .bind(offset)
     .fetch_all(db)
     .await?;
     Ok((rows, total))
@@ -95,22 +104,24 @@ pub async fn update(
     code: &str,
     patch: &SubMerchantPatch<'_>,
 ) -> sqlx::Result<Option<SubMerchant>> {
-    sqlx::query_as(
-        "UPDATE sub_merchants SET
-            display_name = COALESCE($4, display_name),
-            logo_url = CASE WHEN $5 THEN $6 ELSE logo_url END,
-            status = COALESCE($7, status),
-            updated_at = now()
-         WHERE merchant_id = $1 AND livemode = $2 AND code = $3
-         RETURNING *",
+    sqlx::query_as!(
+        SubMerchant,
+        r#"UPDATE sub_merchants SET
+              display_name = COALESCE($4, display_name),
+              logo_url = CASE WHEN $5 THEN $6 ELSE logo_url END,
+              status = COALESCE($7, status),
+              updated_at = now()
+            WHERE merchant_id = $1 AND livemode = $2 AND code = $3
+           RETURNING merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
+                    updated_at"#,
+        merchant_id,
+        livemode,
+        code,
+        patch.display_name,
+        patch.logo_url.is_some(),
+        patch.logo_url.flatten(),
+        patch.status as Option<SubMerchantStatus>,
     )
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(code)
-    .bind(patch.display_name)
-    .bind(patch.logo_url.is_some())
-    .bind(patch.logo_url.flatten())
-    .bind(patch.status)
     .fetch_optional(db)
     .await
 }

@@ -2,10 +2,10 @@
 
 use crate::domain::event::{AttemptOutcome, DeliveryStatus, EventType};
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct EndpointRow {
     pub id: String,
     pub merchant_id: Uuid,
@@ -28,16 +28,19 @@ pub async fn insert_endpoint(
     event_types: Option<&[EventType]>,
     secret: &str,
 ) -> sqlx::Result<EndpointRow> {
-    sqlx::query_as(
-        "INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, event_types, secret)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+    sqlx::query_as!(
+        EndpointRow,
+        r#"INSERT INTO webhook_endpoints (id, merchant_id, livemode, url, event_types, secret)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           RETURNING id, merchant_id, livemode, url, event_types AS "event_types: _", secret, previous_secret,
+                  previous_secret_until, created_at, deleted_at"#,
+        id,
+        merchant_id,
+        livemode,
+        url,
+        event_types as Option<&[EventType]>,
+        secret,
     )
-    .bind(id)
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(url)
-    .bind(event_types)
-    .bind(secret)
     .fetch_one(db)
     .await
 }
@@ -47,13 +50,16 @@ pub async fn list_endpoints(
     merchant_id: Uuid,
     livemode: bool,
 ) -> sqlx::Result<Vec<EndpointRow>> {
-    sqlx::query_as(
-        "SELECT * FROM webhook_endpoints
-          WHERE merchant_id = $1 AND livemode = $2 AND deleted_at IS NULL
-          ORDER BY created_at, id",
+    sqlx::query_as!(
+        EndpointRow,
+        r#"SELECT id, merchant_id, livemode, url, event_types AS "event_types: _", secret, previous_secret,
+                  previous_secret_until, created_at, deleted_at
+             FROM webhook_endpoints
+            WHERE merchant_id = $1 AND livemode = $2 AND deleted_at IS NULL
+            ORDER BY created_at, id"#,
+        merchant_id,
+        livemode,
     )
-    .bind(merchant_id)
-    .bind(livemode)
     .fetch_all(db)
     .await
 }
@@ -65,13 +71,13 @@ pub async fn delete_endpoint(
     livemode: bool,
     id: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE webhook_endpoints SET deleted_at = now()
           WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL",
+        id,
+        merchant_id,
+        livemode,
     )
-    .bind(id)
-    .bind(merchant_id)
-    .bind(livemode)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -86,29 +92,31 @@ pub async fn rotate_secret(
     secret: &str,
     overlap: chrono::Duration,
 ) -> sqlx::Result<Option<EndpointRow>> {
-    sqlx::query_as(
-        "UPDATE webhook_endpoints
-            SET previous_secret = secret, previous_secret_until = now() + $5, secret = $4
-          WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL
-          RETURNING *",
+    sqlx::query_as!(
+        EndpointRow,
+        r#"UPDATE webhook_endpoints
+              SET previous_secret = secret, previous_secret_until = now() + $5, secret = $4
+            WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL
+           RETURNING id, merchant_id, livemode, url, event_types AS "event_types: _", secret, previous_secret,
+                  previous_secret_until, created_at, deleted_at"#,
+        id,
+        merchant_id,
+        livemode,
+        secret,
+        overlap as _,
     )
-    .bind(id)
-    .bind(merchant_id)
-    .bind(livemode)
-    .bind(secret)
-    .bind(overlap)
     .fetch_optional(db)
     .await
 }
 
 /// A delivery claimed for sending, with what the request needs.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: i64,
     pub claim_token: Uuid,
     pub attempts: i32,
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub livemode: bool,
     pub created_at: DateTime<Utc>,
     pub data: serde_json::Value,
@@ -134,8 +142,9 @@ pub async fn claim_due(
     candidates: i64,
     hold: std::time::Duration,
 ) -> sqlx::Result<Vec<ClaimedDelivery>> {
-    sqlx::query_as(
-        "WITH RECURSIVE pending_endpoints AS (
+    sqlx::query_as!(
+        ClaimedDelivery,
+        r#"WITH RECURSIVE pending_endpoints AS (
             -- A loose index scan: each endpoint with pending deliveries, one probe each.
             (SELECT endpoint_id FROM webhook_deliveries WHERE status = 'pending'
               ORDER BY endpoint_id LIMIT 1)
@@ -195,15 +204,16 @@ pub async fn claim_due(
               FROM due WHERE d.id = due.id
             RETURNING d.id, d.claim_token, d.attempts, d.event_id, d.endpoint_id
          )
-         SELECT c.id, c.claim_token, c.attempts, e.id AS event_id, e.event_type, e.livemode, e.created_at, e.data,
-                w.url, w.secret, w.previous_secret, w.previous_secret_until
+         SELECT c.id AS "id!", c.claim_token AS "claim_token!", c.attempts AS "attempts!",
+                e.id AS event_id, e.event_type AS "event_type: _", e.livemode, e.created_at,
+                e.data, w.url, w.secret, w.previous_secret, w.previous_secret_until
            FROM claimed c
            JOIN events e ON e.id = c.event_id
-           JOIN webhook_endpoints w ON w.id = c.endpoint_id",
+           JOIN webhook_endpoints w ON w.id = c.endpoint_id"#,
+        limit,
+        hold.as_secs_f64(),
+        candidates,
     )
-    .bind(limit)
-    .bind(hold.as_secs_f64())
-    .bind(candidates)
     .fetch_all(db)
     .await
 }
@@ -226,33 +236,33 @@ pub async fn finish_attempt(
     next_attempt_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO webhook_attempts (delivery_id, duration_ms, status_code, outcome)
          VALUES ($1, $2, $3, $4)",
+        attempt.delivery_id,
+        attempt.duration_ms,
+        attempt.status_code,
+        attempt.outcome as AttemptOutcome,
     )
-    .bind(attempt.delivery_id)
-    .bind(attempt.duration_ms)
-    .bind(attempt.status_code)
-    .bind(attempt.outcome)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE webhook_deliveries
             SET status = $2, attempts = attempts + 1, locked_until = NULL, claim_token = NULL,
                 updated_at = now(),
                 next_attempt_at = COALESCE($3, next_attempt_at)
           WHERE id = $1 AND claim_token = $4",
+        attempt.delivery_id,
+        status as DeliveryStatus,
+        next_attempt_at,
+        attempt.claim_token,
     )
-    .bind(attempt.delivery_id)
-    .bind(status)
-    .bind(next_attempt_at)
-    .bind(attempt.claim_token)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeliveryRow {
     pub id: i64,
     pub endpoint_id: String,
@@ -262,7 +272,7 @@ pub struct DeliveryRow {
     pub next_attempt_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct AttemptRow {
     pub delivery_id: i64,
     pub attempted_at: DateTime<Utc>,
@@ -275,20 +285,24 @@ pub async fn deliveries_of(
     db: &PgPool,
     event_id: &str,
 ) -> sqlx::Result<(Vec<DeliveryRow>, Vec<AttemptRow>)> {
-    let deliveries: Vec<DeliveryRow> = sqlx::query_as(
-        "SELECT d.id, d.endpoint_id, w.url, d.status, d.attempts, d.next_attempt_at
-           FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
-          WHERE d.event_id = $1 ORDER BY d.id",
+    let deliveries = sqlx::query_as!(
+        DeliveryRow,
+        r#"SELECT d.id, d.endpoint_id, w.url, d.status AS "status: _", d.attempts,
+                  d.next_attempt_at
+             FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+            WHERE d.event_id = $1 ORDER BY d.id"#,
+        event_id,
     )
-    .bind(event_id)
     .fetch_all(db)
     .await?;
     let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
-    let attempts = sqlx::query_as(
-        "SELECT delivery_id, attempted_at, duration_ms, status_code, outcome FROM webhook_attempts
-          WHERE delivery_id = ANY($1) ORDER BY attempted_at, id",
+    let attempts = sqlx::query_as!(
+        AttemptRow,
+        r#"SELECT delivery_id, attempted_at, duration_ms, status_code, outcome AS "outcome: _"
+             FROM webhook_attempts
+            WHERE delivery_id = ANY($1) ORDER BY attempted_at, id"#,
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(db)
     .await?;
     Ok((deliveries, attempts))
@@ -310,46 +324,48 @@ pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<Resend> {
     let mut tx = db.begin().await?;
     // The event's row lock serializes resends of one event. It is taken in its own statement:
     // the count below then reads a snapshot taken after the lock was granted, so it is exact.
-    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
-        .bind(event_id)
-        .execute(&mut *tx)
-        .await?;
-    let recent: (i64, Option<f64>) = sqlx::query_as(
-        "WITH pruned AS (DELETE FROM event_resends
-                          WHERE event_id = $1 AND resent_at <= now() - interval '1 hour')
-         SELECT count(*), extract(epoch FROM min(resent_at) + interval '1 hour' - now())::float8
-           FROM event_resends
-          WHERE event_id = $1 AND resent_at > now() - interval '1 hour'",
+    sqlx::query_scalar!(
+        "SELECT 1 AS locked FROM events WHERE id = $1 FOR UPDATE",
+        event_id
     )
-    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let recent = sqlx::query!(
+        r#"WITH pruned AS (DELETE FROM event_resends
+                            WHERE event_id = $1 AND resent_at <= now() - interval '1 hour')
+           SELECT count(*) AS "count!",
+                  extract(epoch FROM min(resent_at) + interval '1 hour' - now())::float8 AS wait
+             FROM event_resends
+            WHERE event_id = $1 AND resent_at > now() - interval '1 hour'"#,
+        event_id,
+    )
     .fetch_one(&mut *tx)
     .await?;
-    if recent.0 >= RESENDS_PER_HOUR {
-        let wait = recent.1.unwrap_or(3600.0).ceil().max(1.0) as u64;
+    if recent.count >= RESENDS_PER_HOUR {
+        let wait = recent.wait.unwrap_or(3600.0).ceil().max(1.0) as u64;
         return Ok(Resend::Limited(wait));
     }
-    sqlx::query("INSERT INTO event_resends (event_id) VALUES ($1)")
-        .bind(event_id)
+    sqlx::query!("INSERT INTO event_resends (event_id) VALUES ($1)", event_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO webhook_deliveries (event_id, endpoint_id)
          SELECT e.id, w.id FROM events e JOIN webhook_endpoints w
            ON w.merchant_id = e.merchant_id AND w.livemode = e.livemode
           WHERE e.id = $1 AND w.deleted_at IS NULL
             AND (w.event_types IS NULL OR e.event_type = ANY (w.event_types))
          ON CONFLICT ON CONSTRAINT webhook_deliveries_once DO NOTHING",
+        event_id,
     )
-    .bind(event_id)
     .execute(&mut *tx)
     .await?;
-    let due = sqlx::query(
+    let due = sqlx::query!(
         "UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(),
                 locked_until = NULL, claim_token = NULL, updated_at = now()
            FROM webhook_endpoints w
           WHERE d.event_id = $1 AND w.id = d.endpoint_id AND w.deleted_at IS NULL",
+        event_id,
     )
-    .bind(event_id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -54,7 +54,7 @@ async fn list(
         &state.db,
         auth.merchant.id,
         auth.mode.livemode(),
-        event_type.map(EventType::as_str),
+        event_type,
         session_id.as_ref().map(SessionId::as_str),
         paging.page_size,
         paging.offset(),

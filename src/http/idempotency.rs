@@ -2,7 +2,7 @@
 
 use super::extract::{Auth, BODY_LIMIT};
 use super::sessions::SUB_MERCHANT_HEADER;
-use crate::db::idempotency::{self as db, Claim, ClaimOutcome};
+use crate::db::idempotency::{self as db, Claim, ClaimOutcome, ClaimState};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::{to_bytes, Body};
@@ -144,11 +144,11 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
                 .with_param("Idempotency-Key"));
             }
             match (
-                existing.state.as_str(),
+                existing.state,
                 existing.response_status,
                 existing.response_body,
             ) {
-                ("done", Some(status), Some(body)) => return Ok(replay(status, body)),
+                (ClaimState::Done, Some(status), Some(body)) => return Ok(replay(status, body)),
                 _ if existing.stale => {
                     db::take_over(&state.db, merchant_id, livemode, &key, timeout)
                         .await?

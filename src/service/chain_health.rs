@@ -107,8 +107,8 @@ pub async fn report(state: &AppState) -> sqlx::Result<(bool, Value)> {
             .find(|r| r.network == net.network && r.livemode == net.mode.livemode());
         let oldest_due = due
             .iter()
-            .find(|(n, live, _)| n == net.network.as_str() && *live == net.mode.livemode())
-            .map(|(_, _, since)| *since);
+            .find(|d| d.network == net.network && d.livemode == net.mode.livemode())
+            .map(|d| d.since);
         let health = match judge(net, row) {
             Health::Ok => judge_settling(net, oldest_due),
             stale => stale,

@@ -78,7 +78,7 @@ pub fn base_units(amount: Decimal, decimals: u32) -> Option<String> {
 
 impl PageView {
     pub async fn load(state: &AppState, id: &str) -> sqlx::Result<Option<Self>> {
-        let Some(row) = db::find_public(&state.db, id).await? else {
+        let Some(row) = db::by_id(&state.db, id).await? else {
             return Ok(None);
         };
         let transfers = db::newest_transfers(&state.db, id).await?;

@@ -1,6 +1,6 @@
 //! Checkout sessions: pricing, fees, pay address, and the one transaction that creates them.
 
-use crate::db::idempotency::Claim;
+use crate::db::idempotency::{self, Claim};
 use crate::db::merchants::Merchant;
 use crate::db::sessions::{self as db, NewSession, SessionFilter, SessionRow, TransactionRow};
 use crate::db::sub_merchants;
@@ -235,19 +235,17 @@ pub async fn create(
         created_at,
         expires_at,
     };
-    let reply = claim
-        .map(|_| serde_json::to_vec(&session_json(&new.to_row(), &[], &state.config.base_url)))
-        .transpose()
-        .map_err(ApiError::internal)?;
-    let claim_and_reply = claim.zip(reply.as_deref());
-    let row = db::insert(&mut *tx, &new, claim_and_reply)
-        .await?
-        .ok_or_else(|| {
-            ApiError::idempotency(
-                "request_in_progress",
-                "another request with this Idempotency-Key took over; retry to get its result",
-            )
-        })?;
+    let row = db::insert(&mut *tx, &new, claim).await?.ok_or_else(|| {
+        ApiError::idempotency(
+            "request_in_progress",
+            "another request with this Idempotency-Key took over; retry to get its result",
+        )
+    })?;
+    if let Some(claim) = claim {
+        let reply = serde_json::to_vec(&session_json(&row, &[], &state.config.base_url))
+            .map_err(ApiError::internal)?;
+        idempotency::complete(&mut *tx, claim, 201, &reply).await?;
+    }
     state.faults.hit(FaultPoint::SessionWritten);
     tx.commit().await?;
     state.faults.hit(FaultPoint::SessionCommitted);
