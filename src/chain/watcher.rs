@@ -173,7 +173,7 @@ impl Watcher {
         let headers: Vec<(String, String)> = net
             .rpc_headers
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
             .collect();
         let rpc = RpcClient::new(&net.rpc_urls, &headers, policy, net.max_block_range)?
             .with_max_response_bytes(net.max_response_bytes);

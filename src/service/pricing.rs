@@ -154,7 +154,7 @@ impl RateService {
             .get(&url)
             .query(&[("ids", "tether,usd-coin"), ("vs_currencies", &vs.join(","))]);
         if let Some(key) = api_key {
-            request = request.header(api_key_header.as_str(), key);
+            request = request.header(api_key_header.as_str(), key.expose());
         }
         let response = request
             .send()

@@ -1,0 +1,269 @@
+//! `[networks.<NAME>.<mode>]`: RPC access, tokens and watcher limits, over built-in defaults.
+
+use super::{bounded, err, ConfigError, Secret};
+use crate::domain::address::canonical_contract;
+use crate::domain::api_key::Mode;
+use crate::domain::money::Token;
+use crate::domain::network::{ChainFamily, Network};
+use crate::domain::urls::HttpUrl;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub token: Token,
+    /// Canonical text form: TRON base58, EVM EIP-55.
+    pub contract: String,
+    pub decimals: u8,
+    /// Smaller transfers are dust: not credited, only counted on the session.
+    pub min_amount: Decimal,
+}
+
+/// The default minimum creditable amount: 0.01 token units.
+pub const DEFAULT_MIN_AMOUNT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub network: Network,
+    pub mode: Mode,
+    pub chain_id: Option<u64>,
+    pub confirmations: u32,
+    pub rpc_urls: Vec<String>,
+    pub rpc_headers: BTreeMap<String, Secret>,
+    pub public_rpc_url: Option<String>,
+    pub poll_interval: Duration,
+    pub simulated: bool,
+    pub tokens: Vec<TokenConfig>,
+    /// Largest `eth_getLogs` range this network's provider accepts.
+    pub max_block_range: u64,
+    /// Blocks scanned per watcher cycle at most (backfill proceeds in steps of this size).
+    pub max_blocks_per_scan: u64,
+    /// The watcher is stale (unready, creates refused) when its last successful cycle is older.
+    pub max_lag: Duration,
+    /// ... or when it is this many blocks behind the head.
+    pub max_lag_blocks: u64,
+    /// One RPC answer's size limit; a larger log answer makes the watcher ask for half the range.
+    pub max_response_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    rpc_urls: Option<Vec<String>>,
+    rpc_headers: Option<BTreeMap<String, Secret>>,
+    public_rpc_url: Option<String>,
+    chain_id: Option<u64>,
+    confirmations: Option<u32>,
+    poll_interval_ms: Option<u64>,
+    simulated: Option<bool>,
+    #[serde(default)]
+    tokens: BTreeMap<String, RawToken>,
+    max_block_range: Option<u64>,
+    max_blocks_per_scan: Option<u64>,
+    max_lag_seconds: Option<u64>,
+    max_lag_blocks: Option<u64>,
+    max_response_kib: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    contract: String,
+    decimals: Option<u8>,
+    min_amount: Option<String>,
+}
+
+/// Every (network, mode) pair: the built-in defaults with the file's sections applied.
+pub(super) fn parse(
+    raw: BTreeMap<String, BTreeMap<String, RawNetwork>>,
+) -> Result<HashMap<(Network, Mode), NetworkConfig>, ConfigError> {
+    let mut out: HashMap<_, _> = Network::ALL
+        .into_iter()
+        .flat_map(|n| Mode::ALL.map(|m| ((n, m), NetworkConfig::defaults(n, m))))
+        .collect();
+    for (name, modes) in raw {
+        let network = name
+            .parse::<Network>()
+            .map_err(|e| err(format!("networks.{name}"), e.to_string()))?;
+        for (mode_name, raw_net) in modes {
+            let prefix = format!("networks.{name}.{mode_name}");
+            let mode = mode_name
+                .parse::<Mode>()
+                .map_err(|m| err(&prefix, m.to_string()))?;
+            let net = out.get_mut(&(network, mode)).expect("pre-filled");
+            net.apply(&prefix, raw_net)?;
+            // Caught up, a cycle rescans `confirmations` blocks: a smaller step never catches up.
+            if net.max_blocks_per_scan < u64::from(net.confirmations) {
+                return Err(err(
+                    format!("{prefix}.max_blocks_per_scan"),
+                    format!("must be at least the confirmations ({})", net.confirmations),
+                ));
+            }
+            if net.enabled() && network.family() == ChainFamily::Solana {
+                let message = "SOLANA is not supported yet (no watch-only address scheme)";
+                return Err(err(prefix, message));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl NetworkConfig {
+    /// A network is usable in a mode when it has RPC URLs or is simulated (test mode only).
+    pub fn enabled(&self) -> bool {
+        self.simulated || !self.rpc_urls.is_empty()
+    }
+
+    /// Enabled and read from a chain (not simulated): a watcher runs for it.
+    pub fn watched(&self) -> bool {
+        !self.simulated && !self.rpc_urls.is_empty()
+    }
+
+    pub fn token(&self, token: Token) -> Option<&TokenConfig> {
+        self.tokens.iter().find(|t| t.token == token)
+    }
+
+    fn defaults(network: Network, mode: Mode) -> Self {
+        let defaults = match mode {
+            Mode::Live => network.mainnet(),
+            Mode::Test => network.testnet(),
+        };
+        Self {
+            network,
+            mode,
+            chain_id: defaults.chain_id,
+            confirmations: defaults.confirmations,
+            rpc_urls: Vec::new(),
+            rpc_headers: BTreeMap::new(),
+            public_rpc_url: None,
+            poll_interval: Duration::from_secs(3),
+            simulated: false,
+            max_block_range: if network == Network::Tron { 5000 } else { 2000 },
+            max_blocks_per_scan: 10_000,
+            max_lag: Duration::from_secs(120),
+            max_lag_blocks: 500,
+            max_response_bytes: crate::chain::rpc::MAX_RESPONSE_BYTES,
+            tokens: defaults
+                .tokens
+                .iter()
+                .map(|t| TokenConfig {
+                    token: t.token,
+                    contract: t.contract.to_owned(),
+                    decimals: t.decimals,
+                    min_amount: DEFAULT_MIN_AMOUNT,
+                })
+                .collect(),
+        }
+    }
+
+    /// Overrides the values `raw` sets; `prefix` is the section's key (`networks.BSC.test`).
+    fn apply(&mut self, prefix: &str, raw: RawNetwork) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("{prefix}.{name}");
+        if let Some(urls) = raw.rpc_urls {
+            for (i, url) in urls.iter().enumerate() {
+                HttpUrl::parse(url).map_err(|m| err(key(&format!("rpc_urls[{i}]")), m))?;
+            }
+            self.rpc_urls = urls;
+        }
+        if let Some(headers) = raw.rpc_headers {
+            let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            let invalid = |name: &&String| name.is_empty() || !name.bytes().all(valid);
+            if let Some(name) = headers.keys().find(invalid) {
+                let header_key = key(&format!("rpc_headers.{name}"));
+                return Err(err(header_key, "is not a valid header name"));
+            }
+            self.rpc_headers = headers;
+        }
+        if let Some(url) = raw.public_rpc_url {
+            HttpUrl::parse(&url).map_err(|m| err(key("public_rpc_url"), m))?;
+            self.public_rpc_url = Some(url);
+        }
+        if let Some(id) = raw.chain_id {
+            if self.network.family() != ChainFamily::Evm {
+                return Err(err(key("chain_id"), "only EVM networks have a chain id"));
+            }
+            self.chain_id = Some(id);
+        }
+        self.confirmations = raw.confirmations.unwrap_or(self.confirmations);
+        if let Some(ms) = raw.poll_interval_ms {
+            self.poll_interval =
+                Duration::from_millis(bounded(&key("poll_interval_ms"), ms, 50..)?);
+        }
+        if let Some(n) = raw.max_block_range {
+            self.max_block_range = bounded(&key("max_block_range"), n, 1..=100_000)?;
+        }
+        if let Some(n) = raw.max_blocks_per_scan {
+            self.max_blocks_per_scan = bounded(&key("max_blocks_per_scan"), n, 1..=1_000_000)?;
+        }
+        if let Some(secs) = raw.max_lag_seconds {
+            self.max_lag = Duration::from_secs(bounded(&key("max_lag_seconds"), secs, 1..)?);
+        }
+        self.max_lag_blocks = raw.max_lag_blocks.unwrap_or(self.max_lag_blocks);
+        if let Some(kib) = raw.max_response_kib {
+            let kib = bounded(&key("max_response_kib"), kib, 1..=1024 * 1024)?;
+            self.max_response_bytes = usize::try_from(kib * 1024).unwrap_or(usize::MAX);
+        }
+        if let Some(simulated) = raw.simulated {
+            if simulated && self.mode == Mode::Live {
+                let message = "only test-mode networks can be simulated";
+                return Err(err(key("simulated"), message));
+            }
+            self.simulated = simulated;
+        }
+        for (symbol, raw_token) in raw.tokens {
+            self.apply_token(&key(&format!("tokens.{symbol}")), &symbol, raw_token)?;
+        }
+        Ok(())
+    }
+
+    fn apply_token(&mut self, key: &str, symbol: &str, raw: RawToken) -> Result<(), ConfigError> {
+        let token = Token::parse(symbol).ok_or_else(|| err(key, "unknown token (USDT or USDC)"))?;
+        if token == Token::Usdc && self.network == Network::Tron {
+            return Err(err(key, "USDC is not supported on TRON"));
+        }
+        let contract = canonical_contract(self.network.family(), &raw.contract)
+            .map_err(|m| err(format!("{key}.contract"), format!("'{}' {m}", raw.contract)))?;
+        let existing = self.tokens.iter().position(|t| t.token == token);
+        let decimals = match (raw.decimals, existing) {
+            (Some(d), _) => bounded(&format!("{key}.decimals"), d, ..=36)?,
+            (None, Some(i)) => self.tokens[i].decimals,
+            (None, None) => {
+                let message = "is required for a token with no built-in default";
+                return Err(err(format!("{key}.decimals"), message));
+            }
+        };
+        let min_amount = match &raw.min_amount {
+            None => existing.map_or(DEFAULT_MIN_AMOUNT, |i| self.tokens[i].min_amount),
+            Some(text) => parse_min_amount(text, decimals)
+                .map_err(|m| err(format!("{key}.min_amount"), format!("'{text}' {m}")))?,
+        };
+        let config = TokenConfig {
+            token,
+            contract,
+            decimals,
+            min_amount,
+        };
+        match existing {
+            Some(i) => self.tokens[i] = config,
+            None => self.tokens.push(config),
+        }
+        Ok(())
+    }
+}
+
+/// A positive amount the token can represent: at least one base unit.
+fn parse_min_amount(text: &str, decimals: u8) -> Result<Decimal, String> {
+    let amount =
+        Decimal::from_str_exact(text.trim()).map_err(|_| "is not a decimal amount".to_string())?;
+    if amount <= Decimal::ZERO {
+        return Err("must be greater than 0".into());
+    }
+    if amount.normalize().scale() > u32::from(decimals) {
+        return Err(format!(
+            "is smaller than one base unit, or has more than the token's {decimals} decimals"
+        ));
+    }
+    Ok(amount.normalize())
+}
