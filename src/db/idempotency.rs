@@ -158,9 +158,8 @@ pub async fn release(db: &PgPool, claim: &Claim) -> sqlx::Result<()> {
 /// held for long. Returns the number of keys deleted.
 pub async fn cleanup(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Result<u64> {
     let age = retention.as_secs_f64();
-    let mut deleted = 0;
-    loop {
-        let done = sqlx::query!(
+    let deleted = in_batches(batch, || {
+        sqlx::query!(
             "DELETE FROM idempotency_keys WHERE ctid IN (
                 SELECT ctid FROM idempotency_keys
                 WHERE created_at < now() - make_interval(secs => $1)
@@ -169,15 +168,10 @@ pub async fn cleanup(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Resu
             batch,
         )
         .execute(db)
-        .await?
-        .rows_affected();
-        deleted += done;
-        if done < batch.unsigned_abs() {
-            break;
-        }
-    }
-    loop {
-        let done = sqlx::query!(
+    })
+    .await?;
+    in_batches(batch, || {
+        sqlx::query!(
             "UPDATE checkout_sessions SET idempotency_key = NULL WHERE id IN (
                 SELECT id FROM checkout_sessions
                 WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
@@ -186,10 +180,23 @@ pub async fn cleanup(db: &PgPool, retention: Duration, batch: i64) -> sqlx::Resu
             batch,
         )
         .execute(db)
-        .await?
-        .rows_affected();
+    })
+    .await?;
+    Ok(deleted)
+}
+
+/// Runs a batch statement until one comes back short; the rows it touched in all.
+async fn in_batches<F, Fut>(batch: i64, mut run: F) -> sqlx::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<sqlx::postgres::PgQueryResult>>,
+{
+    let mut total = 0;
+    loop {
+        let done = run().await?.rows_affected();
+        total += done;
         if done < batch.unsigned_abs() {
-            return Ok(deleted);
+            return Ok(total);
         }
     }
 }

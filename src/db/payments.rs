@@ -1,6 +1,7 @@
 //! Crediting a confirmed transfer: the session and transfer rows it reads and writes, and the
 //! throttle on late-payment events.
 
+use crate::domain::credit::Credited;
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
 use chrono::{DateTime, Utc};
@@ -47,20 +48,10 @@ pub async fn lock_unconfirmed(
     .await
 }
 
-/// The session's new totals after a credited transfer.
-pub struct CreditedTotals {
-    pub status: SessionStatus,
-    pub amount_received: Decimal,
-    pub fee_amount: Decimal,
-    pub net_amount: Decimal,
-    pub paid_at: Option<DateTime<Utc>>,
-    pub expires_at: DateTime<Utc>,
-}
-
 pub async fn apply_credit(
     tx: &mut Transaction<'_, Postgres>,
     session_id: &str,
-    totals: &CreditedTotals,
+    totals: &Credited,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE checkout_sessions

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::idempotency::Claim;
@@ -8,7 +8,7 @@ use crate::domain::money::{PricingCurrency, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::{SessionStatus, TransactionStatus};
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct SessionRow {
     pub id: String,
     pub merchant_id: Uuid,
@@ -46,7 +46,7 @@ pub struct SessionRow {
     pub unexpected_count: i32,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct TransactionRow {
     pub session_id: String,
     pub tx_hash: String,
@@ -366,26 +366,23 @@ pub async fn list(
 
 /// Expires an open (Pending or Underpaid) session; `None` when it is not open or not found.
 pub async fn expire_open(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     merchant_id: Uuid,
     livemode: bool,
     id: &str,
 ) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as!(
-        SessionRow,
-        r#"UPDATE checkout_sessions SET status = 'Expired', updated_at = now()
-            WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND status IN ('Pending', 'Underpaid')
-           RETURNING id, merchant_id, livemode, sub_merchant_code, status AS "status: _", amount,
-              amount_received, fee_rate, fee_floor, fee_amount, net_amount, currency AS "currency: _",
-              network AS "network: _", chain_family AS "chain_family: _", currency_contract,
-              token_decimals, detection_rpc_url, pay_address, address_xpub, address_index,
-              pricing_amount, pricing_currency AS "pricing_currency: _", exchange_rate,
-              client_reference_id, success_url, cancel_url, merchant_name, merchant_logo_url,
-              created_at, expires_at, paid_at, updated_at, dust_count, unexpected_count"#,
+    let expired = sqlx::query_scalar!(
+        "UPDATE checkout_sessions SET status = 'Expired', updated_at = now()
+          WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND status IN ('Pending', 'Underpaid')
+         RETURNING id",
         id,
         merchant_id,
         livemode,
     )
-    .fetch_optional(db)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?;
+    match expired {
+        Some(id) => by_id(conn, &id).await,
+        None => Ok(None),
+    }
 }

@@ -84,19 +84,7 @@ async fn credit_in(
     let mut to_record: Vec<EventType> = Vec::new();
     let outcome = match &decision {
         Decision::Credit(c) => {
-            db::apply_credit(
-                tx,
-                &session_id,
-                &db::CreditedTotals {
-                    status: c.status,
-                    amount_received: c.amount_received,
-                    fee_amount: c.fee_amount,
-                    net_amount: c.net_amount,
-                    paid_at: c.paid_at,
-                    expires_at: c.expires_at,
-                },
-            )
-            .await?;
+            db::apply_credit(tx, &session_id, c).await?;
             to_record.push(if c.status.is_paid() {
                 EventType::Completed
             } else {

@@ -306,7 +306,7 @@ pub async fn expire(
 ) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
     let id = parse_id(id)?;
     let mut tx = state.db.begin().await?;
-    if let Some(row) = db::expire_open(&mut *tx, merchant.id, mode.livemode(), id.as_str()).await? {
+    if let Some(row) = db::expire_open(&mut tx, merchant.id, mode.livemode(), id.as_str()).await? {
         crate::service::events::record(
             &mut tx,
             &row.id,
