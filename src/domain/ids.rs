@@ -18,7 +18,9 @@ pub fn is_random_id(prefix: &str, s: &str) -> bool {
 }
 
 /// `cs_` + 32 lowercase hex characters (128 random bits): the only secret of the hosted page.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
 pub struct SessionId(String);
 
 impl SessionId {
@@ -56,7 +58,9 @@ impl fmt::Debug for SessionId {
 }
 
 /// A sub-merchant code: 1–100 chars of `[A-Za-z0-9_-]`, not starting with `_`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
 pub struct SubMerchantCode(String);
 
 impl SubMerchantCode {
@@ -78,6 +82,49 @@ impl SubMerchantCode {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The merchant's own reference for a session: at most 200 characters, none of them control
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct ClientReferenceId(String);
+
+impl ClientReferenceId {
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        if s.chars().count() > 200 {
+            return Err("must be at most 200 characters");
+        }
+        if s.chars().any(char::is_control) {
+            return Err("must not contain control characters");
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::str::FromStr for ClientReferenceId {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl std::str::FromStr for SubMerchantCode {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
     }
 }
 

@@ -51,6 +51,16 @@ impl PricingCurrency {
     }
 }
 
+impl FromStr for PricingCurrency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| {
+            format!("'{s}' is not a supported currency (USDT, USDC or a fiat code such as USD)")
+        })
+    }
+}
+
 impl std::fmt::Display for PricingCurrency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

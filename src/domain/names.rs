@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// A name outside its set: "'x' is not a network (TRON, BSC or BASE)".
+/// A name outside its set: "'x' is not a network (TRON, BSC, BASE)", or "(USDT or USDC)"
+/// when the set has two names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownName {
     pub value: String,
@@ -12,16 +13,9 @@ pub struct UnknownName {
 
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "'{}' is not {} (", self.value, self.noun)?;
-        for (i, name) in self.names.iter().enumerate() {
-            let separator = match i {
-                0 => "",
-                _ if i + 1 == self.names.len() => " or ",
-                _ => ", ",
-            };
-            write!(f, "{separator}{name}")?;
-        }
-        f.write_str(")")
+        let separator = if self.names.len() == 2 { " or " } else { ", " };
+        let names = self.names.join(separator);
+        write!(f, "'{}' is not {} ({names})", self.value, self.noun)
     }
 }
 
@@ -155,7 +149,7 @@ mod tests {
         let refused = "Red".parse::<Colour>().unwrap_err();
         assert_eq!(
             refused.to_string(),
-            "'Red' is not a colour (red, green or blue)"
+            "'Red' is not a colour (red, green, blue)"
         );
         assert_eq!(
             serde_json::from_str::<Colour>("\"green\"").unwrap(),
@@ -175,5 +169,9 @@ mod tests {
     fn ignore_case_accepts_any_letter_case() {
         assert_eq!(Shout::parse("hEy"), Some(Shout::Hey));
         assert_eq!(Colour::parse("RED"), None);
+        assert_eq!(
+            "hi".parse::<Shout>().unwrap_err().to_string(),
+            "'hi' is not a shout (HEY)"
+        );
     }
 }

@@ -33,6 +33,14 @@ impl HttpUrl {
     }
 }
 
+impl std::str::FromStr for HttpUrl {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
