@@ -4,7 +4,6 @@ pub mod chain;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod error;
 pub mod faults;
 pub mod http;
 pub mod limits;

@@ -164,7 +164,7 @@ impl Drop for ConnectionSlot {
 /// Too many connections (from one address, or in all): a 429 in our error shape, then close.
 async fn refuse_busy(mut stream: tokio::net::TcpStream, limit: usize) {
     use tokio::io::AsyncWriteExt;
-    let error = crate::error::ApiError::rate_limited(1);
+    let error = crate::http::error::ApiError::rate_limited(1);
     let body = error.body().to_string();
     let head = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nratelimit-limit: {limit}\r\nratelimit-remaining: 0\r\nratelimit-reset: 1\r\nrequest-id: {}\r\nconnection: close\r\n\r\n",

@@ -22,9 +22,11 @@ use super::rpc::{BlockHeader, Log, Receipt, RetryPolicy, RpcClient, RpcError, Tr
 use crate::config::NetworkConfig;
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
+use crate::domain::api_key::Mode;
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::TransactionStatus;
 use crate::faults::Faults;
+use crate::service;
 use crate::service::payments::{self, Credit};
 use crate::state::AppState;
 use alloy_primitives::{B256, U256};
@@ -46,18 +48,48 @@ const WALK_BACK: i64 = 64;
 /// Transfers confirmed per cycle at most (the rest wait for the next cycle).
 const CONFIRM_BATCH: i64 = 2000;
 
+/// Why a cycle failed; its text is recorded on the cursor row (`last_error` in `/readyz`).
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("RPC: {0}")]
     Rpc(#[from] RpcError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("{0}")]
-    Chain(String),
+    /// Crediting a settled transfer failed.
+    #[error(transparent)]
+    Credit(#[from] service::Error),
     #[error("lost the lease during the cycle; another replica continues")]
     LostLease,
-    #[error("{0}")]
-    Other(#[from] anyhow::Error),
+    #[error("RPC URL #{url} serves chain id {found}, not the configured {expected} (set networks.{network}.{mode}.chain_id if that is the chain you mean); not scanning")]
+    WrongChain {
+        url: usize,
+        found: u64,
+        expected: u64,
+        network: Network,
+        mode: Mode,
+    },
+    #[error("no RPC URL answered eth_chainId")]
+    NoChainId,
+    #[error("the node does not have block {0}")]
+    MissingBlock(u64),
+    #[error("asked for block {asked}, the node sent block {sent}")]
+    WrongBlock { asked: u64, sent: u64 },
+    #[error("block {0} changed during the scan (reorg); scanning again")]
+    ChangedDuringScan(u64),
+    #[error("block {0} has a bad timestamp")]
+    BadTimestamp(u64),
+    #[error("block number {0} out of range")]
+    OutOfRange(u64),
+    #[error("receipt: {0}")]
+    Receipt(String),
+    #[error("receipt not fetched")]
+    ReceiptNotFetched,
+    #[error("transfer {0} has no block")]
+    NoBlock(i64),
+    #[error("transfer {id} is of a token no longer configured ({contract:?})")]
+    TokenGone { id: i64, contract: Option<String> },
+    #[error("the chain id check's lock was poisoned")]
+    Poisoned,
 }
 
 /// What one cycle did, for logs, tests and benchmarks.
@@ -156,7 +188,7 @@ fn time_of(number: u64, timestamp: u64) -> Result<DateTime<Utc>, WatchError> {
     i64::try_from(seconds)
         .ok()
         .and_then(|t| DateTime::from_timestamp(t, 0))
-        .ok_or_else(|| WatchError::Chain(format!("block {number} has a bad timestamp")))
+        .ok_or(WatchError::BadTimestamp(number))
 }
 
 fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
@@ -164,7 +196,7 @@ fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
 }
 
 fn to_i64(n: u64) -> Result<i64, WatchError> {
-    i64::try_from(n).map_err(|_| WatchError::Chain(format!("block number {n} out of range")))
+    i64::try_from(n).map_err(|_| WatchError::OutOfRange(n))
 }
 
 impl Watcher {
@@ -356,9 +388,7 @@ impl Watcher {
                 .iter()
                 .any(|l| l.block_number == end && l.block_hash != header.hash && !l.removed)
             {
-                return Err(WatchError::Chain(format!(
-                    "block {end} changed during the scan (reorg); scanning again"
-                )));
+                return Err(WatchError::ChangedDuringScan(end));
             }
             let new_final = final_block.max(end.min(deep_enough));
             let new_final_header = if new_final == end {
@@ -450,7 +480,7 @@ impl Watcher {
             let checked = self
                 .chain_checked
                 .lock()
-                .map_err(|_| WatchError::Chain("lock".into()))?;
+                .map_err(|_| WatchError::Poisoned)?;
             match *checked {
                 Some((_, true)) => return Ok(()),
                 Some((at, false)) if at.elapsed() < Duration::from_secs(300) => return Ok(()),
@@ -462,19 +492,20 @@ impl Watcher {
         for (i, found) in self.rpc.chain_ids().await {
             match found {
                 Ok(id) if id == expected => answered += 1,
-                Ok(id) => {
-                    return Err(WatchError::Chain(format!(
-                        "RPC URL #{} serves chain id {id}, not the configured {expected} (set networks.{}.{}.chain_id if that is the chain you mean); not scanning",
-                        i + 1,
-                        self.network,
-                        self.net.mode.as_str(),
-                    )))
+                Ok(found) => {
+                    return Err(WatchError::WrongChain {
+                        url: i + 1,
+                        found,
+                        expected,
+                        network: self.network,
+                        mode: self.net.mode,
+                    })
                 }
                 Err(_) => all = false,
             }
         }
         if answered == 0 {
-            return Err(WatchError::Chain("no RPC URL answered eth_chainId".into()));
+            return Err(WatchError::NoChainId);
         }
         if let Ok(mut checked) = self.chain_checked.lock() {
             *checked = Some((std::time::Instant::now(), all));
@@ -486,15 +517,13 @@ impl Watcher {
         let Some(header) = self.rpc.block(number).await? else {
             // A node without a block we know exists lags behind: ask another URL next time.
             self.rpc.prefer_next();
-            return Err(WatchError::Chain(format!(
-                "the node does not have block {number}"
-            )));
+            return Err(WatchError::MissingBlock(number));
         };
         if header.number != number {
-            return Err(WatchError::Chain(format!(
-                "asked for block {number}, the node sent block {}",
-                header.number
-            )));
+            return Err(WatchError::WrongBlock {
+                asked: number,
+                sent: header.number,
+            });
         }
         Ok(header)
     }
@@ -632,10 +661,7 @@ impl Watcher {
         for header in fetched {
             let header = header?;
             if missing.get(&header.number) != Some(&header.hash) {
-                return Err(WatchError::Chain(format!(
-                    "block {} changed during the scan (reorg); scanning again",
-                    header.number
-                )));
+                return Err(WatchError::ChangedDuringScan(header.number));
             }
             times.insert(header.number, block_time(&header)?);
         }
@@ -776,8 +802,8 @@ impl Watcher {
                     self.settle(&transfer, receipt.clone(), head, depth, canonical)
                         .await
                 }
-                Some(Err(e)) => Err(WatchError::Chain(format!("receipt: {e}"))),
-                None => Err(WatchError::Chain("receipt not fetched".into())),
+                Some(Err(e)) => Err(WatchError::Receipt(e.clone())),
+                None => Err(WatchError::ReceiptNotFetched),
             };
             let settled = matches!(
                 outcome,
@@ -811,7 +837,7 @@ impl Watcher {
         let stored_block = transfer
             .block_number
             .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| WatchError::Chain(format!("transfer {} has no block", transfer.id)))?;
+            .ok_or(WatchError::NoBlock(transfer.id))?;
         let stored_hash = transfer.block_hash.as_deref().unwrap_or_default();
         let Some(receipt) = receipt else {
             // No receipt: gone in a reorg, unless its block is still canonical (then the node
@@ -853,10 +879,10 @@ impl Watcher {
             .as_deref()
             .and_then(|c| self.net.tokens.iter().find(|t| t.contract == c));
         let Some(token) = token else {
-            return Err(WatchError::Chain(format!(
-                "transfer {} is of a token no longer configured ({:?})",
-                transfer.id, transfer.token_contract
-            )));
+            return Err(WatchError::TokenGone {
+                id: transfer.id,
+                contract: transfer.token_contract.clone(),
+            });
         };
         let same_transfer = |l: &Log| {
             l.as_transfer().is_some_and(|t| {

@@ -1,13 +1,12 @@
+use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonObject, Paging, QueryParams};
 use super::Routes;
-use crate::db::events as db;
 use crate::domain::event::EventType;
-use crate::domain::ids::{is_random_id, SessionId};
+use crate::domain::ids::SessionId;
 use crate::domain::money::parse_plain_decimal;
-use crate::error::{ApiError, ApiResult};
-use crate::service::payments::{self, SimulateError};
+use crate::service::{events as service, payments, sessions, webhooks};
 use crate::state::AppState;
-use crate::views::{event_json, session_json};
+use crate::views::event_json;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use axum::Json;
@@ -50,18 +49,20 @@ async fn list(
         })
         .transpose()?;
     q.finish()?;
-    let (rows, total) = db::list(
-        &state.db,
+    let page = service::list(
+        &state,
         auth.merchant.id,
-        auth.mode.livemode(),
+        auth.mode,
         event_type,
-        session_id.as_ref().map(SessionId::as_str),
+        session_id.as_ref(),
         paging.page_size,
         paging.offset(),
     )
     .await?;
-    let data: Vec<Value> = rows.iter().map(event_json).collect();
-    Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
+    let data: Vec<Value> = page.items.iter().map(event_json).collect();
+    Ok(Json(
+        json!({ "data": data, "meta": paging.meta(page.total) }),
+    ))
 }
 
 async fn retrieve(
@@ -69,21 +70,10 @@ async fn retrieve(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let row = find_event(&state, &auth, &id).await?;
+    let row = service::find(&state, auth.merchant.id, auth.mode, &id).await?;
     let mut body = event_json(&row);
-    body["deliveries"] = crate::service::webhooks::deliveries_json(&state, &row.id).await?;
+    body["deliveries"] = webhooks::deliveries_json(&state, &row.id).await?;
     Ok(Json(body))
-}
-
-/// The caller's event `id`; a malformed id is as missing as an unknown one.
-pub async fn find_event(state: &AppState, auth: &Auth, id: &str) -> ApiResult<db::EventRow> {
-    let missing = || ApiError::not_found(format!("no event '{id}'"));
-    if !is_random_id("evt_", id) {
-        return Err(missing());
-    }
-    db::find(&state.db, auth.merchant.id, auth.mode.livemode(), id)
-        .await?
-        .ok_or_else(missing)
 }
 
 /// Test mode only: a confirmed payment of `amount`, credited like a chain transfer.
@@ -107,15 +97,9 @@ async fn simulate_payment(
             "must be greater than 0 and at most 100000000",
         ));
     }
-    let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
-    let session_id = SessionId::parse(&id).ok_or_else(missing)?;
-    match payments::simulate(&state, auth.merchant.id, session_id.as_str(), amount).await {
-        Ok(_) => {}
-        Err(SimulateError::NotFound) => return Err(missing()),
-        Err(SimulateError::Invalid(m)) => return Err(ApiError::invalid("amount", m)),
-        Err(SimulateError::Internal(e)) => return Err(ApiError::internal(e)),
-    }
-    let (row, txs) =
-        crate::service::sessions::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
-    Ok(Json(session_json(&row, &txs, &state.config.base_url)))
+    let session_id = SessionId::parse(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no checkout session '{id}'")))?;
+    payments::simulate(&state, auth.merchant.id, session_id.as_str(), amount).await?;
+    let session = sessions::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
+    Ok(Json(session.to_json(&state.config.base_url)))
 }

@@ -1,14 +1,16 @@
 //! Extractors that answer every rejection in our error shape.
 
+use super::error::{ApiError, ApiResult};
 use crate::db::merchants::{self, Merchant};
 use crate::domain::api_key::{ApiKey, Mode};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::ids::SubMerchantCode;
+use crate::service::{self, Field};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 /// The authenticated caller: a merchant acting in one mode.
@@ -61,6 +63,36 @@ pub async fn authenticate(state: &AppState, key: &ApiKey) -> ApiResult<Auth> {
         merchant,
         mode: key.mode(),
     })
+}
+
+/// The sub-merchant a session is created for.
+pub const SUB_MERCHANT_HEADER: HeaderName = HeaderName::from_static("x-sub-merchant-code");
+/// The header's name as the API documents it, in errors.
+const SUB_MERCHANT_PARAM: &str = "X-Sub-Merchant-Code";
+
+/// The sub-merchant code in the request's header, if any.
+pub fn sub_merchant_code(headers: &HeaderMap) -> ApiResult<Option<SubMerchantCode>> {
+    let Some(value) = headers.get(SUB_MERCHANT_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid(SUB_MERCHANT_PARAM, "must be printable ASCII"))?;
+    SubMerchantCode::parse(text)
+        .map(Some)
+        .map_err(|m| ApiError::invalid(SUB_MERCHANT_PARAM, m))
+}
+
+/// A service's error for a request whose sub-merchant code came in the header: a refused
+/// code names the header.
+pub fn sub_merchant_from_header(e: service::Error) -> ApiError {
+    match e {
+        service::Error::Invalid {
+            field: Field::SubMerchantCode,
+            reason,
+        } => ApiError::invalid(SUB_MERCHANT_PARAM, reason),
+        e => e.into(),
+    }
 }
 
 /// Largest request body accepted.

@@ -1,5 +1,5 @@
+use super::error::ApiError;
 use super::Routes;
-use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;

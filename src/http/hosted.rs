@@ -1,12 +1,12 @@
 //! The hosted payment page (`GET /{id}`), its public view JSON, its live status stream
 //! (server-sent events) and its two assets. No external requests, a strict CSP.
 
+use super::error::{ApiError, ApiResult};
 use super::i18n::{self, Text};
 use super::Routes;
 use crate::domain::ids::SessionId;
 use crate::domain::session::SessionStatus;
-use crate::error::{ApiError, ApiResult};
-use crate::service::hosted::{network_label, PageView};
+use crate::service::hosted::{self as service, network_label, PageView};
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
@@ -271,15 +271,7 @@ async fn events(
 async fn logo(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let missing = || ApiError::not_found("no logo");
     let id = SessionId::parse(&id).ok_or_else(missing)?;
-    let url = crate::db::sessions::logo_url(&state.db, id.as_str())
-        .await?
-        .ok_or_else(missing)?;
-    let public_only = !state.config.webhooks.allow_private_targets;
-    let logo = state
-        .logos
-        .get(&url, public_only)
-        .await
-        .ok_or_else(missing)?;
+    let logo = service::logo(&state, &id).await?.ok_or_else(missing)?;
     Ok((
         [
             (CONTENT_TYPE, HeaderValue::from_static(logo.content_type)),

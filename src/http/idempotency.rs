@@ -1,9 +1,8 @@
 //! `Idempotency-Key` on every POST: replay, conflict, in-progress, takeover of dead claims.
 
-use super::extract::{Auth, BODY_LIMIT};
-use super::sessions::SUB_MERCHANT_HEADER;
+use super::error::ApiError;
+use super::extract::{Auth, BODY_LIMIT, SUB_MERCHANT_HEADER};
 use crate::db::idempotency::{self as db, Claim, ClaimOutcome, ClaimState};
-use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::{to_bytes, Body};
 use axum::extract::{FromRequestParts, Request, State};

@@ -1,6 +1,7 @@
 //! The HTTP surface: one `routes()` per resource, and the layers every request passes.
 
 pub mod client_ip;
+pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
@@ -12,7 +13,7 @@ pub mod sessions;
 pub mod sub_merchants;
 pub mod webhook_endpoints;
 
-use crate::error::{ApiError, ErrorType};
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -100,6 +101,9 @@ pub fn router(state: AppState) -> Router {
             state,
             rate_limit::layer,
         ))
+        // Inside the trace span and after the request id is set; around everything that can
+        // answer with an internal error (the panic layer, the rate limiter's key lookup).
+        .layer(axum::middleware::from_fn(error::log_internal_errors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -177,17 +181,6 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-fn request_timeout() -> ApiError {
-    ApiError {
-        status: StatusCode::REQUEST_TIMEOUT,
-        kind: ErrorType::Api,
-        code: "request_timeout",
-        message: "the request took too long".into(),
-        param: None,
-        retry_after: None,
-    }
-}
-
 /// Any error response that is not already our JSON (a framework rejection, a timeout) gets
 /// our error shape with the same status.
 async fn json_errors(response: Response) -> Response {
@@ -205,7 +198,7 @@ async fn json_errors(response: Response) -> Response {
         StatusCode::NOT_FOUND => ApiError::not_found("not found"),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large("the request body is too large"),
-        StatusCode::REQUEST_TIMEOUT => request_timeout(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(),
         s if s.is_server_error() => ApiError::internal(format!("unshaped {s} response")),
         _ => {
             let mut e = ApiError::bad_request("the request could not be understood");

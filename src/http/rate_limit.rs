@@ -11,8 +11,8 @@
 //! guessing keys is as limited as loading pages.
 
 use super::client_ip::client_ip;
+use super::error::ApiError;
 use super::extract::{authenticate, bearer_key};
-use crate::error::ApiError;
 use crate::limits::{client_key, Decision, StreamSlot};
 use crate::state::AppState;
 use axum::body::Body;
@@ -140,7 +140,7 @@ async fn keyed(state: &AppState, mut req: Request, next: Next) -> Response {
     }
     let looked_up = tokio::time::timeout(AUTH_TIMEOUT, authenticate(state, &key))
         .await
-        .unwrap_or_else(|_| Err(super::request_timeout()));
+        .unwrap_or_else(|_| Err(ApiError::request_timeout()));
     let auth = match looked_up {
         Ok(auth) => auth,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {

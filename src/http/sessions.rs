@@ -1,4 +1,7 @@
-use super::extract::{Auth, JsonObject, Paging, QueryParams};
+use super::error::{ApiError, ApiResult};
+use super::extract::{
+    sub_merchant_code, sub_merchant_from_header, Auth, JsonObject, Paging, QueryParams,
+};
 use super::idempotency::ReplyStored;
 use super::Routes;
 use crate::db::idempotency::Claim;
@@ -8,7 +11,6 @@ use crate::domain::money::{parse_plain_decimal, PricingCurrency, Token};
 use crate::domain::network::Network;
 use crate::domain::session::SessionStatus;
 use crate::domain::urls::HttpUrl;
-use crate::error::{ApiError, ApiResult};
 use crate::service::sessions::{self as service, CreateSession};
 use crate::state::AppState;
 use crate::views::session_json;
@@ -26,20 +28,6 @@ pub fn routes(r: Routes) -> Routes {
         .add("GET", "/v1/checkout/sessions", get(list))
         .add("GET", "/v1/checkout/sessions/{id}", get(retrieve))
         .add("POST", "/v1/checkout/sessions/{id}/expire", post(expire))
-}
-
-pub const SUB_MERCHANT_HEADER: &str = "x-sub-merchant-code";
-
-fn sub_merchant_header(headers: &HeaderMap) -> ApiResult<Option<SubMerchantCode>> {
-    let Some(value) = headers.get(SUB_MERCHANT_HEADER) else {
-        return Ok(None);
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::invalid("X-Sub-Merchant-Code", "must be printable ASCII"))?;
-    SubMerchantCode::parse(text)
-        .map(Some)
-        .map_err(|m| ApiError::invalid("X-Sub-Merchant-Code", m))
 }
 
 fn parse_url(name: &str, value: &str) -> ApiResult<HttpUrl> {
@@ -121,9 +109,11 @@ async fn create(
     headers: HeaderMap,
     JsonObject(fields): JsonObject,
 ) -> ApiResult<Response> {
-    let request = parse_create(fields, sub_merchant_header(&headers)?)?;
+    let request = parse_create(fields, sub_merchant_code(&headers)?)?;
     let claim = claim.map(|Extension(c)| c);
-    let row = service::create(&state, &auth.merchant, auth.mode, request, claim.as_ref()).await?;
+    let row = service::create(&state, &auth.merchant, auth.mode, request, claim.as_ref())
+        .await
+        .map_err(sub_merchant_from_header)?;
     let body = Json(session_json(&row, &[], &state.config.base_url));
     Ok(match claim {
         Some(_) => (StatusCode::CREATED, Extension(ReplyStored), body).into_response(),
@@ -136,8 +126,8 @@ async fn retrieve(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (row, txs) = service::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
-    Ok(Json(session_json(&row, &txs, &state.config.base_url)))
+    let found = service::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
+    Ok(Json(found.to_json(&state.config.base_url)))
 }
 
 async fn expire(
@@ -145,8 +135,8 @@ async fn expire(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (row, txs) = service::expire(&state, &auth.merchant, auth.mode, &id).await?;
-    Ok(Json(session_json(&row, &txs, &state.config.base_url)))
+    let expired = service::expire(&state, &auth.merchant, auth.mode, &id).await?;
+    Ok(Json(expired.to_json(&state.config.base_url)))
 }
 
 /// RFC 3339 or unix seconds.
@@ -204,7 +194,7 @@ async fn list(
         filter.created_before = Some(parse_time("created_before", &t)?);
     }
     q.finish()?;
-    let (rows, txs, total) = service::list(
+    let page = service::list(
         &state,
         &auth.merchant,
         auth.mode,
@@ -213,9 +203,12 @@ async fn list(
         paging.offset(),
     )
     .await?;
-    let data: Vec<Value> = rows
+    let data: Vec<Value> = page
+        .items
         .iter()
-        .map(|row| session_json(row, &txs, &state.config.base_url))
+        .map(|s| s.to_json(&state.config.base_url))
         .collect();
-    Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
+    Ok(Json(
+        json!({ "data": data, "meta": paging.meta(page.total) }),
+    ))
 }

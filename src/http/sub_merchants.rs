@@ -1,10 +1,10 @@
+use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonObject, Paging, QueryParams};
 use super::Routes;
-use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
+use crate::db::sub_merchants::{SubMerchant, SubMerchantPatch};
 use crate::domain::ids::SubMerchantCode;
 use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
-use crate::error::{ApiError, ApiResult};
 use crate::service::sub_merchants as service;
 use crate::state::AppState;
 use crate::views::timestamp;
@@ -75,16 +75,18 @@ async fn list(
     let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     q.finish()?;
-    let (rows, total) = db::list(
-        &state.db,
-        auth.merchant.id,
-        auth.mode.livemode(),
+    let page = service::list(
+        &state,
+        &auth.merchant,
+        auth.mode,
         paging.page_size,
         paging.offset(),
     )
     .await?;
-    let data: Vec<Value> = rows.iter().map(sub_merchant_json).collect();
-    Ok(Json(json!({ "data": data, "meta": paging.meta(total) })))
+    let data: Vec<Value> = page.items.iter().map(sub_merchant_json).collect();
+    Ok(Json(
+        json!({ "data": data, "meta": paging.meta(page.total) }),
+    ))
 }
 
 async fn retrieve(

@@ -1,7 +1,6 @@
+use super::error::ApiResult;
 use super::extract::{Auth, JsonObject};
 use super::Routes;
-use crate::db::webhooks as db;
-use crate::error::{ApiError, ApiResult};
 use crate::service::webhooks as service;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -35,7 +34,7 @@ async fn create(
 }
 
 async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    let rows = db::list_endpoints(&state.db, auth.merchant.id, auth.mode.livemode()).await?;
+    let rows = service::list(&state, auth.merchant.id, auth.mode).await?;
     let data: Vec<Value> = rows
         .iter()
         .map(|e| service::endpoint_json(e, None))
@@ -67,16 +66,6 @@ async fn resend(
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let event = super::events::find_event(&state, &auth, &id).await?;
-    match db::resend(&state.db, &event.id).await? {
-        db::Resend::Due(due) => Ok(Json(json!({ "id": event.id, "deliveries_due": due }))),
-        db::Resend::Limited(wait) => {
-            let mut e = ApiError::rate_limited(wait);
-            e.message = format!(
-                "this event was resent {} times in the last hour; try again in {wait} s",
-                db::RESENDS_PER_HOUR
-            );
-            Err(e)
-        }
-    }
+    let due = service::resend(&state, auth.merchant.id, auth.mode, &id).await?;
+    Ok(Json(json!({ "id": id, "deliveries_due": due })))
 }

@@ -5,7 +5,7 @@ use crate::config::NetworkConfig;
 use crate::db::chain::{self as db, CursorRow};
 use crate::domain::api_key::Mode;
 use crate::domain::network::Network;
-use crate::error::{ApiError, ApiResult};
+use crate::service::Error;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -60,7 +60,7 @@ pub fn judge(net: &NetworkConfig, row: Option<&CursorRow>) -> Health {
 pub struct HealthCache(DashMap<(Network, Mode), (Instant, Health)>);
 
 /// 503 when the network is read from a chain and its watcher is stale.
-pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> ApiResult<()> {
+pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> Result<(), Error> {
     if !net.watched() {
         return Ok(());
     }
@@ -85,7 +85,7 @@ pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> ApiResult<()
     };
     match health {
         Health::Ok | Health::Degraded(_) => Ok(()),
-        Health::Stale(why) => Err(ApiError::unavailable(format!(
+        Health::Stale(why) => Err(Error::Unavailable(format!(
             "payments on {} cannot be detected right now: its chain watcher {why}; retry shortly",
             net.network.as_str()
         ))),
@@ -93,7 +93,7 @@ pub async fn ensure_fresh(state: &AppState, net: &NetworkConfig) -> ApiResult<()
 }
 
 /// Every watched network's state, and whether all are healthy.
-pub async fn report(state: &AppState) -> sqlx::Result<(bool, Value)> {
+pub async fn report(state: &AppState) -> Result<(bool, Value), Error> {
     let rows = db::all_cursors(&state.db).await?;
     let due = db::oldest_due(&state.db).await?;
     let mut all_ok = true;

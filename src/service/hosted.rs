@@ -3,9 +3,12 @@
 
 use crate::db::sessions::{self as db, PageTransfer, SessionRow};
 use crate::domain::api_key::Mode;
+use crate::domain::ids::SessionId;
 use crate::domain::money::{format_amount, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::{SessionStatus, TransactionStatus};
+use crate::service::logos::Logo;
+use crate::service::Error;
 use crate::state::AppState;
 use crate::views::timestamp;
 use chrono::{DateTime, Utc};
@@ -76,8 +79,18 @@ pub fn base_units(amount: Decimal, decimals: u32) -> Option<String> {
     (scaled.fract().is_zero() && scaled >= Decimal::ZERO).then(|| scaled.trunc().to_string())
 }
 
+/// The logo of session `id`'s merchant, fetched from its URL (on a public address unless
+/// private webhook targets are allowed) and cached.
+pub async fn logo(state: &AppState, id: &SessionId) -> Result<Option<Logo>, Error> {
+    let Some(url) = db::logo_url(&state.db, id.as_str()).await? else {
+        return Ok(None);
+    };
+    let public_only = !state.config.webhooks.allow_private_targets;
+    Ok(state.logos.get(&url, public_only).await)
+}
+
 impl PageView {
-    pub async fn load(state: &AppState, id: &str) -> sqlx::Result<Option<Self>> {
+    pub async fn load(state: &AppState, id: &str) -> Result<Option<Self>, Error> {
         let Some(row) = db::by_id(&state.db, id).await? else {
             return Ok(None);
         };

@@ -11,7 +11,7 @@ use crate::domain::money::{format_amount, FeeSchedule};
 use crate::domain::network::ChainFamily;
 use crate::domain::session::SessionStatus;
 use crate::faults::{FaultPoint, Faults};
-use crate::service::events;
+use crate::service::{events, Error, Field};
 use crate::state::AppState;
 use chrono::{DurationRound, Utc};
 use rust_decimal::Decimal;
@@ -43,7 +43,7 @@ pub async fn confirm_and_credit(
     transfer_id: i64,
     base_url: &str,
     tokens: &[TokenConfig],
-) -> anyhow::Result<Credit> {
+) -> Result<Credit, Error> {
     let mut tx = db.begin().await?;
     let outcome = credit_in(&mut tx, faults, transfer_id, base_url, tokens).await?;
     tx.commit().await?;
@@ -57,12 +57,14 @@ async fn credit_in(
     transfer_id: i64,
     base_url: &str,
     tokens: &[TokenConfig],
-) -> anyhow::Result<Credit> {
+) -> Result<Credit, Error> {
     let Some(locked) = db::lock_unconfirmed(tx, transfer_id).await? else {
         return Ok(Credit::AlreadySettled);
     };
     let session_id = locked.session_id.clone();
-    let now = Utc::now().duration_trunc(chrono::Duration::seconds(1))?;
+    let now = Utc::now()
+        .duration_trunc(chrono::Duration::seconds(1))
+        .map_err(Error::internal)?;
     let session = SessionState {
         status: locked.status,
         amount: locked.amount,
@@ -79,7 +81,7 @@ async fn credit_in(
         blocked: locked.blocked,
         unexpected: locked.unexpected,
     };
-    let decision = credit::decide(&session, &transfer, now)?;
+    let decision = credit::decide(&session, &transfer, now).map_err(Error::internal)?;
 
     let mut to_record: Vec<EventType> = Vec::new();
     let outcome = match &decision {
@@ -149,22 +151,6 @@ async fn credit_in(
     Ok(outcome)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SimulateError {
-    #[error("no such session")]
-    NotFound,
-    #[error("{0}")]
-    Invalid(String),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for SimulateError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
-    }
-}
-
 /// Test mode: a transfer of `amount` to the session, mined now and confirmed at once, taking
 /// exactly the path a chain transfer takes (dust rule, statuses, events), in one transaction.
 pub async fn simulate(
@@ -172,16 +158,17 @@ pub async fn simulate(
     merchant_id: uuid::Uuid,
     session_id: &str,
     amount: Decimal,
-) -> Result<Credit, SimulateError> {
+) -> Result<Credit, Error> {
     let mut tx = state.db.begin().await?;
     let target = db::lock_test_session(&mut tx, merchant_id, session_id)
         .await?
-        .ok_or(SimulateError::NotFound)?;
+        .ok_or_else(|| Error::NotFound(format!("no checkout session '{session_id}'")))?;
     let decimals = target.token_decimals;
     if amount.scale() > u32::try_from(decimals).unwrap_or(0) {
-        return Err(SimulateError::Invalid(format!(
-            "the token has {decimals} decimals; the amount has more"
-        )));
+        return Err(Error::invalid(
+            Field::Amount,
+            format!("the token has {decimals} decimals; the amount has more"),
+        ));
     }
     let hash = random_id("");
     let tx_hash = if target.chain_family == ChainFamily::Tron {

@@ -1,8 +1,11 @@
 //! Exchange rates: units of a fiat currency per 1 token.
 
 use crate::config::{RateSourceConfig, RatesConfig};
-use crate::domain::money::{Token, FIAT_CURRENCIES, RATE_SCALE};
-use crate::error::ApiError;
+use crate::domain::money::{
+    convert_to_token, format_amount, PricingCurrency, Token, FIAT_CURRENCIES, MAX_TOKEN_AMOUNT,
+    MIN_TOKEN_AMOUNT, RATE_SCALE,
+};
+use crate::service::{Error, Field};
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -18,16 +21,99 @@ pub enum RateError {
     Unavailable(String),
 }
 
-impl From<RateError> for ApiError {
+impl From<RateError> for Error {
     fn from(e: RateError) -> Self {
         match e {
-            RateError::NotConfigured => ApiError::invalid(
-                "pricing_currency",
+            RateError::NotConfigured => Error::invalid(
+                Field::PricingCurrency,
                 "pricing in this currency is not available on this server",
             ),
             RateError::Unavailable(why) => {
-                ApiError::unavailable(format!("no current exchange rate: {why}"))
+                Error::Unavailable(format!("no current exchange rate: {why}"))
             }
+        }
+    }
+}
+
+/// What a price comes to in the settlement token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    pub amount: Decimal,
+    /// Units of the pricing currency per 1 token (8 decimals); 1 when priced in the token.
+    pub exchange_rate: Decimal,
+}
+
+/// Prices `pricing_amount` of `pricing_currency` in `token`, within the amounts a session
+/// may ask for.
+pub async fn price(
+    rates: &RateService,
+    pricing_amount: Decimal,
+    pricing_currency: PricingCurrency,
+    token: Token,
+) -> Result<Quote, Error> {
+    if pricing_amount <= Decimal::ZERO {
+        return Err(Error::invalid(
+            Field::PricingAmount,
+            "must be greater than 0",
+        ));
+    }
+    let max_decimals = pricing_currency.max_decimals();
+    if pricing_amount.scale() > max_decimals {
+        let reason = match max_decimals {
+            0 => format!("{} amounts take no decimals", pricing_currency.as_str()),
+            n => format!("may have at most {n} decimals"),
+        };
+        return Err(Error::invalid(Field::PricingAmount, reason));
+    }
+    let in_range = |amount: Decimal| (MIN_TOKEN_AMOUNT..=MAX_TOKEN_AMOUNT).contains(&amount);
+    match pricing_currency {
+        PricingCurrency::Token(priced_in) => {
+            if priced_in != token {
+                return Err(Error::invalid(
+                    Field::PricingCurrency,
+                    format!(
+                        "pricing in a stablecoin must use the settlement currency ({}), not {}",
+                        token.as_str(),
+                        priced_in.as_str()
+                    ),
+                ));
+            }
+            if !in_range(pricing_amount) {
+                return Err(Error::invalid(
+                    Field::PricingAmount,
+                    "must be between 1.00 and 10000000.00",
+                ));
+            }
+            Ok(Quote {
+                amount: pricing_amount,
+                exchange_rate: Decimal::ONE,
+            })
+        }
+        PricingCurrency::Fiat(code) => {
+            let rate = rates
+                .rate(token, code)
+                .await?
+                .round_dp_with_strategy(RATE_SCALE, RoundingStrategy::MidpointNearestEven);
+            if rate <= Decimal::ZERO {
+                return Err(Error::Unavailable(format!("the {code} rate is not usable")));
+            }
+            let amount = convert_to_token(pricing_amount, rate)
+                .ok_or_else(|| Error::invalid(Field::PricingAmount, "is too large"))?;
+            if !in_range(amount) {
+                return Err(Error::invalid(
+                    Field::PricingAmount,
+                    format!(
+                        "converts to {} {}; the amount must be between 1 and 10000000 {}",
+                        format_amount(amount),
+                        token.as_str(),
+                        token.as_str()
+                    ),
+                ));
+            }
+            Ok(Quote {
+                amount,
+                exchange_rate: rate,
+            })
         }
     }
 }

@@ -6,20 +6,18 @@ use crate::db::sessions::{self as db, NewSession, SessionFilter, SessionRow, Tra
 use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
 use crate::domain::ids::{SessionId, SubMerchantCode};
-use crate::domain::money::{
-    convert_to_token, format_amount, FeeSchedule, PricingCurrency, Token, MAX_TOKEN_AMOUNT,
-    MIN_TOKEN_AMOUNT, RATE_SCALE,
-};
+use crate::domain::money::{FeeSchedule, PricingCurrency, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
 use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
-use crate::error::{ApiError, ApiResult};
 use crate::faults::FaultPoint;
+use crate::service::pricing::{self, Quote};
+use crate::service::{ConflictKind, Error, Field, Page};
 use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 
 /// A create request whose fields each parsed; the rules between them are checked here.
 #[derive(Debug, Clone)]
@@ -34,70 +32,17 @@ pub struct CreateSession {
     pub sub_merchant_code: Option<SubMerchantCode>,
 }
 
-/// Token amount and the rate it was priced at (8 decimals).
-async fn price(state: &AppState, req: &CreateSession) -> ApiResult<(Decimal, Decimal)> {
-    let pricing_amount = req.pricing_amount;
-    if pricing_amount <= Decimal::ZERO {
-        return Err(ApiError::invalid(
-            "pricing_amount",
-            "must be greater than 0",
-        ));
-    }
-    let max_decimals = req.pricing_currency.max_decimals();
-    if pricing_amount.scale() > max_decimals {
-        let message = match max_decimals {
-            0 => format!("{} amounts take no decimals", req.pricing_currency.as_str()),
-            n => format!("may have at most {n} decimals"),
-        };
-        return Err(ApiError::invalid("pricing_amount", message));
-    }
-    let in_range = |amount: Decimal| (MIN_TOKEN_AMOUNT..=MAX_TOKEN_AMOUNT).contains(&amount);
-    match req.pricing_currency {
-        PricingCurrency::Token(token) => {
-            if token != req.currency {
-                return Err(ApiError::invalid(
-                    "pricing_currency",
-                    format!(
-                        "pricing in a stablecoin must use the settlement currency ({}), not {}",
-                        req.currency.as_str(),
-                        token.as_str()
-                    ),
-                ));
-            }
-            if !in_range(pricing_amount) {
-                return Err(ApiError::invalid(
-                    "pricing_amount",
-                    "must be between 1.00 and 10000000.00",
-                ));
-            }
-            Ok((pricing_amount, Decimal::ONE))
-        }
-        PricingCurrency::Fiat(code) => {
-            let rate = state
-                .rates
-                .rate(req.currency, code)
-                .await?
-                .round_dp_with_strategy(RATE_SCALE, RoundingStrategy::MidpointNearestEven);
-            if rate <= Decimal::ZERO {
-                return Err(ApiError::unavailable(format!(
-                    "the {code} rate is not usable"
-                )));
-            }
-            let amount = convert_to_token(pricing_amount, rate)
-                .ok_or_else(|| ApiError::invalid("pricing_amount", "is too large"))?;
-            if !in_range(amount) {
-                return Err(ApiError::invalid(
-                    "pricing_amount",
-                    format!(
-                        "converts to {} {}; the amount must be between 1 and 10000000 {}",
-                        format_amount(amount),
-                        req.currency.as_str(),
-                        req.currency.as_str()
-                    ),
-                ));
-            }
-            Ok((amount, rate))
-        }
+/// A session with its transactions, as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SessionWithTransactions {
+    pub session: SessionRow,
+    pub transactions: Vec<TransactionRow>,
+}
+
+impl SessionWithTransactions {
+    /// The API's session object.
+    pub fn to_json(&self, base_url: &str) -> serde_json::Value {
+        session_json(&self.session, &self.transactions, base_url)
     }
 }
 
@@ -109,11 +54,11 @@ pub async fn create(
     mode: Mode,
     req: CreateSession,
     claim: Option<&Claim>,
-) -> ApiResult<SessionRow> {
+) -> Result<SessionRow, Error> {
     let net = state.config.network(req.network, mode);
     if !net.enabled() {
-        return Err(ApiError::invalid(
-            "network",
+        return Err(Error::invalid(
+            Field::Network,
             format!(
                 "{} is not enabled for {} mode on this server",
                 req.network.as_str(),
@@ -122,8 +67,8 @@ pub async fn create(
         ));
     }
     let token = net.token(req.currency).ok_or_else(|| {
-        ApiError::invalid(
-            "currency",
+        Error::invalid(
+            Field::Currency,
             format!(
                 "{} is not available on {}",
                 req.currency.as_str(),
@@ -132,7 +77,16 @@ pub async fn create(
         )
     })?;
     let family = req.network.family();
-    let (amount, exchange_rate) = price(state, &req).await?;
+    let Quote {
+        amount,
+        exchange_rate,
+    } = pricing::price(
+        &state.rates,
+        req.pricing_amount,
+        req.pricing_currency,
+        req.currency,
+    )
+    .await?;
 
     let xpub_text = match family {
         ChainFamily::Tron => merchant.tron_xpub.as_deref(),
@@ -141,18 +95,18 @@ pub async fn create(
     }
     .or_else(|| state.config.wallets.for_family(family).map(|x| x.as_str()))
     .ok_or_else(|| {
-        ApiError::invalid(
-            "network",
+        Error::invalid(
+            Field::Network,
             format!(
                 "no {} wallet (xpub) is configured for this merchant or the server; pay addresses cannot be derived",
                 family.as_str().to_uppercase()
             ),
         )
     })?;
-    let xpub = state.xpubs.get(xpub_text).map_err(ApiError::internal)?;
+    let xpub = state.xpubs.get(xpub_text).map_err(Error::internal)?;
     if mode == Mode::Live && xpub.is_public_test_key() {
-        return Err(ApiError::invalid(
-            "network",
+        return Err(Error::invalid(
+            Field::Network,
             format!(
                 "the {} wallet is the public test xpub, which anyone can spend from; configure your own for live mode",
                 family.as_str().to_uppercase()
@@ -166,14 +120,14 @@ pub async fn create(
             let sub = sub_merchants::find(&state.db, merchant.id, mode.livemode(), code.as_str())
                 .await?
                 .ok_or_else(|| {
-                    ApiError::invalid(
-                        "X-Sub-Merchant-Code",
+                    Error::invalid(
+                        Field::SubMerchantCode,
                         format!("no sub-merchant '{}'", code.as_str()),
                     )
                 })?;
             if sub.status != SubMerchantStatus::Active {
-                return Err(ApiError::invalid(
-                    "X-Sub-Merchant-Code",
+                return Err(Error::invalid(
+                    Field::SubMerchantCode,
                     format!("sub-merchant '{}' is suspended", code.as_str()),
                 ));
             }
@@ -191,7 +145,7 @@ pub async fn create(
     let created_at = Utc::now();
     let expires_at = created_at
         .duration_trunc(chrono::Duration::seconds(1))
-        .map_err(ApiError::internal)?
+        .map_err(Error::internal)?
         + state.config.session_ttl;
 
     let mut tx = state.db.begin().await?;
@@ -199,12 +153,10 @@ pub async fn create(
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))
-        .ok_or_else(|| {
-            ApiError::internal(format!("xpub address space exhausted at index {index}"))
-        })?;
+        .ok_or_else(|| Error::internal(format!("xpub address space exhausted at index {index}")))?;
     let pay_address = xpub
         .derive_address(family, index_u32)
-        .map_err(ApiError::internal)?;
+        .map_err(Error::internal)?;
     let new = NewSession {
         id: SessionId::generate().to_string(),
         merchant_id: merchant.id,
@@ -236,14 +188,14 @@ pub async fn create(
         expires_at,
     };
     let row = db::insert(&mut *tx, &new, claim).await?.ok_or_else(|| {
-        ApiError::idempotency(
-            "request_in_progress",
+        Error::conflict(
+            ConflictKind::RequestInProgress,
             "another request with this Idempotency-Key took over; retry to get its result",
         )
     })?;
     if let Some(claim) = claim {
         let reply = serde_json::to_vec(&session_json(&row, &[], &state.config.base_url))
-            .map_err(ApiError::internal)?;
+            .map_err(Error::internal)?;
         idempotency::complete(&mut *tx, claim, 201, &reply).await?;
     }
     state.faults.hit(FaultPoint::SessionWritten);
@@ -253,13 +205,24 @@ pub async fn create(
     Ok(row)
 }
 
-fn session_missing(id: &str) -> ApiError {
-    ApiError::not_found(format!("no checkout session '{id}'"))
+fn session_missing(id: &str) -> Error {
+    Error::NotFound(format!("no checkout session '{id}'"))
 }
 
 /// A malformed id is as missing as an unknown one.
-fn parse_id(id: &str) -> ApiResult<SessionId> {
+fn parse_id(id: &str) -> Result<SessionId, Error> {
     SessionId::parse(id).ok_or_else(|| session_missing(id))
+}
+
+async fn with_transactions(
+    state: &AppState,
+    session: SessionRow,
+) -> Result<SessionWithTransactions, Error> {
+    let transactions = db::transactions_of(&state.db, std::slice::from_ref(&session.id)).await?;
+    Ok(SessionWithTransactions {
+        session,
+        transactions,
+    })
 }
 
 pub async fn retrieve(
@@ -267,13 +230,12 @@ pub async fn retrieve(
     merchant: &Merchant,
     mode: Mode,
     id: &str,
-) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
+) -> Result<SessionWithTransactions, Error> {
     let id = parse_id(id)?;
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
         .await?
         .ok_or_else(|| session_missing(id.as_str()))?;
-    let txs = db::transactions_of(&state.db, std::slice::from_ref(&row.id)).await?;
-    Ok((row, txs))
+    with_transactions(state, row).await
 }
 
 pub async fn list(
@@ -283,7 +245,7 @@ pub async fn list(
     filter: &SessionFilter,
     limit: i64,
     offset: i64,
-) -> ApiResult<(Vec<SessionRow>, Vec<TransactionRow>, i64)> {
+) -> Result<Page<SessionWithTransactions>, Error> {
     let (rows, total) = db::list(
         &state.db,
         merchant.id,
@@ -294,8 +256,21 @@ pub async fn list(
     )
     .await?;
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let txs = db::transactions_of(&state.db, &ids).await?;
-    Ok((rows, txs, total))
+    let mut txs = db::transactions_of(&state.db, &ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|session| {
+            let (transactions, others) = txs
+                .drain(..)
+                .partition(|t: &TransactionRow| t.session_id == session.id);
+            txs = others;
+            SessionWithTransactions {
+                session,
+                transactions,
+            }
+        })
+        .collect();
+    Ok(Page { items, total })
 }
 
 pub async fn expire(
@@ -303,7 +278,7 @@ pub async fn expire(
     merchant: &Merchant,
     mode: Mode,
     id: &str,
-) -> ApiResult<(SessionRow, Vec<TransactionRow>)> {
+) -> Result<SessionWithTransactions, Error> {
     let id = parse_id(id)?;
     let mut tx = state.db.begin().await?;
     if let Some(row) = db::expire_open(&mut tx, merchant.id, mode.livemode(), id.as_str()).await? {
@@ -316,23 +291,23 @@ pub async fn expire(
         .await?;
         tx.commit().await?;
         tracing::info!(session.id = %row.id, "session expired on request");
-        let txs = db::transactions_of(&state.db, std::slice::from_ref(&row.id)).await?;
-        return Ok((row, txs));
+        return with_transactions(state, row).await;
     }
     drop(tx);
     let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
         .await?
         .ok_or_else(|| session_missing(id.as_str()))?;
     Err(match row.status {
-        SessionStatus::Expired => {
-            ApiError::gone("session_expired", "this session has already expired")
-        }
-        SessionStatus::Blocked => ApiError::conflict(
-            "session_blocked",
+        SessionStatus::Expired => Error::conflict(
+            ConflictKind::SessionExpired,
+            "this session has already expired",
+        ),
+        SessionStatus::Blocked => Error::conflict(
+            ConflictKind::SessionBlocked,
             "this session is blocked and cannot be expired",
         ),
-        status => ApiError::conflict(
-            "session_completed",
+        status => Error::conflict(
+            ConflictKind::SessionCompleted,
             format!("this session is {status} and can no longer be expired"),
         ),
     })

@@ -3,13 +3,13 @@ use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
 use crate::domain::api_key::Mode;
 use crate::domain::ids::SubMerchantCode;
 use crate::domain::urls::HttpUrl;
-use crate::error::{ApiError, ApiResult};
+use crate::service::{ConflictKind, Error, Field, Page};
 use crate::state::AppState;
 
-pub fn check_display_name(name: &str) -> ApiResult<()> {
+pub fn check_display_name(name: &str) -> Result<(), Error> {
     if name.trim().is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            "display_name",
+        return Err(Error::invalid(
+            Field::DisplayName,
             "must be 1 to 200 characters",
         ));
     }
@@ -23,7 +23,7 @@ pub async fn create(
     code: SubMerchantCode,
     display_name: &str,
     logo_url: Option<HttpUrl>,
-) -> ApiResult<SubMerchant> {
+) -> Result<SubMerchant, Error> {
     check_display_name(display_name)?;
     let inserted = db::insert(
         &state.db,
@@ -36,20 +36,19 @@ pub async fn create(
     .await;
     match inserted {
         Ok(sub) => Ok(sub),
-        Err(e) if crate::db::is_constraint(&e, db::PK) => Err(ApiError::conflict(
-            "resource_already_exists",
+        Err(e) if crate::db::is_constraint(&e, db::PK) => Err(Error::conflict(
+            ConflictKind::AlreadyExists(Field::SubMerchantCode),
             format!(
                 "a sub-merchant with code '{}' already exists",
                 code.as_str()
             ),
-        )
-        .with_param("sub_merchant_code")),
+        )),
         Err(e) => Err(e.into()),
     }
 }
 
-fn not_found(code: &str) -> ApiError {
-    ApiError::not_found(format!("no sub-merchant '{code}'"))
+fn not_found(code: &str) -> Error {
+    Error::NotFound(format!("no sub-merchant '{code}'"))
 }
 
 pub async fn retrieve(
@@ -57,11 +56,23 @@ pub async fn retrieve(
     merchant: &Merchant,
     mode: Mode,
     code: &str,
-) -> ApiResult<SubMerchant> {
+) -> Result<SubMerchant, Error> {
     SubMerchantCode::parse(code).map_err(|_| not_found(code))?;
     db::find(&state.db, merchant.id, mode.livemode(), code)
         .await?
         .ok_or_else(|| not_found(code))
+}
+
+/// One page, oldest first.
+pub async fn list(
+    state: &AppState,
+    merchant: &Merchant,
+    mode: Mode,
+    limit: i64,
+    offset: i64,
+) -> Result<Page<SubMerchant>, Error> {
+    let (items, total) = db::list(&state.db, merchant.id, mode.livemode(), limit, offset).await?;
+    Ok(Page { items, total })
 }
 
 pub async fn update(
@@ -70,7 +81,7 @@ pub async fn update(
     mode: Mode,
     code: &str,
     patch: &SubMerchantPatch<'_>,
-) -> ApiResult<SubMerchant> {
+) -> Result<SubMerchant, Error> {
     SubMerchantCode::parse(code).map_err(|_| not_found(code))?;
     if let Some(name) = patch.display_name {
         check_display_name(name)?;

@@ -4,7 +4,7 @@ use crate::db::webhooks::{self as db, EndpointRow};
 use crate::domain::api_key::Mode;
 use crate::domain::event::{DeliveryStatus, EventType};
 use crate::domain::ids::{is_random_id, random_id};
-use crate::error::{ApiError, ApiResult};
+use crate::service::{events, Error, Field};
 use crate::state::AppState;
 use crate::views::timestamp;
 use crate::webhooks::{signing, target};
@@ -36,16 +36,16 @@ pub async fn create(
     mode: Mode,
     url: &str,
     events: Option<Vec<String>>,
-) -> ApiResult<Value> {
+) -> Result<Value, Error> {
     let guard = !state.config.webhooks.allow_private_targets;
     let url = target::check(url, guard)
         .await
-        .map_err(|m| ApiError::invalid("url", m))?;
+        .map_err(|m| Error::invalid(Field::Url, m))?;
     let events = match events {
         None => None,
         Some(list) if list.is_empty() => {
-            return Err(ApiError::invalid(
-                "events",
+            return Err(Error::invalid(
+                Field::Events,
                 "must name at least one event type, or be left out for all",
             ))
         }
@@ -53,7 +53,7 @@ pub async fn create(
             let mut parsed = Vec::new();
             for name in list {
                 let t = EventType::parse(&name).ok_or_else(|| {
-                    ApiError::invalid("events", format!("'{name}' is not an event type"))
+                    Error::invalid(Field::Events, format!("'{name}' is not an event type"))
                 })?;
                 if !parsed.contains(&t) {
                     parsed.push(t);
@@ -64,8 +64,8 @@ pub async fn create(
     };
     let existing = db::list_endpoints(&state.db, merchant_id, mode.livemode()).await?;
     if existing.len() >= MAX_ENDPOINTS {
-        return Err(ApiError::invalid(
-            "url",
+        return Err(Error::invalid(
+            Field::Url,
             format!("at most {MAX_ENDPOINTS} webhook endpoints per mode"),
         ));
     }
@@ -83,11 +83,25 @@ pub async fn create(
     Ok(endpoint_json(&row, Some(&secret)))
 }
 
-fn endpoint_missing(id: &str) -> ApiError {
-    ApiError::not_found(format!("no webhook endpoint '{id}'"))
+/// The merchant's endpoints in `mode`.
+pub async fn list(
+    state: &AppState,
+    merchant_id: Uuid,
+    mode: Mode,
+) -> Result<Vec<EndpointRow>, Error> {
+    Ok(db::list_endpoints(&state.db, merchant_id, mode.livemode()).await?)
 }
 
-pub async fn delete(state: &AppState, merchant_id: Uuid, mode: Mode, id: &str) -> ApiResult<()> {
+fn endpoint_missing(id: &str) -> Error {
+    Error::NotFound(format!("no webhook endpoint '{id}'"))
+}
+
+pub async fn delete(
+    state: &AppState,
+    merchant_id: Uuid,
+    mode: Mode,
+    id: &str,
+) -> Result<(), Error> {
     if !is_random_id("we_", id)
         || !db::delete_endpoint(&state.db, merchant_id, mode.livemode(), id).await?
     {
@@ -96,7 +110,12 @@ pub async fn delete(state: &AppState, merchant_id: Uuid, mode: Mode, id: &str) -
     Ok(())
 }
 
-pub async fn rotate(state: &AppState, merchant_id: Uuid, mode: Mode, id: &str) -> ApiResult<Value> {
+pub async fn rotate(
+    state: &AppState,
+    merchant_id: Uuid,
+    mode: Mode,
+    id: &str,
+) -> Result<Value, Error> {
     if !is_random_id("we_", id) {
         return Err(endpoint_missing(id));
     }
@@ -116,8 +135,28 @@ pub async fn rotate(state: &AppState, merchant_id: Uuid, mode: Mode, id: &str) -
     Ok(v)
 }
 
+/// Sends the merchant's event `id` again; returns how many deliveries are now due.
+pub async fn resend(
+    state: &AppState,
+    merchant_id: Uuid,
+    mode: Mode,
+    id: &str,
+) -> Result<u64, Error> {
+    let event = events::find(state, merchant_id, mode, id).await?;
+    match db::resend(&state.db, &event.id).await? {
+        db::Resend::Due(due) => Ok(due),
+        db::Resend::Limited(wait) => Err(Error::RateLimited {
+            retry_after: wait,
+            reason: format!(
+                "this event was resent {} times in the last hour; try again in {wait} s",
+                db::RESENDS_PER_HOUR
+            ),
+        }),
+    }
+}
+
 /// Each delivery of the event with its attempts, for `GET /v1/events/{id}`.
-pub async fn deliveries_json(state: &AppState, event_id: &str) -> ApiResult<Value> {
+pub async fn deliveries_json(state: &AppState, event_id: &str) -> Result<Value, Error> {
     let (deliveries, attempts) = db::deliveries_of(&state.db, event_id).await?;
     Ok(Value::Array(
         deliveries
