@@ -4,6 +4,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::idempotency::Claim;
+use crate::domain::ids::{ClientReferenceId, SubMerchantCode};
 use crate::domain::money::{PricingCurrency, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::{SessionStatus, TransactionStatus};
@@ -297,8 +298,8 @@ pub async fn newest_transactions(
 pub struct SessionFilter {
     pub status: Option<SessionStatus>,
     pub network: Option<Network>,
-    pub client_reference_id: Option<String>,
-    pub sub_merchant_code: Option<String>,
+    pub client_reference_id: Option<ClientReferenceId>,
+    pub sub_merchant_code: Option<SubMerchantCode>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }
@@ -324,8 +325,8 @@ pub async fn list(
         livemode,
         f.status as Option<SessionStatus>,
         f.network as Option<Network>,
-        f.client_reference_id,
-        f.sub_merchant_code,
+        f.client_reference_id.as_ref() as Option<&ClientReferenceId>,
+        f.sub_merchant_code.as_ref() as Option<&SubMerchantCode>,
         f.created_after,
         f.created_before,
     )
@@ -352,8 +353,8 @@ pub async fn list(
         livemode,
         f.status as Option<SessionStatus>,
         f.network as Option<Network>,
-        f.client_reference_id,
-        f.sub_merchant_code,
+        f.client_reference_id.as_ref() as Option<&ClientReferenceId>,
+        f.sub_merchant_code.as_ref() as Option<&SubMerchantCode>,
         f.created_after,
         f.created_before,
         limit,

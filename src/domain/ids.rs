@@ -112,6 +112,14 @@ impl ClientReferenceId {
     }
 }
 
+impl std::str::FromStr for SessionId {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or("is not a session id")
+    }
+}
+
 impl std::str::FromStr for ClientReferenceId {
     type Err = &'static str;
 

@@ -30,24 +30,8 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
-    let event_type = q
-        .take("type")
-        .map(|t| {
-            EventType::parse(&t).ok_or_else(|| {
-                ApiError::invalid(
-                    "type",
-                    format!("'{t}' is not an event type (session.completed, session.expired, session.underpaid, session.late_payment, session.blocked)"),
-                )
-            })
-        })
-        .transpose()?;
-    let session_id = q
-        .take("session_id")
-        .map(|s| {
-            SessionId::parse(&s)
-                .ok_or_else(|| ApiError::invalid("session_id", "is not a session id"))
-        })
-        .transpose()?;
+    let event_type: Option<EventType> = q.parsed("type")?;
+    let session_id: Option<SessionId> = q.parsed("session_id")?;
     q.finish()?;
     let page = service::list(
         &state,

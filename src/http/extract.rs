@@ -12,6 +12,8 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
+use std::fmt::Display;
+use std::str::FromStr;
 
 /// The authenticated caller: a merchant acting in one mode.
 #[derive(Debug, Clone)]
@@ -293,6 +295,36 @@ impl Fields {
             .ok_or_else(|| ApiError::invalid(name, format!("{name} is required")))
     }
 
+    /// A required string field, parsed; a refusal names the field.
+    pub fn required<T: FromStr>(&mut self, name: &str) -> ApiResult<T>
+    where
+        T::Err: Display,
+    {
+        self.required_with(name, str::parse)
+    }
+
+    pub fn required_with<T, E: Display>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> ApiResult<T> {
+        let text = self.required_string(name)?;
+        parse(&text).map_err(|e| ApiError::invalid(name, e.to_string()))
+    }
+
+    /// An optional string field, parsed when present.
+    pub fn optional<T: FromStr>(&mut self, name: &str) -> ApiResult<Option<T>>
+    where
+        T::Err: Display,
+    {
+        self.optional_string(name)?
+            .map(|text| {
+                text.parse()
+                    .map_err(|e: T::Err| ApiError::invalid(name, e.to_string()))
+            })
+            .transpose()
+    }
+
     /// An optional array of strings.
     pub fn optional_string_list(&mut self, name: &str) -> ApiResult<Option<Vec<String>>> {
         match self.take(name) {
@@ -375,6 +407,19 @@ impl QueryParams {
     }
 
     /// The last value given for `name`, removed from the set.
+    /// The parameter, parsed when present; a refusal names it.
+    pub fn parsed<T: FromStr>(&mut self, name: &str) -> ApiResult<Option<T>>
+    where
+        T::Err: Display,
+    {
+        self.take(name)
+            .map(|text| {
+                text.parse()
+                    .map_err(|e: T::Err| ApiError::invalid(name, e.to_string()))
+            })
+            .transpose()
+    }
+
     pub fn take(&mut self, name: &str) -> Option<String> {
         let mut found = None;
         self.0.retain(|(k, v)| {

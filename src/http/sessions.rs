@@ -7,10 +7,8 @@ use super::Routes;
 use crate::db::idempotency::Claim;
 use crate::db::sessions::SessionFilter;
 use crate::domain::ids::SubMerchantCode;
-use crate::domain::money::{parse_plain_decimal, PricingCurrency, Token};
+use crate::domain::money::{parse_plain_decimal, Token};
 use crate::domain::network::Network;
-use crate::domain::session::SessionStatus;
-use crate::domain::urls::HttpUrl;
 use crate::service::sessions::{self as service, CreateSession};
 use crate::state::AppState;
 use crate::views::session_json;
@@ -30,76 +28,29 @@ pub fn routes(r: Routes) -> Routes {
         .add("POST", "/v1/checkout/sessions/{id}/expire", post(expire))
 }
 
-fn parse_url(name: &str, value: &str) -> ApiResult<HttpUrl> {
-    HttpUrl::parse(value).map_err(|m| ApiError::invalid(name, m))
-}
-
 /// Turns the body's fields into a `CreateSession`; each failure names its field.
 fn parse_create(
     mut f: super::extract::Fields,
     sub_merchant_code: Option<SubMerchantCode>,
 ) -> ApiResult<CreateSession> {
-    let pricing_amount = f.required_string("pricing_amount")?;
-    let pricing_currency = f.required_string("pricing_currency")?;
-    let currency = f.required_string("currency")?;
-    let network = f.required_string("network")?;
-    let success_url = f.required_string("success_url")?;
-    let cancel_url = f.required_string("cancel_url")?;
-    let client_reference_id = f.optional_string("client_reference_id")?;
+    let request = CreateSession {
+        pricing_amount: f.required_with("pricing_amount", parse_plain_decimal)?,
+        pricing_currency: f.required("pricing_currency")?,
+        currency: f.required("currency")?,
+        network: f.required("network")?,
+        success_url: f.required("success_url")?,
+        cancel_url: f.required("cancel_url")?,
+        client_reference_id: f.optional("client_reference_id")?,
+        sub_merchant_code,
+    };
     f.finish()?;
-
-    let pricing_amount =
-        parse_plain_decimal(&pricing_amount).map_err(|m| ApiError::invalid("pricing_amount", m))?;
-    let pricing_currency = PricingCurrency::parse(&pricing_currency).ok_or_else(|| {
-        ApiError::invalid(
-            "pricing_currency",
-            format!("'{pricing_currency}' is not a supported currency (USDT, USDC or a fiat code such as USD)"),
-        )
-    })?;
-    let currency = Token::parse(&currency).ok_or_else(|| {
-        ApiError::invalid(
-            "currency",
-            format!("'{currency}' is not a settlement token (USDT or USDC)"),
-        )
-    })?;
-    let network = Network::parse(&network).ok_or_else(|| {
-        ApiError::invalid(
-            "network",
-            format!("'{network}' is not a network (TRON, SOLANA, BSC, ETHEREUM, POLYGON, ARBITRUM, OPTIMISM, BASE)"),
-        )
-    })?;
-    if currency == Token::Usdc && network == Network::Tron {
+    if request.currency == Token::Usdc && request.network == Network::Tron {
         return Err(ApiError::invalid(
             "currency",
             "USDC is not available on TRON",
         ));
     }
-    let success_url = parse_url("success_url", &success_url)?;
-    let cancel_url = parse_url("cancel_url", &cancel_url)?;
-    if let Some(reference) = &client_reference_id {
-        if reference.chars().count() > 200 {
-            return Err(ApiError::invalid(
-                "client_reference_id",
-                "must be at most 200 characters",
-            ));
-        }
-        if reference.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "client_reference_id",
-                "must not contain control characters",
-            ));
-        }
-    }
-    Ok(CreateSession {
-        pricing_amount,
-        pricing_currency,
-        currency,
-        network,
-        success_url,
-        cancel_url,
-        client_reference_id,
-        sub_merchant_code,
-    })
+    Ok(request)
 }
 
 async fn create(
@@ -158,41 +109,20 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
-    let mut filter = SessionFilter::default();
-    if let Some(status) = q.take("status") {
-        let parsed = SessionStatus::parse(&status).ok_or_else(|| {
-            ApiError::invalid(
-                "status",
-                "must be one of Pending, Underpaid, Paid, Overpaid, Expired, Blocked",
-            )
-        })?;
-        filter.status = Some(parsed);
-    }
-    if let Some(network) = q.take("network") {
-        let parsed = Network::parse(&network)
-            .ok_or_else(|| ApiError::invalid("network", format!("'{network}' is not a network")))?;
-        filter.network = Some(parsed);
-    }
-    if let Some(reference) = q.take("client_reference_id") {
-        if reference.chars().count() > 200 {
-            return Err(ApiError::invalid(
-                "client_reference_id",
-                "must be at most 200 characters",
-            ));
-        }
-        filter.client_reference_id = Some(reference);
-    }
-    if let Some(code) = q.take("sub_merchant_code") {
-        let parsed =
-            SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
-        filter.sub_merchant_code = Some(parsed.as_str().to_owned());
-    }
-    if let Some(t) = q.take("created_after") {
-        filter.created_after = Some(parse_time("created_after", &t)?);
-    }
-    if let Some(t) = q.take("created_before") {
-        filter.created_before = Some(parse_time("created_before", &t)?);
-    }
+    let filter = SessionFilter {
+        status: q.parsed("status")?,
+        network: q.parsed("network")?,
+        client_reference_id: q.parsed("client_reference_id")?,
+        sub_merchant_code: q.parsed("sub_merchant_code")?,
+        created_after: q
+            .take("created_after")
+            .map(|t| parse_time("created_after", &t))
+            .transpose()?,
+        created_before: q
+            .take("created_before")
+            .map(|t| parse_time("created_before", &t))
+            .transpose()?,
+    };
     q.finish()?;
     let page = service::list(
         &state,

@@ -46,15 +46,12 @@ async fn create(
     auth: Auth,
     JsonObject(mut f): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let code = f.required_string("sub_merchant_code")?;
+    let code: SubMerchantCode = f.required("sub_merchant_code")?;
     let display_name = f.required_string("display_name")?;
-    let logo_url = f.optional_string("logo_url")?;
+    let logo_url: Option<HttpUrl> = f.optional("logo_url")?;
     f.finish()?;
-    let code =
-        SubMerchantCode::parse(&code).map_err(|m| ApiError::invalid("sub_merchant_code", m))?;
     // The length limit is on the name as sent; it is stored trimmed.
     service::check_display_name(&display_name)?;
-    let logo_url = logo_url.as_deref().map(parse_logo).transpose()?;
     let sub = service::create(
         &state,
         &auth.merchant,

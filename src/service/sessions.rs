@@ -5,7 +5,7 @@ use crate::db::merchants::Merchant;
 use crate::db::sessions::{self as db, NewSession, SessionFilter, SessionRow, TransactionRow};
 use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
-use crate::domain::ids::{SessionId, SubMerchantCode};
+use crate::domain::ids::{ClientReferenceId, SessionId, SubMerchantCode};
 use crate::domain::money::{FeeSchedule, PricingCurrency, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::SessionStatus;
@@ -28,7 +28,7 @@ pub struct CreateSession {
     pub network: Network,
     pub success_url: HttpUrl,
     pub cancel_url: HttpUrl,
-    pub client_reference_id: Option<String>,
+    pub client_reference_id: Option<ClientReferenceId>,
     pub sub_merchant_code: Option<SubMerchantCode>,
 }
 
@@ -179,7 +179,7 @@ pub async fn create(
         pricing_amount: req.pricing_amount,
         pricing_currency: req.pricing_currency,
         exchange_rate,
-        client_reference_id: req.client_reference_id,
+        client_reference_id: req.client_reference_id.map(ClientReferenceId::into_string),
         success_url: req.success_url.into_string(),
         cancel_url: req.cancel_url.into_string(),
         merchant_name,
