@@ -4,17 +4,17 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::idempotency::Claim;
-use crate::domain::ids::{ClientReferenceId, SubMerchantCode};
+use crate::domain::ids::{ClientReferenceId, SessionId, SubMerchantCode};
 use crate::domain::money::{PricingCurrency, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::{SessionStatus, TransactionStatus};
 
 #[derive(Debug, Clone)]
 pub struct SessionRow {
-    pub id: String,
+    pub id: SessionId,
     pub merchant_id: Uuid,
     pub livemode: bool,
-    pub sub_merchant_code: Option<String>,
+    pub sub_merchant_code: Option<SubMerchantCode>,
     pub status: SessionStatus,
     pub amount: Decimal,
     pub amount_received: Decimal,
@@ -34,7 +34,7 @@ pub struct SessionRow {
     pub pricing_amount: Decimal,
     pub pricing_currency: PricingCurrency,
     pub exchange_rate: Decimal,
-    pub client_reference_id: Option<String>,
+    pub client_reference_id: Option<ClientReferenceId>,
     pub success_url: String,
     pub cancel_url: String,
     pub merchant_name: String,
@@ -49,7 +49,7 @@ pub struct SessionRow {
 
 #[derive(Debug, Clone)]
 pub struct TransactionRow {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub tx_hash: String,
     pub amount: Decimal,
     pub network: Network,
@@ -63,10 +63,10 @@ pub struct TransactionRow {
 /// Everything a new session row needs; the caller has validated it all.
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    pub id: String,
+    pub id: SessionId,
     pub merchant_id: Uuid,
     pub livemode: bool,
-    pub sub_merchant_code: Option<String>,
+    pub sub_merchant_code: Option<SubMerchantCode>,
     pub amount: Decimal,
     pub fee_rate: Decimal,
     pub fee_floor: Decimal,
@@ -84,7 +84,7 @@ pub struct NewSession {
     pub pricing_amount: Decimal,
     pub pricing_currency: PricingCurrency,
     pub exchange_rate: Decimal,
-    pub client_reference_id: Option<String>,
+    pub client_reference_id: Option<ClientReferenceId>,
     pub success_url: String,
     pub cancel_url: String,
     pub merchant_name: String,
@@ -137,17 +137,17 @@ pub async fn insert(
            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                   $19, $20, $21, $22, $23, $24, $25, $26, $27, $30, $27, $28
            WHERE $29::uuid IS NULL OR EXISTS (SELECT 1 FROM claim)
-           RETURNING id, merchant_id, livemode, sub_merchant_code, status AS "status: _", amount,
+           RETURNING id AS "id: _", merchant_id, livemode, sub_merchant_code AS "sub_merchant_code: _", status AS "status: _", amount,
               amount_received, fee_rate, fee_floor, fee_amount, net_amount, currency AS "currency: _",
               network AS "network: _", chain_family AS "chain_family: _", currency_contract,
               token_decimals, detection_rpc_url, pay_address, address_xpub, address_index,
               pricing_amount, pricing_currency AS "pricing_currency: _", exchange_rate,
-              client_reference_id, success_url, cancel_url, merchant_name, merchant_logo_url,
+              client_reference_id AS "client_reference_id: _", success_url, cancel_url, merchant_name, merchant_logo_url,
               created_at, expires_at, paid_at, updated_at, dust_count, unexpected_count"#,
-        s.id,
+        &s.id as &SessionId,
         s.merchant_id,
         s.livemode,
-        s.sub_merchant_code,
+        s.sub_merchant_code.as_ref() as Option<&SubMerchantCode>,
         s.amount,
         s.fee_rate,
         s.fee_floor,
@@ -165,7 +165,7 @@ pub async fn insert(
         s.pricing_amount,
         s.pricing_currency as PricingCurrency,
         s.exchange_rate,
-        s.client_reference_id,
+        s.client_reference_id.as_ref() as Option<&ClientReferenceId>,
         s.success_url,
         s.cancel_url,
         s.merchant_name,
@@ -183,12 +183,12 @@ pub async fn insert(
 pub async fn by_id(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as!(
         SessionRow,
-        r#"SELECT id, merchant_id, livemode, sub_merchant_code, status AS "status: _", amount,
+        r#"SELECT id AS "id: _", merchant_id, livemode, sub_merchant_code AS "sub_merchant_code: _", status AS "status: _", amount,
               amount_received, fee_rate, fee_floor, fee_amount, net_amount, currency AS "currency: _",
               network AS "network: _", chain_family AS "chain_family: _", currency_contract,
               token_decimals, detection_rpc_url, pay_address, address_xpub, address_index,
               pricing_amount, pricing_currency AS "pricing_currency: _", exchange_rate,
-              client_reference_id, success_url, cancel_url, merchant_name, merchant_logo_url,
+              client_reference_id AS "client_reference_id: _", success_url, cancel_url, merchant_name, merchant_logo_url,
               created_at, expires_at, paid_at, updated_at, dust_count, unexpected_count
              FROM checkout_sessions WHERE id = $1"#,
         id,
@@ -252,19 +252,20 @@ pub async fn logo_url(db: &PgPool, id: &str) -> sqlx::Result<Option<String>> {
 /// `anomalies.unexpected` instead) of the given sessions, oldest first.
 pub async fn transactions_of(
     db: impl PgExecutor<'_>,
-    session_ids: &[String],
+    session_ids: &[SessionId],
 ) -> sqlx::Result<Vec<TransactionRow>> {
     if session_ids.is_empty() {
         return Ok(Vec::new());
     }
     sqlx::query_as!(
         TransactionRow,
-        r#"SELECT session_id, tx_hash, amount, network AS "network: _", status AS "status: _",
+        r#"SELECT session_id AS "session_id: _", tx_hash, amount, network AS "network: _",
+                  status AS "status: _",
                   created_at, credited, late, blocked
              FROM transactions
             WHERE session_id = ANY($1) AND NOT unexpected
             ORDER BY created_at, id"#,
-        session_ids,
+        session_ids as &[SessionId],
     )
     .fetch_all(db)
     .await
@@ -278,7 +279,7 @@ pub async fn newest_transactions(
 ) -> sqlx::Result<Vec<TransactionRow>> {
     sqlx::query_as!(
         TransactionRow,
-        r#"SELECT session_id AS "session_id!", tx_hash AS "tx_hash!", amount AS "amount!",
+        r#"SELECT session_id AS "session_id!: _", tx_hash AS "tx_hash!", amount AS "amount!",
                   network AS "network!: _", status AS "status!: _", created_at AS "created_at!",
                   credited AS "credited!", late AS "late!", blocked AS "blocked!"
              FROM (SELECT id, session_id, tx_hash, amount, network, status, created_at, credited,
@@ -334,12 +335,12 @@ pub async fn list(
     .await?;
     let rows = sqlx::query_as!(
         SessionRow,
-        r#"SELECT id, merchant_id, livemode, sub_merchant_code, status AS "status: _", amount,
+        r#"SELECT id AS "id: _", merchant_id, livemode, sub_merchant_code AS "sub_merchant_code: _", status AS "status: _", amount,
               amount_received, fee_rate, fee_floor, fee_amount, net_amount, currency AS "currency: _",
               network AS "network: _", chain_family AS "chain_family: _", currency_contract,
               token_decimals, detection_rpc_url, pay_address, address_xpub, address_index,
               pricing_amount, pricing_currency AS "pricing_currency: _", exchange_rate,
-              client_reference_id, success_url, cancel_url, merchant_name, merchant_logo_url,
+              client_reference_id AS "client_reference_id: _", success_url, cancel_url, merchant_name, merchant_logo_url,
               created_at, expires_at, paid_at, updated_at, dust_count, unexpected_count
              FROM checkout_sessions
             WHERE merchant_id = $1 AND livemode = $2

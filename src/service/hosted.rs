@@ -3,7 +3,7 @@
 
 use crate::db::sessions::{self as db, PageTransfer, SessionRow};
 use crate::domain::api_key::Mode;
-use crate::domain::ids::SessionId;
+use crate::domain::ids::{ClientReferenceId, SessionId};
 use crate::domain::money::{format_amount, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::{SessionStatus, TransactionStatus};
@@ -142,7 +142,7 @@ impl PageView {
                     status: t.status,
                 })
                 .collect(),
-            id: row.id,
+            id: row.id.as_str().to_owned(),
             livemode: row.livemode,
             status: row.status,
             amount: format_amount(row.amount),
@@ -158,7 +158,7 @@ impl PageView {
             merchant_logo_url: row.merchant_logo_url,
             success_url: row.success_url,
             cancel_url: row.cancel_url,
-            client_reference_id: row.client_reference_id,
+            client_reference_id: row.client_reference_id.map(ClientReferenceId::into_string),
             expires_at: row.expires_at,
             time_up: now >= row.expires_at,
             server_time: now,

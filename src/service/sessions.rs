@@ -158,10 +158,10 @@ pub async fn create(
         .derive_address(family, index_u32)
         .map_err(Error::internal)?;
     let new = NewSession {
-        id: SessionId::generate().to_string(),
+        id: SessionId::generate(),
         merchant_id: merchant.id,
         livemode: mode.livemode(),
-        sub_merchant_code: req.sub_merchant_code.map(|c| c.as_str().to_owned()),
+        sub_merchant_code: req.sub_merchant_code,
         amount,
         fee_rate: fees.rate,
         fee_floor: fees.floor,
@@ -179,7 +179,7 @@ pub async fn create(
         pricing_amount: req.pricing_amount,
         pricing_currency: req.pricing_currency,
         exchange_rate,
-        client_reference_id: req.client_reference_id.map(ClientReferenceId::into_string),
+        client_reference_id: req.client_reference_id,
         success_url: req.success_url.into_string(),
         cancel_url: req.cancel_url.into_string(),
         merchant_name,
@@ -255,7 +255,7 @@ pub async fn list(
         offset,
     )
     .await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<SessionId> = rows.iter().map(|r| r.id.clone()).collect();
     let mut txs = db::transactions_of(&state.db, &ids).await?;
     let items = rows
         .into_iter()
@@ -284,7 +284,7 @@ pub async fn expire(
     if let Some(row) = db::expire_open(&mut tx, merchant.id, mode.livemode(), id.as_str()).await? {
         crate::service::events::record(
             &mut tx,
-            &row.id,
+            row.id.as_str(),
             crate::domain::event::EventType::Expired,
             &state.config.base_url,
         )
