@@ -25,8 +25,7 @@ pub struct Existing {
 crate::domain::names::string_enum! {
     /// A key is `running` while its request is, then `done` with the stored response.
     pub enum ClaimState ("a claim state") {
-        Running = "running",
-        Done = "done",
+        Running = "running", Done = "done",
     }
 }
 

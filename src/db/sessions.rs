@@ -60,39 +60,6 @@ pub struct TransactionRow {
     pub blocked: bool,
 }
 
-/// Everything a new session row needs; the caller has validated it all.
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub id: SessionId,
-    pub merchant_id: Uuid,
-    pub livemode: bool,
-    pub sub_merchant_code: Option<SubMerchantCode>,
-    pub amount: Decimal,
-    pub fee_rate: Decimal,
-    pub fee_floor: Decimal,
-    pub fee_amount: Decimal,
-    pub net_amount: Decimal,
-    pub currency: Token,
-    pub network: Network,
-    pub chain_family: ChainFamily,
-    pub currency_contract: String,
-    pub token_decimals: i16,
-    pub detection_rpc_url: Option<String>,
-    pub pay_address: String,
-    pub address_xpub: String,
-    pub address_index: i64,
-    pub pricing_amount: Decimal,
-    pub pricing_currency: PricingCurrency,
-    pub exchange_rate: Decimal,
-    pub client_reference_id: Option<ClientReferenceId>,
-    pub success_url: String,
-    pub cancel_url: String,
-    pub merchant_name: String,
-    pub merchant_logo_url: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
 /// Hands out the next child index of a key, by its key id (`AccountXpub::key_id`, the same
 /// for every encoding of the key). The row lock held until commit serializes concurrent
 /// creates on one key, so an index is never handed out twice.
@@ -112,12 +79,13 @@ pub async fn allocate_address_index(
     .await
 }
 
-/// Inserts the session. With an idempotency claim, the same statement locks the claim until
+/// Inserts a new session and returns it as stored. Only the columns a create sets are
+/// written: status, amount received and the counters start at the table's defaults. With an idempotency claim, the same statement locks the claim until
 /// commit, so no other request can take the key over before the reply is stored
 /// ([`super::idempotency::complete`], in the same transaction); `None` means the claim was lost.
 pub async fn insert(
     db: impl PgExecutor<'_>,
-    s: &NewSession,
+    s: &SessionRow,
     claim: Option<&Claim>,
 ) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as!(

@@ -4,8 +4,7 @@ use std::fmt;
 
 crate::domain::names::string_enum! {
     pub enum Mode ("a mode") {
-        Test = "test",
-        Live = "live",
+        Test = "test", Live = "live",
     }
 }
 

@@ -1,12 +1,9 @@
 crate::domain::names::string_enum! {
     /// The webhook event types of the API, exactly as spelled there.
     pub enum EventType ("an event type") {
-        Completed = "session.completed",
-        Expired = "session.expired",
-        Underpaid = "session.underpaid",
-        LatePayment = "session.late_payment",
-        Blocked = "session.blocked",
-        UnexpectedPayment = "session.unexpected_payment",
+        Completed = "session.completed", Expired = "session.expired",
+        Underpaid = "session.underpaid", LatePayment = "session.late_payment",
+        Blocked = "session.blocked", UnexpectedPayment = "session.unexpected_payment",
     }
 }
 
@@ -25,9 +22,7 @@ crate::domain::names::string_enum! {
 crate::domain::names::string_enum! {
     /// Where one event's delivery to one endpoint stands.
     pub enum DeliveryStatus ("a delivery status") {
-        Pending = "pending",
-        Succeeded = "succeeded",
-        Failed = "failed",
+        Pending = "pending", Succeeded = "succeeded", Failed = "failed",
     }
 }
 

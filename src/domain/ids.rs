@@ -120,21 +120,7 @@ impl std::str::FromStr for SessionId {
     }
 }
 
-impl std::str::FromStr for ClientReferenceId {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl std::str::FromStr for SubMerchantCode {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
+crate::domain::names::from_str_via_parse!(ClientReferenceId, SubMerchantCode);
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,7 @@ use std::str::FromStr;
 crate::domain::names::string_enum! {
     /// Settlement tokens.
     pub enum Token ("a settlement token") {
-        Usdt = "USDT",
-        Usdc = "USDC",
+        Usdt = "USDT", Usdc = "USDC",
     }
 }
 

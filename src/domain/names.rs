@@ -129,6 +129,21 @@ macro_rules! string_enum {
 
 pub(crate) use string_enum;
 
+/// `FromStr` for types whose `parse(&str) -> Result<Self, &'static str>` says it all.
+macro_rules! from_str_via_parse {
+    ($($type:ty),+) => {
+        $(impl ::std::str::FromStr for $type {
+            type Err = &'static str;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        })+
+    };
+}
+
+pub(crate) use from_str_via_parse;
+
 #[cfg(test)]
 mod tests {
 

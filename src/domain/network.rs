@@ -2,23 +2,15 @@ use super::money::Token;
 
 crate::domain::names::string_enum! {
     pub enum ChainFamily ("a chain family") {
-        Tron = "tron",
-        Evm = "evm",
-        Solana = "solana",
+        Tron = "tron", Evm = "evm", Solana = "solana",
     }
 }
 
 crate::domain::names::string_enum! {
     /// Any letter case is accepted.
     pub enum Network ("a network", ignore_case) {
-        Tron = "TRON",
-        Solana = "SOLANA",
-        Bsc = "BSC",
-        Ethereum = "ETHEREUM",
-        Polygon = "POLYGON",
-        Arbitrum = "ARBITRUM",
-        Optimism = "OPTIMISM",
-        Base = "BASE",
+        Tron = "TRON", Solana = "SOLANA", Bsc = "BSC", Ethereum = "ETHEREUM",
+        Polygon = "POLYGON", Arbitrum = "ARBITRUM", Optimism = "OPTIMISM", Base = "BASE",
     }
 }
 

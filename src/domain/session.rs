@@ -6,12 +6,8 @@ pub const PAID_TOLERANCE: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
 crate::domain::names::string_enum! {
     /// Session statuses, exactly as the API spells them.
     pub enum SessionStatus ("a session status") {
-        Pending = "Pending",
-        Underpaid = "Underpaid",
-        Paid = "Paid",
-        Overpaid = "Overpaid",
-        Expired = "Expired",
-        Blocked = "Blocked",
+        Pending = "Pending", Underpaid = "Underpaid", Paid = "Paid", Overpaid = "Overpaid",
+        Expired = "Expired", Blocked = "Blocked",
     }
 }
 

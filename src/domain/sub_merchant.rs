@@ -1,7 +1,6 @@
 crate::domain::names::string_enum! {
     /// A suspended sub-merchant cannot create sessions.
     pub enum SubMerchantStatus ("a sub-merchant status") {
-        Active = "active",
-        Suspended = "suspended",
+        Active = "active", Suspended = "suspended",
     }
 }

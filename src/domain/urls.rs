@@ -33,13 +33,7 @@ impl HttpUrl {
     }
 }
 
-impl std::str::FromStr for HttpUrl {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
+crate::domain::names::from_str_via_parse!(HttpUrl);
 
 #[cfg(test)]
 mod tests {

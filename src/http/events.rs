@@ -7,11 +7,11 @@ use crate::domain::money::parse_plain_decimal;
 use crate::service::{events as service, payments, sessions, webhooks};
 use crate::state::AppState;
 use crate::views::event_json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Json;
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub fn routes(r: Routes) -> Routes {
     r.add("GET", "/v1/events", get(list))
@@ -26,27 +26,24 @@ pub fn routes(r: Routes) -> Routes {
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    RawQuery(raw): RawQuery,
+    mut q: QueryParams,
 ) -> ApiResult<Json<Value>> {
-    let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     let event_type: Option<EventType> = q.parsed("type")?;
     let session_id: Option<SessionId> = q.parsed("session_id")?;
     q.finish()?;
+    let (merchant, mode) = (auth.merchant.id, auth.mode);
+    let rows = paging.request();
     let page = service::list(
         &state,
-        auth.merchant.id,
-        auth.mode,
+        merchant,
+        mode,
         event_type,
         session_id.as_ref(),
-        paging.page_size,
-        paging.offset(),
+        rows,
     )
     .await?;
-    let data: Vec<Value> = page.items.iter().map(event_json).collect();
-    Ok(Json(
-        json!({ "data": data, "meta": paging.meta(page.total) }),
-    ))
+    Ok(paging.respond(&page, event_json))
 }
 
 async fn retrieve(

@@ -4,13 +4,14 @@ use super::error::{ApiError, ApiResult};
 use crate::db::merchants::{self, Merchant};
 use crate::domain::api_key::{ApiKey, Mode};
 use crate::domain::ids::SubMerchantCode;
-use crate::service::{self, Field};
+use crate::service::{self, Field, Page, PageRequest};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
+use axum::Json;
 use serde_json::{Map, Value};
 use std::fmt::Display;
 use std::str::FromStr;
@@ -387,6 +388,14 @@ impl Fields {
 /// Decoded query parameters; unknown names are refused by `finish`.
 pub struct QueryParams(Vec<(String, String)>);
 
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Self::parse(parts.uri.query())
+    }
+}
+
 impl QueryParams {
     /// Control characters in a name or value are refused here, before anything reads them.
     pub fn parse(raw: Option<&str>) -> ApiResult<Self> {
@@ -471,18 +480,25 @@ impl Paging {
         })
     }
 
-    /// Rows to skip before this page.
-    pub fn offset(&self) -> i64 {
-        (self.page - 1).saturating_mul(self.page_size)
+    /// The rows of this page.
+    pub fn request(&self) -> PageRequest {
+        PageRequest {
+            limit: self.page_size,
+            offset: (self.page - 1).saturating_mul(self.page_size),
+        }
     }
 
-    pub fn meta(&self, total: i64) -> Value {
-        let total_pages = (total + self.page_size - 1) / self.page_size;
-        serde_json::json!({
-            "total": total,
-            "page": self.page,
-            "page_size": self.page_size,
-            "total_pages": total_pages,
-        })
+    /// The list answer: the page's objects and where the page stands.
+    pub fn respond<T>(&self, page: &Page<T>, to_json: impl Fn(&T) -> Value) -> Json<Value> {
+        let total_pages = (page.total + self.page_size - 1) / self.page_size;
+        Json(serde_json::json!({
+            "data": page.items.iter().map(to_json).collect::<Vec<_>>(),
+            "meta": {
+                "total": page.total,
+                "page": self.page,
+                "page_size": self.page_size,
+                "total_pages": total_pages,
+            },
+        }))
     }
 }

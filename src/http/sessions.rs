@@ -12,14 +12,14 @@ use crate::domain::network::Network;
 use crate::service::sessions::{self as service, CreateSession};
 use crate::state::AppState;
 use crate::views::session_json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub fn routes(r: Routes) -> Routes {
     r.add("POST", "/v1/checkout/sessions", post(create))
@@ -90,55 +90,40 @@ async fn expire(
     Ok(Json(expired.to_json(&state.config.base_url)))
 }
 
-/// RFC 3339 or unix seconds.
-fn parse_time(name: &str, value: &str) -> ApiResult<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
+/// A time filter: RFC 3339 or unix seconds.
+struct ApiTime(DateTime<Utc>);
+
+impl std::str::FromStr for ApiTime {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+            return Ok(Self(t.with_timezone(&Utc)));
+        }
+        value
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .map(Self)
+            .ok_or("must be an RFC 3339 timestamp or unix seconds")
     }
-    value
-        .parse::<i64>()
-        .ok()
-        .and_then(|secs| DateTime::from_timestamp(secs, 0))
-        .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 timestamp or unix seconds"))
 }
 
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    RawQuery(raw): RawQuery,
+    mut q: QueryParams,
 ) -> ApiResult<Json<Value>> {
-    let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     let filter = SessionFilter {
         status: q.parsed("status")?,
         network: q.parsed("network")?,
         client_reference_id: q.parsed("client_reference_id")?,
         sub_merchant_code: q.parsed("sub_merchant_code")?,
-        created_after: q
-            .take("created_after")
-            .map(|t| parse_time("created_after", &t))
-            .transpose()?,
-        created_before: q
-            .take("created_before")
-            .map(|t| parse_time("created_before", &t))
-            .transpose()?,
+        created_after: q.parsed::<ApiTime>("created_after")?.map(|t| t.0),
+        created_before: q.parsed::<ApiTime>("created_before")?.map(|t| t.0),
     };
     q.finish()?;
-    let page = service::list(
-        &state,
-        &auth.merchant,
-        auth.mode,
-        &filter,
-        paging.page_size,
-        paging.offset(),
-    )
-    .await?;
-    let data: Vec<Value> = page
-        .items
-        .iter()
-        .map(|s| s.to_json(&state.config.base_url))
-        .collect();
-    Ok(Json(
-        json!({ "data": data, "meta": paging.meta(page.total) }),
-    ))
+    let page = service::list(&state, &auth.merchant, auth.mode, &filter, paging.request()).await?;
+    Ok(paging.respond(&page, |s| s.to_json(&state.config.base_url)))
 }

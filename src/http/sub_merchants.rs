@@ -8,7 +8,7 @@ use crate::domain::urls::HttpUrl;
 use crate::service::sub_merchants as service;
 use crate::state::AppState;
 use crate::views::timestamp;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
@@ -67,23 +67,12 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     auth: Auth,
-    RawQuery(raw): RawQuery,
+    mut q: QueryParams,
 ) -> ApiResult<Json<Value>> {
-    let mut q = QueryParams::parse(raw.as_deref())?;
     let paging = Paging::take(&mut q)?;
     q.finish()?;
-    let page = service::list(
-        &state,
-        &auth.merchant,
-        auth.mode,
-        paging.page_size,
-        paging.offset(),
-    )
-    .await?;
-    let data: Vec<Value> = page.items.iter().map(sub_merchant_json).collect();
-    Ok(Json(
-        json!({ "data": data, "meta": paging.meta(page.total) }),
-    ))
+    let page = service::list(&state, &auth.merchant, auth.mode, paging.request()).await?;
+    Ok(paging.respond(&page, sub_merchant_json))
 }
 
 async fn retrieve(

@@ -5,7 +5,7 @@ use crate::db::events::{self as db, EventRow};
 use crate::domain::api_key::Mode;
 use crate::domain::event::EventType;
 use crate::domain::ids::{is_random_id, random_id, SessionId};
-use crate::service::{Error, Page};
+use crate::service::{Error, Page, PageRequest};
 use crate::state::AppState;
 use crate::views::session_json;
 use serde_json::Value;
@@ -82,8 +82,7 @@ pub async fn list(
     mode: Mode,
     event_type: Option<EventType>,
     session_id: Option<&SessionId>,
-    limit: i64,
-    offset: i64,
+    rows: PageRequest,
 ) -> Result<Page<EventRow>, Error> {
     let (items, total) = db::list(
         &state.db,
@@ -91,8 +90,8 @@ pub async fn list(
         mode.livemode(),
         event_type,
         session_id.map(SessionId::as_str),
-        limit,
-        offset,
+        rows.limit,
+        rows.offset,
     )
     .await?;
     Ok(Page { items, total })

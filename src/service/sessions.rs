@@ -2,7 +2,7 @@
 
 use crate::db::idempotency::{self, Claim};
 use crate::db::merchants::Merchant;
-use crate::db::sessions::{self as db, NewSession, SessionFilter, SessionRow, TransactionRow};
+use crate::db::sessions::{self as db, SessionFilter, SessionRow, TransactionRow};
 use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
 use crate::domain::ids::{ClientReferenceId, SessionId, SubMerchantCode};
@@ -13,7 +13,7 @@ use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
 use crate::faults::FaultPoint;
 use crate::service::pricing::{self, Quote};
-use crate::service::{ConflictKind, Error, Field, Page};
+use crate::service::{ConflictKind, Error, Field, Page, PageRequest};
 use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
@@ -157,12 +157,14 @@ pub async fn create(
     let pay_address = xpub
         .derive_address(family, index_u32)
         .map_err(Error::internal)?;
-    let new = NewSession {
+    let new = SessionRow {
         id: SessionId::generate(),
         merchant_id: merchant.id,
         livemode: mode.livemode(),
         sub_merchant_code: req.sub_merchant_code,
+        status: SessionStatus::Pending,
         amount,
+        amount_received: Decimal::ZERO,
         fee_rate: fees.rate,
         fee_floor: fees.floor,
         fee_amount,
@@ -186,6 +188,10 @@ pub async fn create(
         merchant_logo_url,
         created_at,
         expires_at,
+        paid_at: None,
+        updated_at: created_at,
+        dust_count: 0,
+        unexpected_count: 0,
     };
     let row = db::insert(&mut *tx, &new, claim).await?.ok_or_else(|| {
         Error::conflict(
@@ -243,16 +249,15 @@ pub async fn list(
     merchant: &Merchant,
     mode: Mode,
     filter: &SessionFilter,
-    limit: i64,
-    offset: i64,
+    rows: PageRequest,
 ) -> Result<Page<SessionWithTransactions>, Error> {
     let (rows, total) = db::list(
         &state.db,
         merchant.id,
         mode.livemode(),
         filter,
-        limit,
-        offset,
+        rows.limit,
+        rows.offset,
     )
     .await?;
     let ids: Vec<SessionId> = rows.iter().map(|r| r.id.clone()).collect();

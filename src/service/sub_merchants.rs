@@ -3,7 +3,7 @@ use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
 use crate::domain::api_key::Mode;
 use crate::domain::ids::SubMerchantCode;
 use crate::domain::urls::HttpUrl;
-use crate::service::{ConflictKind, Error, Field, Page};
+use crate::service::{ConflictKind, Error, Field, Page, PageRequest};
 use crate::state::AppState;
 
 pub fn check_display_name(name: &str) -> Result<(), Error> {
@@ -68,10 +68,16 @@ pub async fn list(
     state: &AppState,
     merchant: &Merchant,
     mode: Mode,
-    limit: i64,
-    offset: i64,
+    rows: PageRequest,
 ) -> Result<Page<SubMerchant>, Error> {
-    let (items, total) = db::list(&state.db, merchant.id, mode.livemode(), limit, offset).await?;
+    let (items, total) = db::list(
+        &state.db,
+        merchant.id,
+        mode.livemode(),
+        rows.limit,
+        rows.offset,
+    )
+    .await?;
     Ok(Page { items, total })
 }
 
