@@ -538,17 +538,44 @@ impl RpcClient {
 
     /// `Transfer` logs of `contracts` in `[from, to]`, in ranges of at most the configured
     /// size, halving a range whenever the node says it is too large.
+    /// Transfer logs of the token `contracts` in `[from, to]`; with `recipients`, only those to
+    /// them, asking for at most `per_call` recipients at a time (`topics[2]`). A range the node
+    /// refuses as too large or too heavy is asked for in halves.
     pub async fn transfer_logs(
         &self,
         contracts: &[[u8; 20]],
+        recipients: Option<(&[[u8; 20]], usize)>,
         from: u64,
         to: u64,
     ) -> Result<Vec<Log>, RpcError> {
-        const METHOD: &str = "eth_getLogs";
         let addresses: Vec<String> = contracts
             .iter()
             .map(|c| format!("0x{}", hex::encode(c)))
             .collect();
+        let Some((recipients, per_call)) = recipients else {
+            let topics = json!([TRANSFER_TOPIC]);
+            return self.logs_in_range(&addresses, &topics, from, to).await;
+        };
+        let mut out = Vec::new();
+        for chunk in recipients.chunks(per_call.max(1)) {
+            let words: Vec<String> = chunk
+                .iter()
+                .map(|a| format!("0x{}{}", "00".repeat(12), hex::encode(a)))
+                .collect();
+            let topics = json!([TRANSFER_TOPIC, null, words]);
+            out.extend(self.logs_in_range(&addresses, &topics, from, to).await?);
+        }
+        Ok(out)
+    }
+
+    async fn logs_in_range(
+        &self,
+        addresses: &[String],
+        topics: &Value,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Log>, RpcError> {
+        const METHOD: &str = "eth_getLogs";
         let mut out = Vec::new();
         let mut start = from;
         let mut span = self.max_block_range;
@@ -558,7 +585,7 @@ impl RpcClient {
                 "fromBlock": quantity(start),
                 "toBlock": quantity(end),
                 "address": addresses,
-                "topics": [TRANSFER_TOPIC],
+                "topics": topics,
             }]);
             match self.call_as::<Vec<RawLog>>(METHOD, params).await {
                 Ok(items) => {

@@ -19,7 +19,7 @@
 //! block holding a payment. None depends on how many sessions are open.
 
 use super::rpc::{BlockHeader, Log, Receipt, RetryPolicy, RpcClient, RpcError, TransferLog};
-use crate::config::NetworkConfig;
+use crate::config::{NetworkConfig, Scan};
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
 use crate::domain::api_key::Mode;
@@ -127,6 +127,7 @@ pub struct Watcher {
     rpc: RpcClient,
     owner: Uuid,
     lease: Duration,
+    late_window: Duration,
     denylist: Arc<HashSet<[u8; 20]>>,
     contracts: Vec<[u8; 20]>,
     network: Network,
@@ -222,6 +223,7 @@ impl Watcher {
             rpc,
             owner: Uuid::new_v4(),
             lease: config.lease,
+            late_window: config.late_window,
             denylist: Arc::new(config.denylist.clone()),
             contracts,
             network: net.network,
@@ -378,10 +380,25 @@ impl Watcher {
         report.behind = to < head;
         // Blocks at or below this are final once scanned.
         let deep_enough = head.saturating_sub(depth - 1);
+        // Read after the head: a session created later cannot have been paid in these blocks.
+        let watched = self.watched().await?;
         let mut start = from;
         while start <= to {
             let end = to.min(start.saturating_add(self.net.max_block_range - 1));
-            let logs = self.rpc.transfer_logs(&self.contracts, start, end).await?;
+            let logs = match &watched {
+                Some(addresses) if addresses.is_empty() => Vec::new(),
+                Some(addresses) => {
+                    let recipients = Some((addresses.as_slice(), self.net.max_addresses_per_call));
+                    self.rpc
+                        .transfer_logs(&self.contracts, recipients, start, end)
+                        .await?
+                }
+                None => {
+                    self.rpc
+                        .transfer_logs(&self.contracts, None, start, end)
+                        .await?
+                }
+            };
             let header = self.header(end).await?;
             // A reorg between the two calls: the logs of `end` are not from the header's block.
             if logs
@@ -414,6 +431,26 @@ impl Watcher {
             tracing::info!(watcher = %self.name(), from, to, recorded = report.recorded, "transfers detected");
         }
         Ok(())
+    }
+
+    /// In `Scan::Recipients`, the pay addresses to ask the node about (none: no call at all);
+    /// `None` in `Scan::Contract`, where every transfer of the tokens is fetched.
+    async fn watched(&self) -> Result<Option<Vec<[u8; 20]>>, WatchError> {
+        if self.net.scan == Scan::Contract {
+            return Ok(None);
+        }
+        let family = family_of(&self.net);
+        let texts =
+            db::watched_addresses(&self.db, self.network, self.livemode, self.late_window).await?;
+        let mut addresses = Vec::with_capacity(texts.len());
+        for text in texts {
+            match address_bytes(family, &text) {
+                Ok(raw) => addresses.push(raw),
+                Err(m) => tracing::error!(watcher = %self.name(), address = %text, error = %m,
+                    "a stored pay address does not parse; it is not watched"),
+            }
+        }
+        Ok(Some(addresses))
     }
 
     /// The final block, checked against the chain: its header when its hash is the one it

@@ -10,7 +10,7 @@ mod watcher;
 mod webhooks;
 
 pub use http::{HostedConfig, HttpConfig, IdempotencyConfig, RateLimit, RateLimitConfig};
-pub use networks::{NetworkConfig, TokenConfig, DEFAULT_MIN_AMOUNT};
+pub use networks::{NetworkConfig, Scan, TokenConfig, DEFAULT_MIN_AMOUNT};
 pub use rates::{FeeConfig, RateSourceConfig, RatesConfig};
 pub use watcher::WatcherConfig;
 pub use webhooks::WebhooksConfig;

@@ -46,6 +46,22 @@ pub struct NetworkConfig {
     pub max_lag_blocks: u64,
     /// One RPC answer's size limit; a larger log answer makes the watcher ask for half the range.
     pub max_response_bytes: usize,
+    /// Which transfers `eth_getLogs` asks for.
+    pub scan: Scan,
+    /// Recipient addresses per `eth_getLogs` call in `Scan::Recipients` (java-tron's
+    /// `maxSubTopics` is 1,000 by default).
+    pub max_addresses_per_call: usize,
+}
+
+/// How the watcher asks a node for transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scan {
+    /// Only transfers to watched pay addresses (`topics[2]`): the node filters.
+    Recipients,
+    /// Every transfer of the token contracts, matched here: for nodes that cannot filter on
+    /// topics.
+    Contract,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +81,8 @@ pub(super) struct RawNetwork {
     max_lag_seconds: Option<u64>,
     max_lag_blocks: Option<u64>,
     max_response_kib: Option<u64>,
+    scan: Option<Scan>,
+    max_addresses_per_call: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +163,8 @@ impl NetworkConfig {
             max_lag: Duration::from_secs(120),
             max_lag_blocks: 500,
             max_response_bytes: crate::chain::rpc::MAX_RESPONSE_BYTES,
+            scan: Scan::Recipients,
+            max_addresses_per_call: 1000,
             tokens: defaults
                 .tokens
                 .iter()
@@ -204,6 +224,10 @@ impl NetworkConfig {
         if let Some(kib) = raw.max_response_kib {
             let kib = bounded(&key("max_response_kib"), kib, 1..=1024 * 1024)?;
             self.max_response_bytes = usize::try_from(kib * 1024).unwrap_or(usize::MAX);
+        }
+        self.scan = raw.scan.unwrap_or(self.scan);
+        if let Some(n) = raw.max_addresses_per_call {
+            self.max_addresses_per_call = bounded(&key("max_addresses_per_call"), n, 1..=10_000)?;
         }
         if let Some(simulated) = raw.simulated {
             if simulated && self.mode == Mode::Live {

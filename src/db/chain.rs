@@ -277,6 +277,27 @@ pub async fn record_error(
     Ok(())
 }
 
+/// The pay addresses a watcher asks the node about: open sessions', and closed ones' until
+/// `late_window` after their `expires_at`, so late payments are still seen.
+pub async fn watched_addresses(
+    db: &PgPool,
+    network: Network,
+    livemode: bool,
+    late_window: Duration,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT pay_address FROM checkout_sessions
+          WHERE network = $1 AND livemode = $2
+            AND (status IN ('Pending', 'Underpaid')
+                 OR expires_at > now() - make_interval(secs => $3))",
+        network as Network,
+        livemode,
+        late_window.as_secs_f64(),
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// A session that a transfer's recipient address belongs to.
 #[derive(Debug, Clone)]
 pub struct AddressOwner {
