@@ -201,8 +201,8 @@ impl NetworkConfig {
             self.public_rpc_url = Some(url);
         }
         if let Some(id) = raw.chain_id {
-            if self.network.family() != ChainFamily::Evm {
-                return Err(err(key("chain_id"), "only EVM networks have a chain id"));
+            if self.network.family() == ChainFamily::Solana {
+                return Err(err(key("chain_id"), "SOLANA has no chain id"));
             }
             self.chain_id = Some(id);
         }

@@ -65,6 +65,14 @@ fn bad_configs_name_the_key() {
     assert!(
         error_of("[networks.SOLANA.test]\nsimulated = true").starts_with("networks.SOLANA.test:")
     );
+    assert!(error_of("[networks.SOLANA.test]\nchain_id = 1")
+        .starts_with("networks.SOLANA.test.chain_id:"));
+    let tron = Config::from_toml("[networks.TRON.live]\nchain_id = 3448148188").unwrap();
+    assert_eq!(
+        tron.network(Network::Tron, Mode::Live).chain_id,
+        Some(0xcd8690dc),
+        "a TRON chain id can be set (here Nile's)"
+    );
     assert!(error_of("[rates]\nsource = \"magic\"").starts_with("rates.source:"));
     assert!(error_of("[rates]\nstatic = { XYZ = \"1\" }").starts_with("rates.static.XYZ:"));
     assert!(error_of("[fees]\nrate = \"-1\"").starts_with("fees.rate:"));

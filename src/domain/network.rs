@@ -87,10 +87,13 @@ impl Network {
     }
 
     /// Mainnet defaults of the contract's network table.
+    ///
+    /// TRON's `/jsonrpc` answers `eth_chainId` with the last 4 bytes of its genesis block id
+    /// (java-tron `TronJsonRpcImpl::ethChainId`; developers.tron.network, eth_chainId).
     pub fn mainnet(self) -> NetworkDefaults {
         let (chain_id, confirmations, tokens): (Option<u64>, u32, &'static [TokenDefault]) =
             match self {
-                Network::Tron => (None, 19, TRON_TOKENS),
+                Network::Tron => (Some(TRON_MAINNET_CHAIN_ID), 19, TRON_TOKENS),
                 Network::Ethereum => (Some(1), 12, ETHEREUM_TOKENS),
                 Network::Bsc => (Some(56), 15, BSC_TOKENS),
                 Network::Polygon => (Some(137), 128, POLYGON_TOKENS),
@@ -111,7 +114,7 @@ impl Network {
     pub fn testnet(self) -> NetworkDefaults {
         match self {
             Network::Tron => NetworkDefaults {
-                chain_id: None,
+                chain_id: Some(TRON_NILE_CHAIN_ID),
                 confirmations: 19,
                 tokens: NILE_TOKENS,
             },
@@ -119,6 +122,11 @@ impl Network {
         }
     }
 }
+
+/// `eth_chainId` of TRON mainnet (0x2b6653dc).
+pub const TRON_MAINNET_CHAIN_ID: u64 = 0x2b66_53dc;
+/// `eth_chainId` of TRON's Nile testnet (0xcd8690dc).
+pub const TRON_NILE_CHAIN_ID: u64 = 0xcd86_90dc;
 
 #[cfg(test)]
 mod tests {

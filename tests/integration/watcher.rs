@@ -95,6 +95,7 @@ tokens.USDC = {{ contract = "{usdc}", decimals = 6 }}
 
 [networks.TRON.test]
 rpc_urls = ["{url}"]
+chain_id = 31337
 confirmations = {CONFIRMATIONS}
 poll_interval_ms = 100
 scan = "{scan}"
@@ -896,6 +897,25 @@ both_scans! {
         assert_eq!(cycles, 3, "~105 blocks in steps of 40");
         assert_eq!(c.session(&id(&s)).await["status"], "Paid");
     }
+}
+
+#[tokio::test]
+async fn a_tron_url_is_checked_against_nile_by_default_in_test_mode() {
+    let c = Chain::start().await;
+    let mut net = c
+        .app
+        .state
+        .config
+        .network(Network::Tron, Mode::Test)
+        .clone();
+    net.chain_id = Network::Tron.testnet().chain_id;
+    let err = c.watcher_for(net).tick().await.unwrap_err().to_string();
+    assert!(
+        err.contains("serves chain id 31337, not the configured 3448148188"),
+        "{err}"
+    );
+    let live = c.app.state.config.network(Network::Tron, Mode::Live);
+    assert_eq!(live.chain_id, Some(0x2b6653dc), "TRON mainnet");
 }
 
 both_scans! {
