@@ -89,9 +89,34 @@ impl RetryPolicy {
     }
 }
 
+/// One URL as the client is given it: its headers, and the rate it must stay under.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointSpec {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub max_requests_per_second: Option<u32>,
+}
+
 struct Endpoint {
     url: String,
     headers: HeaderMap,
+    /// With a rate limit: the gap between two requests, and when the next one may start.
+    pacing: Option<(Duration, tokio::sync::Mutex<tokio::time::Instant>)>,
+}
+
+impl Endpoint {
+    /// Waits for this URL's next request slot, if it has a rate limit.
+    async fn wait_turn(&self) {
+        let Some((gap, next)) = &self.pacing else {
+            return;
+        };
+        let mut next = next.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + *gap;
+    }
 }
 
 pub struct RpcClient {
@@ -289,21 +314,35 @@ fn malformed(method: &str, detail: impl Into<String>) -> RpcError {
 }
 
 impl RpcClient {
-    /// `urls` in order of preference; `headers` are sent to every URL (e.g. `TRON-PRO-API-KEY`).
+    /// `endpoints` in order of preference; each gets only its own headers (an API key for one
+    /// provider never reaches another).
     pub fn new(
-        urls: &[String],
-        headers: &[(String, String)],
+        endpoints: &[EndpointSpec],
         policy: RetryPolicy,
         max_block_range: u64,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(!urls.is_empty(), "no RPC URL");
-        let mut header_map = HeaderMap::new();
-        for (name, value) in headers {
-            header_map.insert(
-                HeaderName::from_bytes(name.as_bytes())?,
-                HeaderValue::from_str(value)?,
-            );
-        }
+        anyhow::ensure!(!endpoints.is_empty(), "no RPC URL");
+        let endpoints = endpoints
+            .iter()
+            .map(|spec| {
+                let mut headers = HeaderMap::new();
+                for (name, value) in &spec.headers {
+                    headers.insert(
+                        HeaderName::from_bytes(name.as_bytes())?,
+                        HeaderValue::from_str(value)?,
+                    );
+                }
+                let pacing = spec.max_requests_per_second.map(|rate| {
+                    let gap = Duration::from_secs(1) / rate.max(1);
+                    (gap, tokio::sync::Mutex::new(tokio::time::Instant::now()))
+                });
+                Ok(Endpoint {
+                    url: spec.url.clone(),
+                    headers,
+                    pacing,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(policy.timeout)
@@ -311,13 +350,7 @@ impl RpcClient {
             .build()?;
         Ok(Self {
             http,
-            endpoints: urls
-                .iter()
-                .map(|url| Endpoint {
-                    url: url.clone(),
-                    headers: header_map.clone(),
-                })
-                .collect(),
+            endpoints,
             preferred: AtomicUsize::new(0),
             policy,
             max_block_range: max_block_range.max(1),
@@ -351,6 +384,7 @@ impl RpcClient {
         method: &str,
         params: &Value,
     ) -> Result<T, RpcError> {
+        endpoint.wait_turn().await;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
         let response = self

@@ -18,7 +18,9 @@
 //! confirmations and, on nodes whose logs carry no `blockTimestamp` (TRON), one header per
 //! block holding a payment. None depends on how many sessions are open.
 
-use super::rpc::{BlockHeader, Log, Receipt, RetryPolicy, RpcClient, RpcError, TransferLog};
+use super::rpc::{
+    BlockHeader, EndpointSpec, Log, Receipt, RetryPolicy, RpcClient, RpcError, TransferLog,
+};
 use crate::config::{NetworkConfig, Scan};
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
@@ -203,12 +205,21 @@ fn to_i64(n: u64) -> Result<i64, WatchError> {
 impl Watcher {
     pub fn new(state: &AppState, net: &NetworkConfig, policy: RetryPolicy) -> anyhow::Result<Self> {
         let config = &state.config.watcher;
-        let headers: Vec<(String, String)> = net
-            .rpc_headers
+        let endpoints: Vec<EndpointSpec> = net
+            .rpc_urls
             .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .map(|u| EndpointSpec {
+                url: u.url.clone(),
+                headers: net
+                    .rpc_headers
+                    .iter()
+                    .chain(&u.headers)
+                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                    .collect(),
+                max_requests_per_second: u.max_requests_per_second,
+            })
             .collect();
-        let rpc = RpcClient::new(&net.rpc_urls, &headers, policy, net.max_block_range)?
+        let rpc = RpcClient::new(&endpoints, policy, net.max_block_range)?
             .with_max_response_bytes(net.max_response_bytes);
         let family = family_of(net);
         let contracts = net

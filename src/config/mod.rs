@@ -10,7 +10,7 @@ mod watcher;
 mod webhooks;
 
 pub use http::{HostedConfig, HttpConfig, IdempotencyConfig, RateLimit, RateLimitConfig};
-pub use networks::{NetworkConfig, Scan, TokenConfig, DEFAULT_MIN_AMOUNT};
+pub use networks::{NetworkConfig, RpcUrl, Scan, TokenConfig, DEFAULT_MIN_AMOUNT};
 pub use rates::{FeeConfig, RateSourceConfig, RatesConfig};
 pub use watcher::WatcherConfig;
 pub use webhooks::WebhooksConfig;
@@ -84,7 +84,7 @@ fn secs_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error>
 }
 
 /// A value that `Debug` never shows: API keys, RPC auth headers.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

@@ -30,7 +30,8 @@ pub struct NetworkConfig {
     pub mode: Mode,
     pub chain_id: Option<u64>,
     pub confirmations: u32,
-    pub rpc_urls: Vec<String>,
+    pub rpc_urls: Vec<RpcUrl>,
+    /// Sent to every URL; a URL's own `headers` go to it alone (an API key belongs there).
     pub rpc_headers: BTreeMap<String, Secret>,
     pub public_rpc_url: Option<String>,
     pub poll_interval: Duration,
@@ -53,6 +54,48 @@ pub struct NetworkConfig {
     pub max_addresses_per_call: usize,
 }
 
+/// One RPC URL and what goes with it alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcUrl {
+    pub url: String,
+    pub headers: BTreeMap<String, Secret>,
+    /// Requests to this URL are spaced to stay under this rate.
+    pub max_requests_per_second: Option<u32>,
+}
+
+impl From<String> for RpcUrl {
+    fn from(url: String) -> Self {
+        Self {
+            url,
+            headers: BTreeMap::new(),
+            max_requests_per_second: None,
+        }
+    }
+}
+
+impl From<&str> for RpcUrl {
+    fn from(url: &str) -> Self {
+        url.to_owned().into()
+    }
+}
+
+/// An `rpc_urls` item: a URL, or a table `{ url, headers, max_requests_per_second }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRpcUrl {
+    Plain(String),
+    Table(RawRpcUrlTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRpcUrlTable {
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, Secret>,
+    max_requests_per_second: Option<u32>,
+}
+
 /// How the watcher asks a node for transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,7 +110,7 @@ pub enum Scan {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNetwork {
-    rpc_urls: Option<Vec<String>>,
+    rpc_urls: Option<Vec<RawRpcUrl>>,
     rpc_headers: Option<BTreeMap<String, Secret>>,
     public_rpc_url: Option<String>,
     chain_id: Option<u64>,
@@ -182,18 +225,33 @@ impl NetworkConfig {
     fn apply(&mut self, prefix: &str, raw: RawNetwork) -> Result<(), ConfigError> {
         let key = |name: &str| format!("{prefix}.{name}");
         if let Some(urls) = raw.rpc_urls {
-            for (i, url) in urls.iter().enumerate() {
-                HttpUrl::parse(url).map_err(|m| err(key(&format!("rpc_urls[{i}]")), m))?;
+            let mut parsed = Vec::with_capacity(urls.len());
+            for (i, item) in urls.into_iter().enumerate() {
+                let item_key = key(&format!("rpc_urls[{i}]"));
+                let table = match item {
+                    RawRpcUrl::Plain(url) => RawRpcUrlTable {
+                        url,
+                        headers: BTreeMap::new(),
+                        max_requests_per_second: None,
+                    },
+                    RawRpcUrl::Table(table) => table,
+                };
+                HttpUrl::parse(&table.url).map_err(|m| err(&item_key, m))?;
+                check_header_names(&format!("{item_key}.headers"), &table.headers)?;
+                if let Some(rate) = table.max_requests_per_second {
+                    let rate_key = format!("{item_key}.max_requests_per_second");
+                    bounded(&rate_key, rate, 1..=100_000)?;
+                }
+                parsed.push(RpcUrl {
+                    url: table.url,
+                    headers: table.headers,
+                    max_requests_per_second: table.max_requests_per_second,
+                });
             }
-            self.rpc_urls = urls;
+            self.rpc_urls = parsed;
         }
         if let Some(headers) = raw.rpc_headers {
-            let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-            let invalid = |name: &&String| name.is_empty() || !name.bytes().all(valid);
-            if let Some(name) = headers.keys().find(invalid) {
-                let header_key = key(&format!("rpc_headers.{name}"));
-                return Err(err(header_key, "is not a valid header name"));
-            }
+            check_header_names(&key("rpc_headers"), &headers)?;
             self.rpc_headers = headers;
         }
         if let Some(url) = raw.public_rpc_url {
@@ -274,6 +332,17 @@ impl NetworkConfig {
             None => self.tokens.push(config),
         }
         Ok(())
+    }
+}
+
+fn check_header_names(key: &str, headers: &BTreeMap<String, Secret>) -> Result<(), ConfigError> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    match headers
+        .keys()
+        .find(|name| name.is_empty() || !name.bytes().all(valid))
+    {
+        Some(name) => Err(err(format!("{key}.{name}"), "is not a valid header name")),
+        None => Ok(()),
     }
 }
 

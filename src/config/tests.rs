@@ -274,3 +274,23 @@ fn debug_output_hides_secrets() {
     );
     assert!(!debug.contains("trongrid-secret") && !debug.contains("CG-rates-secret"));
 }
+
+#[test]
+fn rpc_urls_may_carry_their_own_headers_and_rate() {
+    let c = Config::from_toml(
+        "[networks.TRON.live]\n\
+         rpc_urls = [{ url = \"https://api.trongrid.io/jsonrpc\", headers = { TRON-PRO-API-KEY = \"k\" }, max_requests_per_second = 10 }, \"https://fallback.example/jsonrpc\"]",
+    )
+    .unwrap();
+    let urls = &c.network(Network::Tron, Mode::Live).rpc_urls;
+    assert_eq!(urls.len(), 2);
+    assert_eq!(urls[0].headers["TRON-PRO-API-KEY"].expose(), "k");
+    assert_eq!(urls[0].max_requests_per_second, Some(10));
+    assert_eq!(urls[1], RpcUrl::from("https://fallback.example/jsonrpc"));
+    assert!(error_of("[networks.BSC.live]\nrpc_urls = [{ url = \"https://x.example\", max_requests_per_second = 0 }]")
+        .starts_with("networks.BSC.live.rpc_urls[0].max_requests_per_second:"));
+    assert!(error_of("[networks.BSC.live]\nrpc_urls = [{ url = \"https://x.example\", headers = { \"bad name\" = \"v\" } }]")
+        .starts_with("networks.BSC.live.rpc_urls[0].headers.bad name:"));
+    assert!(error_of("[networks.BSC.live]\nrpc_urls = [{ url = \"ftp://x\" }]")
+        .starts_with("networks.BSC.live.rpc_urls[0]:"));
+}

@@ -552,7 +552,7 @@ async fn flaky_proxy(target: String) -> String {
 /// The watcher over a proxy with `hook`, for a node that misbehaves.
 async fn watcher_behind_proxy(c: &Chain, hook: std::sync::Arc<Hook>) -> Watcher {
     let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
-    net.rpc_urls = vec![proxy(c.anvil.url.clone(), hook).await];
+    net.rpc_urls = vec![proxy(c.anvil.url.clone(), hook).await.into()];
     c.watcher_for(net)
 }
 
@@ -624,7 +624,7 @@ both_scans! {
         let base = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
 
         let mut flaky = base.clone();
-        flaky.rpc_urls = vec![flaky_proxy(c.anvil.url.clone()).await];
+        flaky.rpc_urls = vec![flaky_proxy(c.anvil.url.clone()).await.into()];
         let w = c.watcher_for(flaky);
         tick(&w).await;
         let s = c.create("BSC", "USDT", "10.00").await;
@@ -640,7 +640,7 @@ both_scans! {
 
         // The first URL refuses connections; the second one serves.
         let mut failover = base;
-        failover.rpc_urls = vec!["http://127.0.0.1:1/".into(), c.anvil.url.clone()];
+        failover.rpc_urls = vec!["http://127.0.0.1:1/".into(), c.anvil.url.clone().into()];
         let w = c.watcher_for(failover);
         let s = c.create("BSC", "USDT", "12.00").await;
         c.pay(&s, "12").await;
@@ -1319,7 +1319,7 @@ both_scans! {
         // Every eth_getLogs takes 2 s; the lease is 2 s.
         let slow = proxy_slow_logs(c.anvil.url.clone(), Duration::from_secs(2)).await;
         let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
-        net.rpc_urls = vec![slow];
+        net.rpc_urls = vec![slow.into()];
         net.max_block_range = 4;
         net.max_blocks_per_scan = 16;
         let first = c.watcher_for(net.clone());
@@ -1618,7 +1618,7 @@ both_scans! {
         )
         .await;
         let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
-        net.rpc_urls = vec![lagging, c.anvil.url.clone()];
+        net.rpc_urls = vec![lagging.into(), c.anvil.url.clone().into()];
         let w = c.watcher_for(net);
         tick(&w).await;
         let s = c.create("BSC", "USDT", "10.00").await;
@@ -1668,18 +1668,17 @@ async fn watcher_logging_get_logs(
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = requests.clone();
     let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
-    net.rpc_urls = vec![
-        proxy(
-            c.anvil.url.clone(),
-            std::sync::Arc::new(move |_, request: &Value, answer| {
-                if request["method"] == "eth_getLogs" {
-                    kept.lock().unwrap().push(request["params"][0].clone());
-                }
-                Some(answer)
-            }),
-        )
-        .await,
-    ];
+    net.rpc_urls = vec![proxy(
+        c.anvil.url.clone(),
+        std::sync::Arc::new(move |_, request: &Value, answer| {
+            if request["method"] == "eth_getLogs" {
+                kept.lock().unwrap().push(request["params"][0].clone());
+            }
+            Some(answer)
+        }),
+    )
+    .await
+    .into()];
     tweak(&mut net);
     (c.watcher_for(net), requests)
 }
@@ -1812,5 +1811,101 @@ async fn a_closed_session_stays_watched_for_the_late_window_and_then_is_not_aske
     assert!(
         requests.lock().unwrap().is_empty(),
         "nothing watched: no eth_getLogs call"
+    );
+}
+
+/// A node in front of anvil that keeps the headers of every request it forwards.
+async fn header_recording_proxy(
+    target: String,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(request): axum::Json<Value>| {
+                let (client, target, kept) = (client.clone(), target.clone(), kept.clone());
+                async move {
+                    kept.lock().unwrap().push(headers);
+                    let answer: Value = client
+                        .post(&target)
+                        .json(&request)
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    axum::Json(answer)
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn each_rpc_url_gets_only_its_own_headers() {
+    let c = Chain::start().await;
+    let (keyed, keyed_seen) = header_recording_proxy(c.anvil.url.clone()).await;
+    let (public, public_seen) = header_recording_proxy(c.anvil.url.clone()).await;
+    let toml = format!(
+        r#"
+[networks.BSC.test]
+chain_id = 31337
+rpc_headers = {{ X-Everyone = "shared" }}
+rpc_urls = [
+  {{ url = "{keyed}", headers = {{ TRON-PRO-API-KEY = "secret-key" }} }},
+  "{public}",
+]
+"#
+    );
+    let config = checkout_server::config::Config::from_toml(&toml).unwrap();
+    let net = config.network(Network::Bsc, Mode::Test).clone();
+    assert!(
+        !format!("{net:?}").contains("secret-key"),
+        "redacted in Debug"
+    );
+    // The first cycle checks the chain id of every URL: both are asked.
+    tick(&c.watcher_for(net)).await;
+    let keyed_seen = keyed_seen.lock().unwrap().clone();
+    let public_seen = public_seen.lock().unwrap().clone();
+    assert!(!keyed_seen.is_empty() && !public_seen.is_empty());
+    for headers in &keyed_seen {
+        assert_eq!(headers["tron-pro-api-key"], "secret-key");
+        assert_eq!(headers["x-everyone"], "shared");
+    }
+    for headers in &public_seen {
+        assert!(headers.get("tron-pro-api-key").is_none(), "{headers:?}");
+        assert_eq!(headers["x-everyone"], "shared");
+    }
+}
+
+#[tokio::test]
+async fn a_url_with_a_rate_limit_is_asked_no_faster_than_it() {
+    use checkout_server::chain::rpc::{EndpointSpec, RpcClient};
+    let anvil = crate::chain_support::Anvil::start().await;
+    let paced = EndpointSpec {
+        url: anvil.url.clone(),
+        max_requests_per_second: Some(20),
+        ..EndpointSpec::default()
+    };
+    let rpc = RpcClient::new(&[paced], fast_retries(), 100).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..11 {
+        rpc.block_number().await.unwrap();
+    }
+    // Eleven requests at 20 a second: ten gaps of 50 ms at least.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
     );
 }
