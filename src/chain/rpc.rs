@@ -24,7 +24,7 @@ pub enum RpcError {
     Transport(String),
     #[error("HTTP {0}")]
     Http(StatusCode),
-    #[error("rate limited (HTTP 429)")]
+    #[error("rate limited by the provider")]
     RateLimited { retry_after: Option<Duration> },
     #[error("node error {code}: {message}")]
     Node { code: i64, message: String },
@@ -34,11 +34,32 @@ pub enum RpcError {
     TooLarge { limit: usize },
 }
 
+/// How long a URL that limited us is left alone when it does not say (TronGrid bans for 30 s).
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
+
+/// A node's error message that says a request or quota limit was hit (not a range limit).
+fn says_rate_limited(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "rate limit",
+        "rate-limit",
+        "ratelimit",
+        "too many requests",
+        "request limit",
+        "daily request",
+        "quota",
+        "capacity exceeded",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
 impl RpcError {
     /// Node errors that mean "ask for fewer blocks" rather than "this node is broken".
     fn asks_for_a_smaller_range(&self) -> bool {
         match self {
             RpcError::TooLarge { .. } => true,
+            RpcError::Node { message, .. } if says_rate_limited(message) => false,
             RpcError::Node { message, .. } => {
                 let m = message.to_ascii_lowercase();
                 [
@@ -102,9 +123,22 @@ struct Endpoint {
     headers: HeaderMap,
     /// With a rate limit: the gap between two requests, and when the next one may start.
     pacing: Option<(Duration, tokio::sync::Mutex<tokio::time::Instant>)>,
+    /// The provider limited us: other URLs are asked until then.
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Endpoint {
+    fn paused(&self) -> Option<tokio::time::Instant> {
+        let until = (*self.paused_until.lock().ok()?)?;
+        (until > tokio::time::Instant::now()).then_some(until)
+    }
+
+    fn pause(&self, pause: Duration) {
+        if let Ok(mut until) = self.paused_until.lock() {
+            *until = Some(tokio::time::Instant::now() + pause);
+        }
+    }
+
     /// Waits for this URL's next request slot, if it has a rate limit.
     async fn wait_turn(&self) {
         let Some((gap, next)) = &self.pacing else {
@@ -340,6 +374,7 @@ impl RpcClient {
                     url: spec.url.clone(),
                     headers,
                     pacing,
+                    paused_until: std::sync::Mutex::new(None),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -396,7 +431,11 @@ impl RpcClient {
             .await
             .map_err(|e| RpcError::Transport(e.without_url().to_string()))?;
         let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        // TronGrid answers 403 or 503 over its quota, others 429.
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::FORBIDDEN | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
@@ -413,15 +452,19 @@ impl RpcClient {
         let envelope: Envelope<T> =
             serde_json::from_slice(&body).map_err(|e| malformed(method, e.to_string()))?;
         if let Some(error) = envelope.error.filter(|e| !e.is_null()) {
+            let message: String = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)")
+                .chars()
+                .take(300)
+                .collect();
+            if says_rate_limited(&message) {
+                return Err(RpcError::RateLimited { retry_after: None });
+            }
             return Err(RpcError::Node {
                 code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no message)")
-                    .chars()
-                    .take(300)
-                    .collect(),
+                message,
             });
         }
         envelope
@@ -450,7 +493,9 @@ impl RpcClient {
     }
 
     /// Calls `method`, starting at the preferred URL and failing over to the next one on
-    /// every error; after each failed attempt it backs off with jitter. A node's answer that
+    /// every error; after each failed attempt it backs off with jitter. A URL that limits us
+    /// (403, 429, 503, or an error that says so) is left alone for its `Retry-After`, else
+    /// [`RATE_LIMIT_PAUSE`], and the next URL is asked at once meanwhile. A node's answer that
     /// asks for a smaller range is returned at once (the caller splits).
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         self.call_as(method, params).await
@@ -462,36 +507,70 @@ impl RpcClient {
         method: &str,
         params: Value,
     ) -> Result<T, RpcError> {
-        let n = self.endpoints.len();
         let mut last = None;
+        let mut next = self.preferred.load(Ordering::Relaxed);
         for attempt in 0..self.policy.attempts {
-            let index = (self.preferred.load(Ordering::Relaxed) + attempt as usize) % n;
-            match self
-                .call_once(&self.endpoints[index], method, &params)
-                .await
-            {
+            let index = match self.unpaused_from(next) {
+                Some(index) => index,
+                None => {
+                    // Every URL is paused: wait for the first to come back, if soon enough.
+                    let (index, until) = self.first_back();
+                    if until.saturating_duration_since(tokio::time::Instant::now())
+                        > self.policy.max_delay
+                    {
+                        break;
+                    }
+                    tokio::time::sleep_until(until).await;
+                    index
+                }
+            };
+            next = index + 1;
+            let endpoint = &self.endpoints[index];
+            match self.call_once(endpoint, method, &params).await {
                 Ok(value) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
                 Err(e) if e.asks_for_a_smaller_range() => return Err(e),
+                Err(RpcError::RateLimited { retry_after }) => {
+                    let pause = retry_after.unwrap_or(RATE_LIMIT_PAUSE);
+                    tracing::warn!(
+                        method,
+                        url = index,
+                        pause_s = pause.as_secs(),
+                        "RPC provider limited us; asking the next URL meanwhile"
+                    );
+                    endpoint.pause(pause);
+                    last = Some(RpcError::RateLimited { retry_after });
+                }
                 Err(e) => {
                     tracing::debug!(method, url = index, error = %e, "RPC call failed");
-                    let mut delay = self.policy.delay(attempt);
-                    if let RpcError::RateLimited {
-                        retry_after: Some(after),
-                    } = &e
-                    {
-                        delay = delay.max(*after);
-                    }
                     last = Some(e);
                     if attempt + 1 < self.policy.attempts {
-                        tokio::time::sleep(delay).await;
+                        tokio::time::sleep(self.policy.delay(attempt)).await;
                     }
                 }
             }
         }
-        Err(last.unwrap_or_else(|| RpcError::Transport("no attempt made".into())))
+        Err(last.unwrap_or(RpcError::RateLimited { retry_after: None }))
+    }
+
+    /// The first URL not paused, from `start` on (round the list).
+    fn unpaused_from(&self, start: usize) -> Option<usize> {
+        let n = self.endpoints.len();
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.endpoints[i].paused().is_none())
+    }
+
+    /// The URL whose pause ends first, and when.
+    fn first_back(&self) -> (usize, tokio::time::Instant) {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.paused().map(|until| (i, until)))
+            .min_by_key(|(_, until)| *until)
+            .unwrap_or((0, tokio::time::Instant::now()))
     }
 
     /// `eth_chainId` of every URL that answers (a wrong URL in the list must not go unseen
@@ -762,6 +841,28 @@ mod tests {
         let logs: Result<Envelope<Vec<RawLog>>, _> =
             serde_json::from_str(r#"{"id":1,"result":[{"address":5}]}"#);
         assert!(logs.is_err(), "a wrong shape is an error, not a panic");
+    }
+
+    #[test]
+    fn limit_messages_are_rate_limits_not_range_errors() {
+        for message in [
+            "daily request count exceeded, request rate limited",
+            "Too Many Requests",
+            "you have exceeded your quota",
+        ] {
+            assert!(says_rate_limited(message), "{message}");
+            let e = RpcError::Node {
+                code: -32005,
+                message: message.into(),
+            };
+            assert!(!e.asks_for_a_smaller_range(), "{message}");
+        }
+        for message in [
+            "exceed max block range: 5000",
+            "query returned more than 10000 results",
+        ] {
+            assert!(!says_rate_limited(message), "{message}");
+        }
     }
 
     #[test]

@@ -291,6 +291,8 @@ fn rpc_urls_may_carry_their_own_headers_and_rate() {
         .starts_with("networks.BSC.live.rpc_urls[0].max_requests_per_second:"));
     assert!(error_of("[networks.BSC.live]\nrpc_urls = [{ url = \"https://x.example\", headers = { \"bad name\" = \"v\" } }]")
         .starts_with("networks.BSC.live.rpc_urls[0].headers.bad name:"));
-    assert!(error_of("[networks.BSC.live]\nrpc_urls = [{ url = \"ftp://x\" }]")
-        .starts_with("networks.BSC.live.rpc_urls[0]:"));
+    assert!(
+        error_of("[networks.BSC.live]\nrpc_urls = [{ url = \"ftp://x\" }]")
+            .starts_with("networks.BSC.live.rpc_urls[0]:")
+    );
 }

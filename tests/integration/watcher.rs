@@ -1909,3 +1909,78 @@ async fn a_url_with_a_rate_limit_is_asked_no_faster_than_it() {
         started.elapsed()
     );
 }
+
+/// A node that answers every call with `status` (and `Retry-After`, if given) or, for
+/// status 200, block number 16; it counts the calls.
+async fn canned_node(
+    status: StatusCode,
+    retry_after: Option<&'static str>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if status == StatusCode::OK {
+                    return axum::Json(json!({ "jsonrpc": "2.0", "id": 1, "result": "0x10" }))
+                        .into_response();
+                }
+                let mut response = (status, "slow down").into_response();
+                if let Some(after) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", after.parse().unwrap());
+                }
+                response
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn a_provider_that_limits_us_is_left_alone_while_the_next_url_answers() {
+    use checkout_server::chain::rpc::{EndpointSpec, RpcClient, RpcError};
+    use std::sync::atomic::Ordering;
+    let spec = |url: &String| EndpointSpec {
+        url: url.clone(),
+        ..EndpointSpec::default()
+    };
+    for status in [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::FORBIDDEN,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        let (limited, limited_calls) = canned_node(status, Some("60")).await;
+        let (healthy, healthy_calls) = canned_node(StatusCode::OK, None).await;
+        let rpc = RpcClient::new(&[spec(&limited), spec(&healthy)], fast_retries(), 100).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            assert_eq!(rpc.block_number().await.unwrap(), 16);
+        }
+        assert_eq!(
+            limited_calls.load(Ordering::SeqCst),
+            1,
+            "{status}: asked once, then left alone for its Retry-After"
+        );
+        assert_eq!(healthy_calls.load(Ordering::SeqCst), 5);
+        assert!(started.elapsed() < Duration::from_secs(5), "no waiting");
+    }
+
+    // Alone, and limited without Retry-After: refused at once, and not asked again for 30 s.
+    let (limited, limited_calls) = canned_node(StatusCode::TOO_MANY_REQUESTS, None).await;
+    let rpc = RpcClient::new(&[spec(&limited)], fast_retries(), 100).unwrap();
+    for _ in 0..3 {
+        let e = rpc.block_number().await.unwrap_err();
+        assert!(matches!(e, RpcError::RateLimited { .. }), "{e}");
+    }
+    assert_eq!(limited_calls.load(Ordering::SeqCst), 1);
+}
