@@ -15,5 +15,6 @@ mod pricing;
 mod public_surface;
 mod rate_limits;
 mod sessions;
+mod tron_replay;
 mod watcher;
 mod webhooks;
