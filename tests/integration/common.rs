@@ -371,3 +371,11 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_cod
     );
     error.clone()
 }
+
+/// Serves `app` on a free local port; its base URL, `http://127.0.0.1:PORT`.
+pub async fn serve_local(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}

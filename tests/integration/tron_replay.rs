@@ -127,9 +127,7 @@ async fn serve(stub: Arc<StubTron>) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jsonrpc", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/jsonrpc", crate::common::serve_local(app).await);
     url
 }
 

@@ -191,6 +191,20 @@ tokens.USDT = {{ contract = "{tron}", decimals = 6 }}
             .await
     }
 
+    /// Expires the session through the API.
+    async fn expire(&self, session: &Value) {
+        let (status, body) = self
+            .app
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/checkout/sessions/{}/expire", id(session)),
+                Some(&self.app.merchant.test_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
     /// Mines the confirmations and runs the watcher until nothing is left to do.
     async fn confirm(&self, w: &Watcher) -> TickReport {
         self.anvil.mine(CONFIRMATIONS).await;
@@ -534,9 +548,7 @@ async fn proxy(target: String, hook: std::sync::Arc<Hook>) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/", crate::common::serve_local(app).await);
     url
 }
 
@@ -702,16 +714,7 @@ both_scans! {
         let w = c.watcher(Network::Bsc);
         tick(&w).await;
         let s = c.create("BSC", "USDT", "10.00").await;
-        let (status, _) = c
-            .app
-            .request(
-                reqwest::Method::POST,
-                &format!("/v1/checkout/sessions/{}/expire", id(&s)),
-                Some(&c.app.merchant.test_key),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
+        c.expire(&s).await;
         c.pay(&s, "10").await;
         tick(&w).await;
         let report = c.confirm(&w).await;
@@ -1239,9 +1242,7 @@ async fn body_receiver() -> (std::sync::Arc<std::sync::Mutex<Vec<Value>>>, Strin
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/hook", crate::common::serve_local(app).await);
     (bodies, url)
 }
 
@@ -1392,9 +1393,7 @@ async fn proxy_slow_logs(target: String, delay: Duration) -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/", crate::common::serve_local(app).await);
     url
 }
 
@@ -1779,16 +1778,7 @@ async fn a_closed_session_stays_watched_for_the_late_window_and_then_is_not_aske
     let (w, requests) = watcher_logging_get_logs(&c, |_| {}).await;
     tick(&w).await;
     let s = c.create("BSC", "USDT", "10.00").await;
-    let (status, _) = c
-        .app
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/checkout/sessions/{}/expire", id(&s)),
-            Some(&c.app.merchant.test_key),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    c.expire(&s).await;
     // Expired a moment ago: a payment now is late, and still seen.
     c.pay(&s, "10").await;
     assert_eq!(tick(&w).await.recorded, 1);
@@ -1845,9 +1835,7 @@ async fn header_recording_proxy(
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/", crate::common::serve_local(app).await);
     (url, seen)
 }
 
@@ -1940,9 +1928,7 @@ async fn canned_node(
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("{}/", crate::common::serve_local(app).await);
     (url, calls)
 }
 
