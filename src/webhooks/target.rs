@@ -45,6 +45,10 @@ pub async fn check(url: &str, guard: bool) -> Result<url::Url, String> {
         return Err("must be at most 2048 characters".into());
     }
     let parsed = url::Url::parse(url).map_err(|_| "is not an absolute URL".to_string())?;
+    // Stored normalized, which can be longer than sent; the column takes up to 8,192.
+    if parsed.as_str().len() > 8192 {
+        return Err("is too long once normalized".into());
+    }
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("must be an http or https URL".into());
     }

@@ -871,3 +871,25 @@ async fn simultaneous_resends_never_exceed_the_limit() {
     assert_eq!(ok, 10);
     assert_eq!(app.count("event_resends").await, 10);
 }
+
+#[tokio::test]
+async fn a_2048_character_url_is_taken_though_its_normalized_form_is_longer() {
+    let app = app().await;
+    // 2,048 characters as sent; the stored form gains a trailing `/` for the empty path.
+    let host: String = std::iter::repeat_n("a".repeat(63), 40)
+        .collect::<Vec<_>>()
+        .join(".");
+    let url = format!("https://{}", &host[..2048 - "https://".len()]);
+    assert_eq!(url.len(), 2048);
+    let (status, body) = register(&app, &app.merchant.test_key, json!({ "url": url })).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["url"], format!("{url}/"));
+    let (status, body) = register(
+        &app,
+        &app.merchant.test_key,
+        json!({ "url": format!("{url}a") }),
+    )
+    .await;
+    let error = assert_error(status, &body, 400, "parameter_invalid");
+    assert_eq!(error["param"], "url", "{body}");
+}
