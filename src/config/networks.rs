@@ -153,7 +153,9 @@ pub(super) fn parse(
             let mode = mode_name
                 .parse::<Mode>()
                 .map_err(|m| err(&prefix, m.to_string()))?;
-            let net = out.get_mut(&(network, mode)).expect("pre-filled");
+            let net = out
+                .entry((network, mode))
+                .or_insert_with(|| NetworkConfig::defaults(network, mode));
             net.apply(&prefix, raw_net)?;
             // Caught up, a cycle rescans `confirmations` blocks: a smaller step never catches up.
             if net.max_blocks_per_scan < u64::from(net.confirmations) {

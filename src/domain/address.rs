@@ -65,7 +65,7 @@ impl AccountXpub {
             ));
         }
         let external = xpub
-            .derive_child(ChildNumber::new(0, false).expect("0 is a valid index"))
+            .derive_child(ChildNumber(0))
             .map_err(|_| "cannot derive the external chain from this xpub".to_string())?;
         let mut material = Vec::with_capacity(65);
         material.extend_from_slice(&xpub.attrs().chain_code);
