@@ -274,6 +274,11 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// A parsed value, or its refusal naming the parameter.
+fn named<T, E: Display>(name: &str, parsed: Result<T, E>) -> ApiResult<T> {
+    parsed.map_err(|e| ApiError::invalid(name, e.to_string()))
+}
+
 impl Fields {
     /// The raw value; an explicit `null` reads as absent.
     fn take(&mut self, name: &str) -> Option<Value> {
@@ -310,7 +315,7 @@ impl Fields {
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> ApiResult<T> {
         let text = self.required_string(name)?;
-        parse(&text).map_err(|e| ApiError::invalid(name, e.to_string()))
+        named(name, parse(&text))
     }
 
     /// An optional string field, parsed when present.
@@ -319,10 +324,7 @@ impl Fields {
         T::Err: Display,
     {
         self.optional_string(name)?
-            .map(|text| {
-                text.parse()
-                    .map_err(|e: T::Err| ApiError::invalid(name, e.to_string()))
-            })
+            .map(|text| named(name, text.parse()))
             .transpose()
     }
 
@@ -422,10 +424,7 @@ impl QueryParams {
         T::Err: Display,
     {
         self.take(name)
-            .map(|text| {
-                text.parse()
-                    .map_err(|e: T::Err| ApiError::invalid(name, e.to_string()))
-            })
+            .map(|text| named(name, text.parse()))
             .transpose()
     }
 

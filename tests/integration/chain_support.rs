@@ -162,12 +162,12 @@ impl Anvil {
         if let Some(to) = to {
             tx["to"] = json!(hex20(to));
         }
-        let hash = self
-            .rpc("eth_sendTransaction", json!([tx]))
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned();
+        self.submit("eth_sendTransaction", json!([tx])).await
+    }
+
+    /// Submits a transaction; returns its hash (mined when automine is on).
+    async fn submit(&self, method: &str, params: Value) -> String {
+        let hash = self.rpc(method, params).await.as_str().unwrap().to_owned();
         if self.automine.load(std::sync::atomic::Ordering::SeqCst) {
             self.receipt(&hash).await;
         }
@@ -283,16 +283,7 @@ impl Anvil {
 
     /// Sends a signed transaction; returns its hash (mined when automine is on).
     pub async fn send_raw(&self, raw: &str) -> String {
-        let hash = self
-            .rpc("eth_sendRawTransaction", json!([raw]))
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if self.automine.load(std::sync::atomic::Ordering::SeqCst) {
-            self.receipt(&hash).await;
-        }
-        hash
+        self.submit("eth_sendRawTransaction", json!([raw])).await
     }
 
     /// Mints to `to` at a high gas price (mined ahead of cheaper transactions in one block).

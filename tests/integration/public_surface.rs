@@ -413,26 +413,38 @@ async fn oversized_headers_get_a_shaped_431() {
     assert_eq!(body["error"]["code"], "request_too_large");
 }
 
+/// A connection that sent one complete request, kept open (keep-alive) and so counted; the
+/// start of its answer.
+async fn kept_alive(app: &TestApp) -> (tokio::net::TcpStream, String) {
+    let mut s = tokio::net::TcpStream::connect(addr(app)).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    (s, answer)
+}
+
+/// The whole answer to a request on one more connection.
+async fn one_more(app: &TestApp) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr(app)).await.unwrap();
+    let _ = s
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    read_all(&mut s).await
+}
+
 #[tokio::test]
 async fn connections_per_address_are_capped_and_the_refusal_is_shaped() {
     let app = tight_app().await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut s = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
-        // A complete request keeps the connection open (keep-alive) and counted.
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let (s, answer) = kept_alive(&app).await;
+        assert!(answer.starts_with("HTTP/1.1 200"));
         held.push(s);
     }
-    let mut fourth = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
-    let _ = fourth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let answer = read_all(&mut fourth).await;
+    let answer = one_more(&app).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("request-id:"),
@@ -500,23 +512,14 @@ async fn a_trusted_proxy_is_exempt_from_the_per_address_cap_but_not_from_the_tot
     .await;
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut s = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).await.unwrap();
+        let (s, answer) = kept_alive(&app).await;
         assert!(
-            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            answer.starts_with("HTTP/1.1 200"),
             "the proxy's connections are not capped per address"
         );
         held.push(s);
     }
-    let mut fifth = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
-    let _ = fifth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let answer = read_all(&mut fifth).await.to_ascii_lowercase();
+    let answer = one_more(&app).await.to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 429"), "{answer}");
     assert!(answer.contains("ratelimit-remaining: 0"), "{answer}");
 }

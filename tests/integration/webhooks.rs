@@ -621,15 +621,20 @@ async fn a_delivery_to_an_internal_address_is_refused_at_send_time_and_logged_co
     );
 }
 
+/// A registered receiver and a paid session: the id of its `session.completed`.
+async fn paid_event(app: &TestApp) -> String {
+    let (_, url) = Receiver::start(&[]).await;
+    register(app, &app.merchant.test_key, json!({ "url": url })).await;
+    let id = new_session(app).await;
+    app.pay(&id, "10.5").await;
+    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
+    events["data"][0]["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn resend_is_limited_to_ten_an_hour_per_event() {
     let app = app().await;
-    let (_, url) = Receiver::start(&[]).await;
-    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
-    let id = new_session(&app).await;
-    app.pay(&id, "10.5").await;
-    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
-    let event_id = events["data"][0]["id"].as_str().unwrap().to_owned();
+    let event_id = paid_event(&app).await;
     let resend_path = format!("/v1/events/{event_id}/resend");
     let resend = || {
         app.request(
@@ -836,12 +841,7 @@ async fn a_noisy_endpoint_does_not_hold_up_other_merchants() {
 #[tokio::test]
 async fn simultaneous_resends_never_exceed_the_limit() {
     let app = app().await;
-    let (_, url) = Receiver::start(&[]).await;
-    register(&app, &app.merchant.test_key, json!({ "url": url })).await;
-    let id = new_session(&app).await;
-    app.pay(&id, "10.5").await;
-    let (_, events) = app.get("/v1/events", &app.merchant.test_key).await;
-    let event_id = events["data"][0]["id"].as_str().unwrap().to_owned();
+    let event_id = paid_event(&app).await;
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let (client, url, key) = (
