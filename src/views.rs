@@ -12,11 +12,10 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// The session object of the API.
+/// The session object of the API; `txs` are the session's own listed transactions.
 pub fn session_json(row: &SessionRow, txs: &[TransactionRow], base_url: &str) -> Value {
     let transactions: Vec<Value> = txs
         .iter()
-        .filter(|t| t.session_id == row.id)
         .map(|t| {
             json!({
                 "tx_hash": t.tx_hash,

@@ -18,6 +18,7 @@ use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
 use rust_decimal::Decimal;
+use std::collections::HashMap;
 
 /// A create request whose fields each parsed; the rules between them are checked here.
 #[derive(Debug, Clone)]
@@ -261,18 +262,15 @@ pub async fn list(
     )
     .await?;
     let ids: Vec<SessionId> = rows.iter().map(|r| r.id.clone()).collect();
-    let mut txs = db::transactions_of(&state.db, &ids).await?;
+    let mut by_session: HashMap<SessionId, Vec<TransactionRow>> = HashMap::new();
+    for t in db::transactions_of(&state.db, &ids).await? {
+        by_session.entry(t.session_id.clone()).or_default().push(t);
+    }
     let items = rows
         .into_iter()
-        .map(|session| {
-            let (transactions, others) = txs
-                .drain(..)
-                .partition(|t: &TransactionRow| t.session_id == session.id);
-            txs = others;
-            SessionWithTransactions {
-                session,
-                transactions,
-            }
+        .map(|session| SessionWithTransactions {
+            transactions: by_session.remove(&session.id).unwrap_or_default(),
+            session,
         })
         .collect();
     Ok(Page { items, total })
