@@ -259,7 +259,7 @@ pub fn enable_demo_networks(config: &mut Config) {
     for network in [Network::Tron, Network::Bsc] {
         let net = config.network_mut(network, Mode::Test);
         if net.rpc_urls.is_empty() {
-            net.simulated = true;
+            net.simulate();
         }
     }
 }

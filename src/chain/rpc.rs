@@ -4,14 +4,16 @@
 //! parsed defensively: a malformed answer is an error, never a panic.
 
 use alloy_primitives::{B256, U256};
+use futures_util::{stream, StreamExt};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// ERC-20 `Transfer(address,address,uint256)`.
@@ -32,7 +34,24 @@ pub enum RpcError {
     Malformed { method: String, detail: String },
     #[error("the answer is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the node does not take JSON-RPC batches")]
+    BatchRefused,
+    #[error("RPC URL #{url} serves chain id {found}, not the configured {expected}")]
+    WrongChain {
+        url: usize,
+        found: u64,
+        expected: u64,
+    },
+    #[error("every RPC URL is paused (rate limited, or its daily request budget is spent)")]
+    AllPaused,
 }
+
+/// JSON-RPC calls in one batch request at most (java-tron takes 100 by default).
+pub const MAX_BATCH: usize = 100;
+/// Batch requests sent at once when a batch has more calls than [`MAX_BATCH`].
+const BATCH_CONCURRENCY: usize = 4;
+/// How long a URL that serves another chain is left alone before it is asked again.
+const WRONG_CHAIN_PAUSE: Duration = Duration::from_secs(300);
 
 /// How long a URL that limited us is left alone when it does not say (TronGrid bans for 30 s).
 pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
@@ -110,12 +129,14 @@ impl RetryPolicy {
     }
 }
 
-/// One URL as the client is given it: its headers, and the rate it must stay under.
+/// One URL as the client is given it: its headers, and the rates it must stay under.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointSpec {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub max_requests_per_second: Option<u32>,
+    /// HTTP requests per UTC day; once spent, the URL is not asked until the next day.
+    pub max_requests_per_day: Option<u64>,
 }
 
 struct Endpoint {
@@ -125,12 +146,44 @@ struct Endpoint {
     pacing: Option<(Duration, tokio::sync::Mutex<tokio::time::Instant>)>,
     /// The provider limited us: other URLs are asked until then.
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// With a daily budget: the budget, and (UTC day number, requests sent that day).
+    budget: Option<(u64, std::sync::Mutex<(u64, u64)>)>,
+}
+
+/// Today's UTC day number, and the time left until the next day starts.
+fn utc_day() -> (u64, Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let day = now.as_secs() / 86_400;
+    let next = Duration::from_secs((day + 1) * 86_400);
+    (day, next.saturating_sub(now))
 }
 
 impl Endpoint {
+    /// Until when this URL is not asked: the provider limited us, or its daily budget is spent.
     fn paused(&self) -> Option<tokio::time::Instant> {
-        let until = (*self.paused_until.lock().ok()?)?;
-        (until > tokio::time::Instant::now()).then_some(until)
+        let now = tokio::time::Instant::now();
+        let limited = (*self.paused_until.lock().ok()?).filter(|until| *until > now);
+        let spent = self.budget.as_ref().and_then(|(limit, used)| {
+            let (day, count) = *used.lock().ok()?;
+            let (today, left) = utc_day();
+            (day == today && count >= *limit).then(|| now + left)
+        });
+        limited.max(spent)
+    }
+
+    /// Counts one request against the daily budget.
+    fn spend(&self) {
+        if let Some((_, used)) = &self.budget {
+            if let Ok(mut used) = used.lock() {
+                let (today, _) = utc_day();
+                if used.0 != today {
+                    *used = (today, 0);
+                }
+                used.1 += 1;
+            }
+        }
     }
 
     fn pause(&self, pause: Duration) {
@@ -162,7 +215,70 @@ pub struct RpcClient {
     max_block_range: u64,
     /// Answers larger than this are refused (a log query then asks for half the range).
     max_response_bytes: usize,
+    /// Several calls go in one JSON-RPC batch request (off once a node refuses one).
+    batches: AtomicBool,
+    /// With a chain id: each URL is checked before it serves, and again after each failover.
+    chain_id: Option<u64>,
+    /// The URL whose chain id was checked last (`usize::MAX`: none yet).
+    checked: AtomicUsize,
     calls: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// One call of a batch.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: &'static str,
+    pub params: Value,
+}
+
+/// A block as `eth_getBlockByNumber` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockTag {
+    /// The node's finalized block (TRON: the solidified block).
+    Finalized,
+    Number(u64),
+}
+
+impl Call {
+    pub fn block_number() -> Self {
+        Self {
+            method: "eth_blockNumber",
+            params: json!([]),
+        }
+    }
+
+    pub fn header(tag: BlockTag) -> Self {
+        let tag = match tag {
+            BlockTag::Finalized => json!("finalized"),
+            BlockTag::Number(n) => json!(quantity(n)),
+        };
+        Self {
+            method: "eth_getBlockByNumber",
+            params: json!([tag, false]),
+        }
+    }
+
+    pub fn receipt(tx_hash: &B256) -> Self {
+        Self {
+            method: "eth_getTransactionReceipt",
+            params: json!([tx_hash.to_string()]),
+        }
+    }
+}
+
+/// One call's answer within a batch: its raw result, or why there is none.
+pub type Answer = Result<Box<RawValue>, RpcError>;
+
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Single(&'a str, &'a Value),
+    Batch(&'a [Call]),
+}
+
+enum Reply {
+    Single(Box<RawValue>),
+    Batch(Vec<Answer>),
 }
 
 /// The default bound on one answer's size.
@@ -375,6 +491,9 @@ impl RpcClient {
                     headers,
                     pacing,
                     paused_until: std::sync::Mutex::new(None),
+                    budget: spec
+                        .max_requests_per_day
+                        .map(|limit| (limit, std::sync::Mutex::new((0, 0)))),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -390,13 +509,30 @@ impl RpcClient {
             policy,
             max_block_range: max_block_range.max(1),
             max_response_bytes: MAX_RESPONSE_BYTES,
+            batches: AtomicBool::new(true),
+            chain_id: None,
+            checked: AtomicUsize::new(usize::MAX),
             calls: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
     /// Bounds the size of one answer (default [`MAX_RESPONSE_BYTES`]).
     pub fn with_max_response_bytes(mut self, limit: usize) -> Self {
         self.max_response_bytes = limit.max(1024);
+        self
+    }
+
+    /// Whether several calls go in one JSON-RPC batch request (default: yes).
+    pub fn with_batches(self, enabled: bool) -> Self {
+        self.batches.store(enabled, Ordering::Relaxed);
+        self
+    }
+
+    /// Checks each URL's `eth_chainId` against `chain_id` before it serves a call, and again
+    /// whenever calls move to another URL (failover).
+    pub fn with_chain_id(mut self, chain_id: Option<u64>) -> Self {
+        self.chain_id = chain_id;
         self
     }
 
@@ -408,25 +544,26 @@ impl RpcClient {
         self.preferred.store((current + 1) % n, Ordering::Relaxed);
     }
 
-    /// HTTP requests sent so far (for benchmarks and lag reports).
+    /// HTTP requests sent so far (a batch is one), for benchmarks and lag reports.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
 
-    async fn call_once<T: DeserializeOwned>(
-        &self,
-        endpoint: &Endpoint,
-        method: &str,
-        params: &Value,
-    ) -> Result<T, RpcError> {
+    /// Bytes of answers received so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sends one request body to `endpoint`: its pacing and budget, HTTP status, size bound.
+    async fn post(&self, endpoint: &Endpoint, body: &Value) -> Result<Vec<u8>, RpcError> {
         endpoint.wait_turn().await;
+        endpoint.spend();
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
         let response = self
             .http
             .post(&endpoint.url)
             .headers(endpoint.headers.clone())
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| RpcError::Transport(e.without_url().to_string()))?;
@@ -448,24 +585,26 @@ impl RpcClient {
             return Err(RpcError::Http(status));
         }
         let body = self.read_bounded(response).await?;
+        self.bytes.fetch_add(
+            u64::try_from(body.len()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        Ok(body)
+    }
+
+    async fn call_once<T: DeserializeOwned>(
+        &self,
+        endpoint: &Endpoint,
+        method: &str,
+        params: &Value,
+    ) -> Result<T, RpcError> {
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let body = self.post(endpoint, &body).await?;
         // Straight into the caller's type: a large eth_getLogs answer is never held as a tree.
         let envelope: Envelope<T> =
             serde_json::from_slice(&body).map_err(|e| malformed(method, e.to_string()))?;
         if let Some(error) = envelope.error.filter(|e| !e.is_null()) {
-            let message: String = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("(no message)")
-                .chars()
-                .take(300)
-                .collect();
-            if says_rate_limited(&message) {
-                return Err(RpcError::RateLimited { retry_after: None });
-            }
-            return Err(RpcError::Node {
-                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message,
-            });
+            return Err(node_error(&error));
         }
         envelope
             .result
@@ -492,11 +631,7 @@ impl RpcClient {
         Ok(body)
     }
 
-    /// Calls `method`, starting at the preferred URL and failing over to the next one on
-    /// every error; after each failed attempt it backs off with jitter. A URL that limits us
-    /// (403, 429, 503, or an error that says so) is left alone for its `Retry-After`, else
-    /// [`RATE_LIMIT_PAUSE`], and the next URL is asked at once meanwhile. A node's answer that
-    /// asks for a smaller range is returned at once (the caller splits).
+    /// Calls `method`, with failover (see [`Self::with_failover`]).
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         self.call_as(method, params).await
     }
@@ -507,6 +642,47 @@ impl RpcClient {
         method: &str,
         params: Value,
     ) -> Result<T, RpcError> {
+        let raw = match self.with_failover(Request::Single(method, &params)).await? {
+            Reply::Single(raw) => raw,
+            Reply::Batch(_) => return Err(malformed(method, "a batch answer")),
+        };
+        serde_json::from_str(raw.get()).map_err(|e| malformed(method, e.to_string()))
+    }
+
+    /// A batch request, with failover; one whose answer is too large is sent in halves.
+    fn batch_request<'a>(
+        &'a self,
+        calls: &'a [Call],
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<Answer>, RpcError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            match self.with_failover(Request::Batch(calls)).await {
+                Ok(Reply::Batch(answers)) => Ok(answers),
+                Ok(Reply::Single(_)) => Err(malformed("batch", "a single answer")),
+                Err(RpcError::TooLarge { .. }) if calls.len() > 1 => {
+                    let (first, second) = calls.split_at(calls.len() / 2);
+                    let mut answers = self.batch_request(first).await?;
+                    answers.extend(self.batch_request(second).await?);
+                    Ok(answers)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Runs `request` against the preferred URL, failing over to the next one on every error;
+    /// after each failed attempt it backs off with jitter. A URL that limits us (403, 429,
+    /// 503, or an error that says so) is left alone for its `Retry-After`, else
+    /// [`RATE_LIMIT_PAUSE`], and the next URL is asked at once meanwhile; so is a URL whose
+    /// daily budget is spent. An answer that asks for a smaller range, or a refused batch, is
+    /// returned at once (the caller splits). With a chain id, a URL other than the one checked
+    /// last is checked first.
+    async fn with_failover(&self, request: Request<'_>) -> Result<Reply, RpcError> {
+        let method = match request {
+            Request::Single(method, _) => method,
+            Request::Batch(_) => "batch",
+        };
         let mut last = None;
         let mut next = self.preferred.load(Ordering::Relaxed);
         for attempt in 0..self.policy.attempts {
@@ -526,12 +702,26 @@ impl RpcClient {
             };
             next = index + 1;
             let endpoint = &self.endpoints[index];
-            match self.call_once(endpoint, method, &params).await {
+            let outcome = match self.check_chain(index).await {
+                Err(e) => Err(e),
+                Ok(()) => match request {
+                    Request::Single(method, params) => self
+                        .call_once::<Box<RawValue>>(endpoint, method, params)
+                        .await
+                        .map(Reply::Single),
+                    Request::Batch(calls) => {
+                        self.batch_once(endpoint, calls).await.map(Reply::Batch)
+                    }
+                },
+            };
+            match outcome {
                 Ok(value) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Err(e) if e.asks_for_a_smaller_range() => return Err(e),
+                Err(e) if e.asks_for_a_smaller_range() || matches!(e, RpcError::BatchRefused) => {
+                    return Err(e)
+                }
                 Err(RpcError::RateLimited { retry_after }) => {
                     let pause = retry_after.unwrap_or(RATE_LIMIT_PAUSE);
                     tracing::warn!(
@@ -543,6 +733,11 @@ impl RpcClient {
                     endpoint.pause(pause);
                     last = Some(RpcError::RateLimited { retry_after });
                 }
+                Err(e @ RpcError::WrongChain { .. }) => {
+                    tracing::error!(method, url = index, error = %e, "RPC URL serves another chain; not asked for {} s", WRONG_CHAIN_PAUSE.as_secs());
+                    endpoint.pause(WRONG_CHAIN_PAUSE);
+                    last = Some(e);
+                }
                 Err(e) => {
                     tracing::debug!(method, url = index, error = %e, "RPC call failed");
                     last = Some(e);
@@ -552,7 +747,35 @@ impl RpcClient {
                 }
             }
         }
-        Err(last.unwrap_or(RpcError::RateLimited { retry_after: None }))
+        Err(last.unwrap_or(RpcError::AllPaused))
+    }
+
+    /// With a chain id: checks URL `index` unless it is the one checked last (so every
+    /// failover, and every return to a URL after another served, checks again).
+    async fn check_chain(&self, index: usize) -> Result<(), RpcError> {
+        let Some(expected) = self.chain_id else {
+            return Ok(());
+        };
+        if self.checked.load(Ordering::Relaxed) == index {
+            return Ok(());
+        }
+        let found = self.chain_id_of(&self.endpoints[index]).await?;
+        if found != expected {
+            return Err(RpcError::WrongChain {
+                url: index + 1,
+                found,
+                expected,
+            });
+        }
+        self.checked.store(index, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn chain_id_of(&self, endpoint: &Endpoint) -> Result<u64, RpcError> {
+        let v: Value = self.call_once(endpoint, "eth_chainId", &json!([])).await?;
+        v.as_str()
+            .and_then(parse_quantity)
+            .ok_or_else(|| malformed("eth_chainId", v.to_string()))
     }
 
     /// The first URL not paused, from `start` on (round the list).
@@ -581,14 +804,7 @@ impl RpcClient {
             let mut answer = Err(RpcError::Transport("not asked".into()));
             // Two tries: one transient failure does not hide a URL.
             for attempt in 0..2 {
-                answer = self
-                    .call_once::<Value>(endpoint, "eth_chainId", &json!([]))
-                    .await
-                    .and_then(|v| {
-                        v.as_str()
-                            .and_then(parse_quantity)
-                            .ok_or_else(|| malformed("eth_chainId", v.to_string()))
-                    });
+                answer = self.chain_id_of(endpoint).await;
                 if answer.is_ok() {
                     break;
                 }
@@ -602,55 +818,217 @@ impl RpcClient {
     }
 
     pub async fn block_number(&self) -> Result<u64, RpcError> {
-        let v = self.call("eth_blockNumber", json!([])).await?;
-        v.as_str()
-            .and_then(parse_quantity)
-            .ok_or_else(|| malformed("eth_blockNumber", v.to_string()))
+        let raw: Box<RawValue> = self.call_as("eth_blockNumber", json!([])).await?;
+        parse_block_number(&raw)
     }
 
     pub async fn block(&self, number: u64) -> Result<Option<BlockHeader>, RpcError> {
-        let v = self
-            .call("eth_getBlockByNumber", json!([quantity(number), false]))
-            .await?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        let raw: RawBlock = serde_json::from_value(v)
-            .map_err(|e| malformed("eth_getBlockByNumber", e.to_string()))?;
-        Ok(Some(BlockHeader {
-            number: parse_quantity(&raw.number)
-                .ok_or_else(|| malformed("eth_getBlockByNumber", "number"))?,
-            hash: parse_hash(&raw.hash).ok_or_else(|| malformed("eth_getBlockByNumber", "hash"))?,
-            timestamp: parse_quantity(&raw.timestamp)
-                .ok_or_else(|| malformed("eth_getBlockByNumber", "timestamp"))?,
-        }))
+        let call = Call::header(BlockTag::Number(number));
+        let raw: Box<RawValue> = self.call_as(call.method, call.params).await?;
+        parse_header(&raw)
     }
 
     pub async fn receipt(&self, tx_hash: &B256) -> Result<Option<Receipt>, RpcError> {
-        const METHOD: &str = "eth_getTransactionReceipt";
-        let v = self.call(METHOD, json!([tx_hash.to_string()])).await?;
-        if v.is_null() {
-            return Ok(None);
-        }
-        let raw: RawReceipt =
-            serde_json::from_value(v).map_err(|e| malformed(METHOD, e.to_string()))?;
-        Ok(Some(Receipt {
-            // Pre-Byzantium receipts have no status; every chain we serve has it.
-            succeeded: raw.status.as_deref().and_then(parse_quantity) == Some(1),
-            block_hash: parse_hash(&raw.block_hash)
-                .ok_or_else(|| malformed(METHOD, "blockHash"))?,
-            block_number: parse_quantity(&raw.block_number)
-                .ok_or_else(|| malformed(METHOD, "blockNumber"))?,
-            logs: raw
-                .logs
-                .into_iter()
-                .map(|l| l.parse().ok_or_else(|| malformed(METHOD, "log")))
-                .collect::<Result<_, _>>()?,
-        }))
+        let call = Call::receipt(tx_hash);
+        let raw: Box<RawValue> = self.call_as(call.method, call.params).await?;
+        parse_receipt(&raw)
     }
 
-    /// `Transfer` logs of `contracts` in `[from, to]`, in ranges of at most the configured
-    /// size, halving a range whenever the node says it is too large.
+    /// Headers of `numbers` (`None` where the node does not have the block), in one batch.
+    pub async fn headers(
+        &self,
+        numbers: &[u64],
+    ) -> Result<Vec<Result<Option<BlockHeader>, RpcError>>, RpcError> {
+        let calls: Vec<Call> = numbers
+            .iter()
+            .map(|n| Call::header(BlockTag::Number(*n)))
+            .collect();
+        Ok(self
+            .batch(&calls)
+            .await?
+            .into_iter()
+            .map(|a| a.and_then(|raw| parse_header(&raw)))
+            .collect())
+    }
+
+    /// Receipts of `hashes` (`None` where the node knows no such transaction), in batches.
+    pub async fn receipts(
+        &self,
+        hashes: &[B256],
+    ) -> Result<Vec<Result<Option<Receipt>, RpcError>>, RpcError> {
+        let calls: Vec<Call> = hashes.iter().map(Call::receipt).collect();
+        Ok(self
+            .batch(&calls)
+            .await?
+            .into_iter()
+            .map(|a| a.and_then(|raw| parse_receipt(&raw)))
+            .collect())
+    }
+
+    /// `calls` in JSON-RPC batch requests of at most [`MAX_BATCH`], each to one URL (with the
+    /// same failover as single calls); one by one where the node does not take batches. An
+    /// error of the request itself is the `Err`; each call's own error is in its answer.
+    pub async fn batch(&self, calls: &[Call]) -> Result<Vec<Answer>, RpcError> {
+        if calls.len() > 1 && self.batches.load(Ordering::Relaxed) {
+            // Futures collected first: a stream over a borrowing closure would not be `Send`.
+            let requests: Vec<_> = calls
+                .chunks(MAX_BATCH)
+                .map(|group| self.batch_request(group))
+                .collect();
+            let groups: Vec<Result<Vec<Answer>, RpcError>> = stream::iter(requests)
+                .buffered(BATCH_CONCURRENCY)
+                .collect()
+                .await;
+            let mut out = Vec::with_capacity(calls.len());
+            for group in groups {
+                match group {
+                    Ok(answers) => out.extend(answers),
+                    Err(RpcError::BatchRefused) => {
+                        tracing::warn!("the RPC node refused a JSON-RPC batch: sending calls one by one from now on (set batch = false for this network to skip the try)");
+                        self.batches.store(false, Ordering::Relaxed);
+                        return self.one_by_one(calls).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(out);
+        }
+        self.one_by_one(calls).await
+    }
+
+    async fn one_by_one(&self, calls: &[Call]) -> Result<Vec<Answer>, RpcError> {
+        let requests: Vec<_> = calls
+            .iter()
+            .map(|c| self.call_as::<Box<RawValue>>(c.method, c.params.clone()))
+            .collect();
+        Ok(stream::iter(requests)
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await)
+    }
+
+    /// One batch request to `endpoint`; the answers in the order of `calls`.
+    async fn batch_once(
+        &self,
+        endpoint: &Endpoint,
+        calls: &[Call],
+    ) -> Result<Vec<Answer>, RpcError> {
+        #[derive(Deserialize)]
+        struct Item {
+            #[serde(default)]
+            id: Value,
+            #[serde(default, deserialize_with = "present")]
+            result: Option<Box<RawValue>>,
+            #[serde(default)]
+            error: Option<Value>,
+        }
+        let body: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({ "jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params }))
+            .collect();
+        let bytes = match self.post(endpoint, &Value::Array(body)).await {
+            // Some nodes and proxies answer a batch they do not take with one of these.
+            Err(RpcError::Http(
+                StatusCode::BAD_REQUEST
+                | StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                | StatusCode::NOT_IMPLEMENTED,
+            )) => return Err(RpcError::BatchRefused),
+            other => other?,
+        };
+        let items: Vec<Item> = match serde_json::from_slice(&bytes) {
+            Ok(items) => items,
+            Err(_) => {
+                // One object instead of a list: the node does not take batches (or it limits us).
+                let single: Result<Envelope<Value>, _> = serde_json::from_slice(&bytes);
+                if let Ok(Envelope {
+                    error: Some(error), ..
+                }) = single
+                {
+                    if let RpcError::RateLimited { .. } = node_error(&error) {
+                        return Err(RpcError::RateLimited { retry_after: None });
+                    }
+                }
+                return Err(RpcError::BatchRefused);
+            }
+        };
+        let mut out: Vec<Answer> = calls
+            .iter()
+            .map(|c| Err(malformed(c.method, "no answer in the batch")))
+            .collect();
+        for item in items {
+            let Some(slot) = item
+                .id
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| out.get_mut(i))
+            else {
+                continue;
+            };
+            *slot = match (item.error.filter(|e| !e.is_null()), item.result) {
+                (Some(error), _) => match node_error(&error) {
+                    // One call limited: the whole request counts as limited.
+                    RpcError::RateLimited { .. } => {
+                        return Err(RpcError::RateLimited { retry_after: None })
+                    }
+                    e => Err(e),
+                },
+                (None, Some(result)) => Ok(result),
+                (None, None) => Err(malformed("batch", "no result")),
+            };
+        }
+        Ok(out)
+    }
+
+    /// Transfer logs in `[from, to]` (as [`Self::transfer_logs`]) and the headers of
+    /// `headers`, in one batch request where the range fits one query: the headers then come
+    /// from the node that answered the logs, so a node lagging behind `to` shows as a missing
+    /// header rather than as an empty answer taken for "nothing there".
+    pub async fn logs_and_headers(
+        &self,
+        contracts: &[[u8; 20]],
+        recipients: Option<(&[[u8; 20]], usize)>,
+        from: u64,
+        to: u64,
+        headers: &[u64],
+    ) -> Result<(Vec<Log>, Vec<Result<Option<BlockHeader>, RpcError>>), RpcError> {
+        if to.saturating_sub(from) < self.max_block_range {
+            let filters = log_filters(contracts, recipients);
+            let mut calls: Vec<Call> = filters
+                .iter()
+                .map(|filter| logs_call(filter, from, to))
+                .collect();
+            calls.extend(headers.iter().map(|n| Call::header(BlockTag::Number(*n))));
+            match self.batch(&calls).await {
+                Ok(mut answers) => {
+                    let header_answers = answers.split_off(filters.len());
+                    let smaller = answers
+                        .iter()
+                        .any(|a| a.as_ref().is_err_and(RpcError::asks_for_a_smaller_range));
+                    if !smaller {
+                        let mut logs = Vec::new();
+                        for answer in answers {
+                            logs.extend(parse_logs(&answer?, from, to)?);
+                        }
+                        let headers = header_answers
+                            .into_iter()
+                            .map(|a| a.and_then(|raw| parse_header(&raw)))
+                            .collect();
+                        return Ok((logs, headers));
+                    }
+                }
+                Err(e) if e.asks_for_a_smaller_range() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Too wide or too heavy for one query: split, then the headers.
+        let logs = self.transfer_logs(contracts, recipients, from, to).await?;
+        Ok((logs, self.headers(headers).await?))
+    }
+
     /// Transfer logs of the token `contracts` in `[from, to]`; with `recipients`, only those to
     /// them, asking for at most `per_call` recipients at a time (`topics[2]`). A range the node
     /// refuses as too large or too heavy is asked for in halves.
@@ -661,54 +1039,31 @@ impl RpcClient {
         from: u64,
         to: u64,
     ) -> Result<Vec<Log>, RpcError> {
-        let addresses: Vec<String> = contracts
-            .iter()
-            .map(|c| format!("0x{}", hex::encode(c)))
-            .collect();
-        let Some((recipients, per_call)) = recipients else {
-            let topics = json!([TRANSFER_TOPIC]);
-            return self.logs_in_range(&addresses, &topics, from, to).await;
-        };
         let mut out = Vec::new();
-        for chunk in recipients.chunks(per_call.max(1)) {
-            let words: Vec<String> = chunk
-                .iter()
-                .map(|a| format!("0x{}{}", "00".repeat(12), hex::encode(a)))
-                .collect();
-            let topics = json!([TRANSFER_TOPIC, null, words]);
-            out.extend(self.logs_in_range(&addresses, &topics, from, to).await?);
+        for filter in log_filters(contracts, recipients) {
+            out.extend(self.logs_in_range(&filter, from, to).await?);
         }
         Ok(out)
     }
 
     async fn logs_in_range(
         &self,
-        addresses: &[String],
-        topics: &Value,
+        filter: &Value,
         from: u64,
         to: u64,
     ) -> Result<Vec<Log>, RpcError> {
-        const METHOD: &str = "eth_getLogs";
         let mut out = Vec::new();
         let mut start = from;
         let mut span = self.max_block_range;
         while start <= to {
             let end = to.min(start.saturating_add(span - 1));
-            let params = json!([{
-                "fromBlock": quantity(start),
-                "toBlock": quantity(end),
-                "address": addresses,
-                "topics": topics,
-            }]);
-            match self.call_as::<Vec<RawLog>>(METHOD, params).await {
-                Ok(items) => {
-                    for raw in items {
-                        let log = raw.parse().ok_or_else(|| malformed(METHOD, "log fields"))?;
-                        if log.block_number < start || log.block_number > end {
-                            return Err(malformed(METHOD, "log outside the asked range"));
-                        }
-                        out.push(log);
-                    }
+            let call = logs_call(filter, start, end);
+            match self
+                .call_as::<Box<RawValue>>(call.method, call.params)
+                .await
+            {
+                Ok(raw) => {
+                    out.extend(parse_logs(&raw, start, end)?);
                     start = end + 1;
                 }
                 Err(e) if e.asks_for_a_smaller_range() && span > 1 => span = (span / 2).max(1),
@@ -716,6 +1071,116 @@ impl RpcClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// The `eth_getLogs` filters (without the range) for transfers of `contracts`: one for all,
+/// or one per `per_call` recipients.
+fn log_filters(contracts: &[[u8; 20]], recipients: Option<(&[[u8; 20]], usize)>) -> Vec<Value> {
+    let addresses: Vec<String> = contracts
+        .iter()
+        .map(|c| format!("0x{}", hex::encode(c)))
+        .collect();
+    let Some((recipients, per_call)) = recipients else {
+        return vec![json!({ "address": addresses, "topics": [TRANSFER_TOPIC] })];
+    };
+    recipients
+        .chunks(per_call.max(1))
+        .map(|chunk| {
+            let words: Vec<String> = chunk
+                .iter()
+                .map(|a| format!("0x{}{}", "00".repeat(12), hex::encode(a)))
+                .collect();
+            json!({ "address": addresses, "topics": [TRANSFER_TOPIC, null, words] })
+        })
+        .collect()
+}
+
+fn logs_call(filter: &Value, from: u64, to: u64) -> Call {
+    let mut filter = filter.clone();
+    filter["fromBlock"] = json!(quantity(from));
+    filter["toBlock"] = json!(quantity(to));
+    Call {
+        method: "eth_getLogs",
+        params: json!([filter]),
+    }
+}
+
+/// An `eth_getLogs` result, every log checked to lie in `[from, to]`.
+fn parse_logs(raw: &RawValue, from: u64, to: u64) -> Result<Vec<Log>, RpcError> {
+    const METHOD: &str = "eth_getLogs";
+    let items: Vec<RawLog> =
+        serde_json::from_str(raw.get()).map_err(|e| malformed(METHOD, e.to_string()))?;
+    items
+        .into_iter()
+        .map(|raw| {
+            let log = raw.parse().ok_or_else(|| malformed(METHOD, "log fields"))?;
+            if log.block_number < from || log.block_number > to {
+                return Err(malformed(METHOD, "log outside the asked range"));
+            }
+            Ok(log)
+        })
+        .collect()
+}
+
+pub fn parse_block_number(raw: &RawValue) -> Result<u64, RpcError> {
+    let text: String =
+        serde_json::from_str(raw.get()).map_err(|e| malformed("eth_blockNumber", e.to_string()))?;
+    parse_quantity(&text).ok_or_else(|| malformed("eth_blockNumber", text))
+}
+
+/// A block header, or `None` for `null` (the node does not have the block).
+pub fn parse_header(raw: &RawValue) -> Result<Option<BlockHeader>, RpcError> {
+    const METHOD: &str = "eth_getBlockByNumber";
+    let block: Option<RawBlock> =
+        serde_json::from_str(raw.get()).map_err(|e| malformed(METHOD, e.to_string()))?;
+    let Some(raw) = block else {
+        return Ok(None);
+    };
+    Ok(Some(BlockHeader {
+        number: parse_quantity(&raw.number).ok_or_else(|| malformed(METHOD, "number"))?,
+        hash: parse_hash(&raw.hash).ok_or_else(|| malformed(METHOD, "hash"))?,
+        timestamp: parse_quantity(&raw.timestamp).ok_or_else(|| malformed(METHOD, "timestamp"))?,
+    }))
+}
+
+/// A receipt, or `None` for `null` (no such transaction, or not yet).
+pub fn parse_receipt(raw: &RawValue) -> Result<Option<Receipt>, RpcError> {
+    const METHOD: &str = "eth_getTransactionReceipt";
+    let receipt: Option<RawReceipt> =
+        serde_json::from_str(raw.get()).map_err(|e| malformed(METHOD, e.to_string()))?;
+    let Some(raw) = receipt else {
+        return Ok(None);
+    };
+    Ok(Some(Receipt {
+        // Pre-Byzantium receipts have no status; every chain we serve has it.
+        succeeded: raw.status.as_deref().and_then(parse_quantity) == Some(1),
+        block_hash: parse_hash(&raw.block_hash).ok_or_else(|| malformed(METHOD, "blockHash"))?,
+        block_number: parse_quantity(&raw.block_number)
+            .ok_or_else(|| malformed(METHOD, "blockNumber"))?,
+        logs: raw
+            .logs
+            .into_iter()
+            .map(|l| l.parse().ok_or_else(|| malformed(METHOD, "log")))
+            .collect::<Result<_, _>>()?,
+    }))
+}
+
+/// A JSON-RPC `error` object as an error: a rate limit when its message says so.
+fn node_error(error: &Value) -> RpcError {
+    let message: String = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("(no message)")
+        .chars()
+        .take(300)
+        .collect();
+    if says_rate_limited(&message) {
+        return RpcError::RateLimited { retry_after: None };
+    }
+    RpcError::Node {
+        code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+        message,
     }
 }
 

@@ -19,12 +19,14 @@
 //! block holding a payment. None depends on how many sessions are open.
 
 use super::rpc::{
-    BlockHeader, EndpointSpec, Log, Receipt, RetryPolicy, RpcClient, RpcError, TransferLog,
+    parse_block_number, parse_header, Answer, BlockHeader, BlockTag, Call, EndpointSpec, Log,
+    Receipt, RetryPolicy, RpcClient, RpcError, TransferLog,
 };
 use crate::config::{NetworkConfig, Scan};
 use crate::db::chain::{self as db, CursorAdvance, NewAnomaly, NewTransfer, PendingTransfer};
 use crate::domain::address::{evm_checksum, parse_evm_address, parse_tron_address, tron_base58};
 use crate::domain::api_key::Mode;
+use crate::domain::network::Finality;
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::TransactionStatus;
 use crate::faults::Faults;
@@ -45,6 +47,8 @@ use uuid::Uuid;
 
 /// Receipts fetched (and sessions credited) at once during confirmation.
 const RECEIPT_CONCURRENCY: usize = 8;
+/// How long a node that refused the `finalized` tag is not asked for it again.
+const TAG_RETRY: Duration = Duration::from_secs(600);
 /// Checkpoints compared at most when walking back after a reorg below the final block.
 const WALK_BACK: i64 = 64;
 /// Transfers confirmed per cycle at most (the rest wait for the next cycle).
@@ -119,6 +123,19 @@ pub struct TickReport {
     /// More blocks wait behind the cursor: run again without waiting.
     pub behind: bool,
     pub rpc_calls: u64,
+    /// Bytes of RPC answers received.
+    pub rpc_bytes: u64,
+    /// Blocks at or below this were final in this cycle (credited once settled).
+    pub final_limit: u64,
+}
+
+/// The chain's tip as one cycle sees it.
+struct Tip {
+    head: u64,
+    /// Blocks at or below this are final: their transfers are credited.
+    final_limit: u64,
+    /// The header of `final_limit`, where the node sent it (the `finalized` tag).
+    final_header: Option<BlockHeader>,
 }
 
 pub struct Watcher {
@@ -136,6 +153,8 @@ pub struct Watcher {
     livemode: bool,
     /// When the RPC URLs' chain ids were last checked, and whether all answered.
     chain_checked: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// The node refused the `finalized` tag: finality by depth until then.
+    tag_refused_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn family_of(net: &NetworkConfig) -> ChainFamily {
@@ -217,10 +236,13 @@ impl Watcher {
                     .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                     .collect(),
                 max_requests_per_second: u.max_requests_per_second,
+                max_requests_per_day: u.max_requests_per_day,
             })
             .collect();
         let rpc = RpcClient::new(&endpoints, policy, net.max_block_range)?
-            .with_max_response_bytes(net.max_response_bytes);
+            .with_max_response_bytes(net.max_response_bytes)
+            .with_batches(net.batch)
+            .with_chain_id(net.chain_id);
         let family = family_of(net);
         let contracts = net
             .tokens
@@ -241,6 +263,7 @@ impl Watcher {
             livemode: net.mode.livemode(),
             net: net.clone(),
             chain_checked: std::sync::Mutex::new(None),
+            tag_refused_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -259,10 +282,12 @@ impl Watcher {
     /// One cycle. Errors are also recorded on the cursor row for `/readyz`.
     pub async fn tick(&self) -> Result<TickReport, WatchError> {
         let calls_before = self.rpc.calls();
+        let bytes_before = self.rpc.bytes_received();
         let result = self.tick_inner().await;
         match result {
             Ok(mut report) => {
                 report.rpc_calls = self.rpc.calls() - calls_before;
+                report.rpc_bytes = self.rpc.bytes_received() - bytes_before;
                 Ok(report)
             }
             Err(e) => {
@@ -315,9 +340,6 @@ impl Watcher {
             ..TickReport::default()
         };
         self.verify_chain().await?;
-        let head = self.rpc.block_number().await?;
-        to_i64(head)?;
-        report.head = head;
         let depth = u64::from(self.net.confirmations.max(1));
         let cursor = db::cursor(&self.db, self.network, self.livemode).await?;
         let scanned = cursor
@@ -326,6 +348,9 @@ impl Watcher {
             .and_then(|n| u64::try_from(n).ok());
         let Some(scanned) = scanned else {
             // A fresh start begins at the head: history before the first run is not ours.
+            let head = self.rpc.block_number().await?;
+            to_i64(head)?;
+            report.head = head;
             let header = self.header(head).await?;
             self.store(&[], &[], &header, &header, head).await?;
             tracing::info!(watcher = %self.name(), head, "watcher starts at the head");
@@ -338,34 +363,113 @@ impl Watcher {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(scanned.saturating_sub(depth))
             .min(scanned);
+        // One request: the head, the final block's header (checked against its recorded
+        // hash) and, by tag, the node's finalized block.
+        let by_tag = self.net.finality == Finality::Tag && !self.tag_refused();
+        let mut calls = vec![
+            Call::block_number(),
+            Call::header(BlockTag::Number(recorded_final)),
+        ];
+        if by_tag {
+            calls.push(Call::header(BlockTag::Finalized));
+        }
+        let mut answers = self.rpc.batch(&calls).await?.into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .unwrap_or_else(|| Err(RpcError::Transport("no answer".into())))
+        };
+        let head = next().and_then(|raw| parse_block_number(&raw))?;
+        to_i64(head)?;
+        report.head = head;
+        let final_answer = next().and_then(|raw| parse_header(&raw));
+        let tip = self.tip(head, recorded_final, by_tag.then(next));
+        report.final_limit = tip.final_limit;
         if head < recorded_final {
             // The node is behind our own final block (a failover to a lagging node): nothing
             // to scan there; ask another URL next time, and settle what is due meanwhile.
             tracing::warn!(watcher = %self.name(), head, final_block = recorded_final,
                 "the node is behind the final block; trying another URL");
             self.rpc.prefer_next();
-            self.confirm(head, &mut report).await?;
+            self.confirm(tip.final_limit, &mut report).await?;
             return Ok(report);
         }
         // A failing scan (one bad block, a misbehaving node) must not hold back the
         // settling of transfers already found: confirm runs either way.
-        let scanned = self.scan(recorded_final, head, &mut report).await;
-        let settled = self.confirm(head, &mut report).await;
+        let scan = self.scan(recorded_final, final_answer, scanned, &tip, &mut report);
+        let scanned = scan.await;
+        let settled = self.confirm(tip.final_limit, &mut report).await;
         scanned?;
         settled?;
         Ok(report)
     }
 
+    fn tag_refused(&self) -> bool {
+        self.tag_refused_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| until > std::time::Instant::now())
+    }
+
+    /// Which blocks are final: by depth, or by the node's `finalized` block (`finalized` is
+    /// its answer, when asked). A node that refuses the tag is counted by depth (and not asked
+    /// again for a while); one whose answer did not arrive makes nothing newly final.
+    fn tip(&self, head: u64, recorded_final: u64, finalized: Option<Answer>) -> Tip {
+        let depth = u64::from(self.net.confirmations.max(1));
+        let by_depth = Tip {
+            head,
+            final_limit: (head + 1).saturating_sub(depth),
+            final_header: None,
+        };
+        let Some(answer) = finalized else {
+            return by_depth;
+        };
+        match answer.and_then(|raw| parse_header(&raw)) {
+            Ok(Some(header)) if header.number <= head => Tip {
+                head,
+                final_limit: header.number,
+                final_header: Some(header),
+            },
+            // Finalized above the head: two nodes behind one URL; the head is final.
+            Ok(Some(_)) => Tip {
+                head,
+                final_limit: head,
+                final_header: None,
+            },
+            Ok(None) | Err(RpcError::Node { .. } | RpcError::Malformed { .. }) => {
+                tracing::warn!(watcher = %self.name(), minutes = TAG_RETRY.as_secs() / 60,
+                    "the node refused the `finalized` block tag: counting {depth} confirmations instead");
+                if let Ok(mut until) = self.tag_refused_until.lock() {
+                    *until = Some(std::time::Instant::now() + TAG_RETRY);
+                }
+                by_depth
+            }
+            Err(e) => {
+                tracing::debug!(watcher = %self.name(), error = %e, "no finalized block this cycle");
+                Tip {
+                    head,
+                    final_limit: recorded_final.min(head),
+                    final_header: None,
+                }
+            }
+        }
+    }
+
     /// Scans from the final block (checked first) to the head, in chunks committed with the
-    /// cursor.
+    /// cursor; nothing when no block came since the last scan and the final one still holds.
     async fn scan(
         &self,
         recorded_final: u64,
-        head: u64,
+        final_answer: Result<Option<BlockHeader>, RpcError>,
+        scanned: u64,
+        tip: &Tip,
         report: &mut TickReport,
     ) -> Result<(), WatchError> {
-        let depth = u64::from(self.net.confirmations.max(1));
-        let (mut final_block, mut final_header) = self.check_final(recorded_final).await?;
+        let head = tip.head;
+        let recorded_header = self.expect_header(recorded_final, final_answer)?;
+        let (mut final_block, mut final_header) =
+            self.check_final(recorded_final, recorded_header).await?;
         if final_block < recorded_final {
             report.rewound_to = Some(final_block);
             // Expiry must not run ahead of the rescan on the old fork's times.
@@ -381,6 +485,8 @@ impl Watcher {
             {
                 return Err(WatchError::LostLease);
             }
+        } else if scanned >= head {
+            return Ok(());
         }
 
         let from = final_block + 1;
@@ -389,28 +495,36 @@ impl Watcher {
         }
         let to = head.min(from.saturating_add(self.net.max_blocks_per_scan - 1));
         report.behind = to < head;
-        // Blocks at or below this are final once scanned.
-        let deep_enough = head.saturating_sub(depth - 1);
+        // Blocks at or below this are final once scanned; a finalized block far behind the
+        // head is not waited for here (a reorg below is still caught by the checkpoints).
+        let scan_final = tip
+            .final_limit
+            .max(head.saturating_sub(self.net.max_blocks_per_scan - 1));
         // Read after the head: a session created later cannot have been paid in these blocks.
         let watched = self.watched().await?;
+        let recipients = watched
+            .as_deref()
+            .map(|addresses| (addresses, self.net.max_addresses_per_call));
         let mut start = from;
         while start <= to {
             let end = to.min(start.saturating_add(self.net.max_block_range - 1));
-            let logs = match &watched {
-                Some(addresses) if addresses.is_empty() => Vec::new(),
-                Some(addresses) => {
-                    let recipients = Some((addresses.as_slice(), self.net.max_addresses_per_call));
-                    self.rpc
-                        .transfer_logs(&self.contracts, recipients, start, end)
-                        .await?
-                }
-                None => {
-                    self.rpc
-                        .transfer_logs(&self.contracts, None, start, end)
-                        .await?
-                }
+            let new_final = final_block.max(end.min(scan_final));
+            let known_final = if new_final == final_block {
+                Some(final_header.clone())
+            } else {
+                tip.final_header.clone().filter(|h| h.number == new_final)
             };
-            let header = self.header(end).await?;
+            let mut wanted = vec![end];
+            if new_final != end && known_final.is_none() {
+                wanted.push(new_final);
+            }
+            let (logs, headers) = self
+                .rpc
+                .logs_and_headers(&self.contracts, recipients, start, end, &wanted)
+                .await?;
+            let mut headers = headers.into_iter();
+            let missing = || Err(RpcError::Transport("no answer".into()));
+            let header = self.expect_header(end, headers.next().unwrap_or_else(missing))?;
             // A reorg between the two calls: the logs of `end` are not from the header's block.
             if logs
                 .iter()
@@ -418,13 +532,10 @@ impl Watcher {
             {
                 return Err(WatchError::ChangedDuringScan(end));
             }
-            let new_final = final_block.max(end.min(deep_enough));
-            let new_final_header = if new_final == end {
-                header.clone()
-            } else if new_final == final_block {
-                final_header.clone()
-            } else {
-                self.header(new_final).await?
+            let new_final_header = match known_final {
+                _ if new_final == end => header.clone(),
+                Some(known) => known,
+                None => self.expect_header(new_final, headers.next().unwrap_or_else(missing))?,
             };
             let known = [&header, &new_final_header, &final_header];
             let (transfers, anomalies) = self.match_logs(&logs, &known).await?;
@@ -468,8 +579,11 @@ impl Watcher {
     /// had when it became final; otherwise the newest checkpoint below it that still matches
     /// (a reorg deeper than the confirmations, or a node on another fork), so the blocks
     /// above are scanned again.
-    async fn check_final(&self, number: u64) -> Result<(u64, BlockHeader), WatchError> {
-        let header = self.header(number).await?;
+    async fn check_final(
+        &self,
+        number: u64,
+        header: BlockHeader,
+    ) -> Result<(u64, BlockHeader), WatchError> {
         let recorded =
             db::checkpoint(&self.db, self.network, self.livemode, to_i64(number)?).await?;
         if recorded.is_none_or(|h| h == header.hash.to_string()) {
@@ -562,7 +676,16 @@ impl Watcher {
     }
 
     async fn header(&self, number: u64) -> Result<BlockHeader, WatchError> {
-        let Some(header) = self.rpc.block(number).await? else {
+        self.expect_header(number, self.rpc.block(number).await)
+    }
+
+    /// The header of block `number` from a node's answer, which must be that block.
+    fn expect_header(
+        &self,
+        number: u64,
+        answer: Result<Option<BlockHeader>, RpcError>,
+    ) -> Result<BlockHeader, WatchError> {
+        let Some(header) = answer? else {
             // A node without a block we know exists lags behind: ask another URL next time.
             self.rpc.prefer_next();
             return Err(WatchError::MissingBlock(number));
@@ -695,19 +818,10 @@ impl Watcher {
                 missing.insert(log.block_number, log.block_hash);
             }
         }
-        let fetched: Vec<Result<BlockHeader, WatchError>> = stream::iter(
-            missing
-                .keys()
-                .copied()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .map(|n| self.header(n)),
-        )
-        .buffer_unordered(RECEIPT_CONCURRENCY)
-        .collect()
-        .await;
-        for header in fetched {
-            let header = header?;
+        let numbers: Vec<u64> = missing.keys().copied().collect();
+        let fetched = self.rpc.headers(&numbers).await?;
+        for (number, answer) in numbers.into_iter().zip(fetched) {
+            let header = self.expect_header(number, answer)?;
             if missing.get(&header.number) != Some(&header.hash) {
                 return Err(WatchError::ChangedDuringScan(header.number));
             }
@@ -751,16 +865,12 @@ impl Watcher {
     /// hold the same log in the same block. Each is settled on its own: one that fails is
     /// counted, logged and tried again next cycle. One session's transfers go in block order,
     /// and stop at the first that is not settled (a later one must not be credited first).
-    async fn confirm(&self, head: u64, report: &mut TickReport) -> Result<(), WatchError> {
-        let depth = u64::from(self.net.confirmations.max(1));
-        let Some(max_block) = head.checked_add(1).and_then(|h| h.checked_sub(depth)) else {
-            return Ok(());
-        };
+    async fn confirm(&self, final_limit: u64, report: &mut TickReport) -> Result<(), WatchError> {
         let mut due = db::due_transfers(
             &self.db,
             self.network,
             self.livemode,
-            to_i64(max_block)?,
+            to_i64(final_limit)?,
             CONFIRM_BATCH,
         )
         .await?;
@@ -769,11 +879,7 @@ impl Watcher {
         }
         due.sort_by_key(|t| (t.block_number, t.log_index, t.id));
         let hashes: HashSet<String> = due.iter().map(|t| t.tx_hash.clone()).collect();
-        let receipts: HashMap<String, Result<Option<Receipt>, String>> =
-            stream::iter(hashes.into_iter().map(|h| self.fetch_receipt(h)))
-                .buffer_unordered(RECEIPT_CONCURRENCY)
-                .collect()
-                .await;
+        let receipts = self.receipts(hashes).await;
         let mut sessions: Vec<Vec<PendingTransfer>> = Vec::new();
         let mut slot: HashMap<String, usize> = HashMap::new();
         for t in due {
@@ -787,7 +893,7 @@ impl Watcher {
         let settled: Vec<Vec<(PendingTransfer, Result<Settled, WatchError>)>> = stream::iter(
             sessions
                 .into_iter()
-                .map(|group| self.settle_in_order(group, &receipts, head, depth, &canonical)),
+                .map(|group| self.settle_in_order(group, &receipts, final_limit, &canonical)),
         )
         .buffer_unordered(RECEIPT_CONCURRENCY)
         .collect()
@@ -839,15 +945,14 @@ impl Watcher {
         &self,
         group: Vec<PendingTransfer>,
         receipts: &HashMap<String, Result<Option<Receipt>, String>>,
-        head: u64,
-        depth: u64,
+        final_limit: u64,
         canonical: &std::sync::Mutex<HashMap<u64, B256>>,
     ) -> Vec<(PendingTransfer, Result<Settled, WatchError>)> {
         let mut out = Vec::new();
         for transfer in group {
             let outcome = match receipts.get(&transfer.tx_hash) {
                 Some(Ok(receipt)) => {
-                    self.settle(&transfer, receipt.clone(), head, depth, canonical)
+                    self.settle(&transfer, receipt.clone(), final_limit, canonical)
                         .await
                 }
                 Some(Err(e)) => Err(WatchError::Receipt(e.clone())),
@@ -865,21 +970,44 @@ impl Watcher {
         out
     }
 
-    /// A transaction's receipt (or why it could not be had), by its stored hash.
-    async fn fetch_receipt(&self, text: String) -> (String, Result<Option<Receipt>, String>) {
-        let receipt = match parse_tx_hash(&text) {
-            None => Err(format!("stored tx hash {text} is malformed")),
-            Some(hash) => self.rpc.receipt(&hash).await.map_err(|e| e.to_string()),
-        };
-        (text, receipt)
+    /// Each transaction's receipt (or why it could not be had), by its stored hash, in
+    /// batch requests.
+    async fn receipts(
+        &self,
+        texts: HashSet<String>,
+    ) -> HashMap<String, Result<Option<Receipt>, String>> {
+        let mut out = HashMap::with_capacity(texts.len());
+        let mut asked = Vec::with_capacity(texts.len());
+        for text in texts {
+            match parse_tx_hash(&text) {
+                None => {
+                    let error = format!("stored tx hash {text} is malformed");
+                    out.insert(text, Err(error));
+                }
+                Some(hash) => asked.push((text, hash)),
+            }
+        }
+        let hashes: Vec<B256> = asked.iter().map(|(_, h)| *h).collect();
+        match self.rpc.receipts(&hashes).await {
+            Ok(answers) => {
+                for ((text, _), answer) in asked.into_iter().zip(answers) {
+                    out.insert(text, answer.map_err(|e| e.to_string()));
+                }
+            }
+            Err(e) => {
+                for (text, _) in asked {
+                    out.insert(text, Err(e.to_string()));
+                }
+            }
+        }
+        out
     }
 
     async fn settle(
         &self,
         transfer: &PendingTransfer,
         receipt: Option<Receipt>,
-        head: u64,
-        depth: u64,
+        final_limit: u64,
         canonical: &std::sync::Mutex<HashMap<u64, B256>>,
     ) -> Result<Settled, WatchError> {
         let stored_block = transfer
@@ -956,10 +1084,9 @@ impl Watcher {
                 "transfer no longer at its recorded position: recorded again where the rescan finds it");
             return Ok(Settled::NotFound);
         }
-        // The receipt's block is the stored one (same hash); count from the stored number,
-        // never from a node-supplied one that could overflow.
-        let confirmed_at = stored_block.checked_add(depth - 1);
-        if confirmed_at.is_none_or(|needed| head < needed) {
+        // The receipt's block is the stored one (same hash); judged by the stored number,
+        // never by a node-supplied one.
+        if stored_block > final_limit {
             return Ok(Settled::Wait);
         }
         Ok(Settled::Credit(

@@ -4,7 +4,7 @@ use super::{bounded, err, ConfigError, Secret};
 use crate::domain::address::canonical_contract;
 use crate::domain::api_key::Mode;
 use crate::domain::money::Token;
-use crate::domain::network::{ChainFamily, Network};
+use crate::domain::network::{ChainFamily, Finality, Network, TokenDefault};
 use crate::domain::urls::HttpUrl;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -21,6 +21,17 @@ pub struct TokenConfig {
     pub min_amount: Decimal,
 }
 
+impl From<&TokenDefault> for TokenConfig {
+    fn from(default: &TokenDefault) -> Self {
+        Self {
+            token: default.token,
+            contract: default.contract.to_owned(),
+            decimals: default.decimals,
+            min_amount: DEFAULT_MIN_AMOUNT,
+        }
+    }
+}
+
 /// The default minimum creditable amount: 0.01 token units.
 pub const DEFAULT_MIN_AMOUNT: Decimal = Decimal::from_parts(1, 0, 0, false, 2);
 
@@ -30,6 +41,8 @@ pub struct NetworkConfig {
     pub mode: Mode,
     pub chain_id: Option<u64>,
     pub confirmations: u32,
+    /// When a block is final: the node's `finalized` block, or `confirmations` deep.
+    pub finality: Finality,
     pub rpc_urls: Vec<RpcUrl>,
     /// Sent to every URL; a URL's own `headers` go to it alone (an API key belongs there).
     pub rpc_headers: BTreeMap<String, Secret>,
@@ -52,6 +65,8 @@ pub struct NetworkConfig {
     /// Recipient addresses per `eth_getLogs` call in `Scan::Recipients` (java-tron's
     /// `maxSubTopics` is 1,000 by default).
     pub max_addresses_per_call: usize,
+    /// Several calls go in one JSON-RPC batch request (turned off at run time if refused).
+    pub batch: bool,
 }
 
 /// One RPC URL and what goes with it alone.
@@ -61,6 +76,8 @@ pub struct RpcUrl {
     pub headers: BTreeMap<String, Secret>,
     /// Requests to this URL are spaced to stay under this rate.
     pub max_requests_per_second: Option<u32>,
+    /// Requests to this URL per UTC day at most; then the other URLs serve until midnight.
+    pub max_requests_per_day: Option<u64>,
 }
 
 impl From<String> for RpcUrl {
@@ -69,6 +86,7 @@ impl From<String> for RpcUrl {
             url,
             headers: BTreeMap::new(),
             max_requests_per_second: None,
+            max_requests_per_day: None,
         }
     }
 }
@@ -79,7 +97,8 @@ impl From<&str> for RpcUrl {
     }
 }
 
-/// An `rpc_urls` item: a URL, or a table `{ url, headers, max_requests_per_second }`.
+/// An `rpc_urls` item: a URL, or a table `{ url, headers, max_requests_per_second,
+/// max_requests_per_day }`.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawRpcUrl {
@@ -94,6 +113,7 @@ struct RawRpcUrlTable {
     #[serde(default)]
     headers: BTreeMap<String, Secret>,
     max_requests_per_second: Option<u32>,
+    max_requests_per_day: Option<u64>,
 }
 
 /// How the watcher asks a node for transfers.
@@ -126,6 +146,8 @@ pub(super) struct RawNetwork {
     max_response_kib: Option<u64>,
     scan: Option<Scan>,
     max_addresses_per_call: Option<usize>,
+    finality: Option<Finality>,
+    batch: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +186,16 @@ pub(super) fn parse(
                     format!("must be at least the confirmations ({})", net.confirmations),
                 ));
             }
+            if net.simulated {
+                net.simulate();
+            }
+            if net.watched() && net.tokens.is_empty() {
+                let message = format!(
+                    "{network}'s {} network has no documented USDT or USDC contract: set tokens.USDT = {{ contract = \"…\", decimals = … }}",
+                    if mode == Mode::Test { "test" } else { "main" }
+                );
+                return Err(err(format!("{prefix}.tokens"), message));
+            }
             if net.enabled() && network.family() == ChainFamily::Solana {
                 let message = "SOLANA is not supported yet (no watch-only address scheme)";
                 return Err(err(prefix, message));
@@ -184,6 +216,17 @@ impl NetworkConfig {
         !self.simulated && !self.rpc_urls.is_empty()
     }
 
+    /// Makes this (test-mode) network simulated: no chain is read, and mainnet's tokens stand
+    /// in where the testnet documents none.
+    pub fn simulate(&mut self) {
+        self.simulated = true;
+        for default in self.network.mainnet().tokens {
+            if self.token(default.token).is_none() {
+                self.tokens.push(TokenConfig::from(default));
+            }
+        }
+    }
+
     pub fn token(&self, token: Token) -> Option<&TokenConfig> {
         self.tokens.iter().find(|t| t.token == token)
     }
@@ -198,6 +241,7 @@ impl NetworkConfig {
             mode,
             chain_id: defaults.chain_id,
             confirmations: defaults.confirmations,
+            finality: defaults.finality,
             rpc_urls: Vec::new(),
             rpc_headers: BTreeMap::new(),
             public_rpc_url: None,
@@ -210,16 +254,8 @@ impl NetworkConfig {
             max_response_bytes: crate::chain::rpc::MAX_RESPONSE_BYTES,
             scan: Scan::Recipients,
             max_addresses_per_call: 1000,
-            tokens: defaults
-                .tokens
-                .iter()
-                .map(|t| TokenConfig {
-                    token: t.token,
-                    contract: t.contract.to_owned(),
-                    decimals: t.decimals,
-                    min_amount: DEFAULT_MIN_AMOUNT,
-                })
-                .collect(),
+            batch: true,
+            tokens: defaults.tokens.iter().map(TokenConfig::from).collect(),
         }
     }
 
@@ -235,6 +271,7 @@ impl NetworkConfig {
                         url,
                         headers: BTreeMap::new(),
                         max_requests_per_second: None,
+                        max_requests_per_day: None,
                     },
                     RawRpcUrl::Table(table) => table,
                 };
@@ -244,10 +281,15 @@ impl NetworkConfig {
                     let rate_key = format!("{item_key}.max_requests_per_second");
                     bounded(&rate_key, rate, 1..=100_000)?;
                 }
+                if let Some(budget) = table.max_requests_per_day {
+                    let budget_key = format!("{item_key}.max_requests_per_day");
+                    bounded(&budget_key, budget, 100..)?;
+                }
                 parsed.push(RpcUrl {
                     url: table.url,
                     headers: table.headers,
                     max_requests_per_second: table.max_requests_per_second,
+                    max_requests_per_day: table.max_requests_per_day,
                 });
             }
             self.rpc_urls = parsed;
@@ -286,6 +328,8 @@ impl NetworkConfig {
             self.max_response_bytes = usize::try_from(kib * 1024).unwrap_or(usize::MAX);
         }
         self.scan = raw.scan.unwrap_or(self.scan);
+        self.finality = raw.finality.unwrap_or(self.finality);
+        self.batch = raw.batch.unwrap_or(self.batch);
         if let Some(n) = raw.max_addresses_per_call {
             self.max_addresses_per_call = bounded(&key("max_addresses_per_call"), n, 1..=10_000)?;
         }

@@ -22,11 +22,24 @@ pub struct TokenDefault {
     pub decimals: u8,
 }
 
+/// When the watcher counts a block as final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finality {
+    /// At or below the node's `finalized` block (TRON: the solidified block); `confirmations`
+    /// deep while the node refuses the tag.
+    Tag,
+    /// `confirmations` blocks deep, the block itself counted.
+    Depth,
+}
+
 /// Built-in facts about a network (mainnet unless stated).
 #[derive(Debug, Clone, Copy)]
 pub struct NetworkDefaults {
     pub chain_id: Option<u64>,
     pub confirmations: u32,
+    pub finality: Finality,
+    /// Empty where the network documents no USDT or USDC contract (the operator sets one).
     pub tokens: &'static [TokenDefault],
 }
 
@@ -47,7 +60,6 @@ const fn usdc(contract: &'static str, decimals: u8) -> TokenDefault {
 }
 
 const TRON_TOKENS: &[TokenDefault] = &[usdt("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", 6)];
-const NILE_TOKENS: &[TokenDefault] = &[usdt("TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf", 6)];
 const ETHEREUM_TOKENS: &[TokenDefault] = &[
     usdt("0xdAC17F958D2ee523a2206206994597C13D831ec7", 6),
     usdc("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", 6),
@@ -90,38 +102,67 @@ impl Network {
     ///
     /// TRON's `/jsonrpc` answers `eth_chainId` with the last 4 bytes of its genesis block id
     /// (java-tron `TronJsonRpcImpl::ethChainId`; developers.tron.network, eth_chainId).
+    ///
+    /// Finality: TRON's `finalized` is its solidified block (java-tron 4.8+); BSC's fast
+    /// finality and Polygon's milestones make theirs seconds old. Ethereum's lags about 13
+    /// minutes, and a rollup's is its batch's L1 finality (15 minutes or more): there a depth
+    /// credits sooner, and a deeper reorg is still caught by the checkpoint check.
     pub fn mainnet(self) -> NetworkDefaults {
-        let (chain_id, confirmations, tokens): (Option<u64>, u32, &'static [TokenDefault]) =
-            match self {
-                Network::Tron => (Some(TRON_MAINNET_CHAIN_ID), 19, TRON_TOKENS),
-                Network::Ethereum => (Some(1), 12, ETHEREUM_TOKENS),
-                Network::Bsc => (Some(56), 15, BSC_TOKENS),
-                Network::Polygon => (Some(137), 128, POLYGON_TOKENS),
-                Network::Arbitrum => (Some(42161), 40, ARBITRUM_TOKENS),
-                Network::Optimism => (Some(10), 20, OPTIMISM_TOKENS),
-                Network::Base => (Some(8453), 20, BASE_TOKENS),
-                Network::Solana => (None, 31, SOLANA_TOKENS),
-            };
+        use Finality::{Depth, Tag};
+        let (chain_id, confirmations, finality, tokens) = match self {
+            Network::Tron => (Some(TRON_MAINNET_CHAIN_ID), 19, Tag, TRON_TOKENS),
+            Network::Ethereum => (Some(1), 12, Depth, ETHEREUM_TOKENS),
+            Network::Bsc => (Some(56), 15, Tag, BSC_TOKENS),
+            Network::Polygon => (Some(137), 128, Tag, POLYGON_TOKENS),
+            Network::Arbitrum => (Some(42161), 40, Depth, ARBITRUM_TOKENS),
+            Network::Optimism => (Some(10), 20, Depth, OPTIMISM_TOKENS),
+            Network::Base => (Some(8453), 20, Depth, BASE_TOKENS),
+            Network::Solana => (None, 31, Depth, SOLANA_TOKENS),
+        };
         NetworkDefaults {
             chain_id,
             confirmations,
+            finality,
             tokens,
         }
     }
 
-    /// Test-mode defaults: TRON means Nile; other networks inherit the mainnet table and are
-    /// expected to be overridden by the operator's config.
+    /// Test-mode defaults: each network's public testnet, with its documented test token.
+    ///
+    /// Sources: TRON Nile USDT, developers.tron.network ("Nile testnet", and
+    /// nileex.io); USDC, Circle's "USDC contract addresses" page
+    /// (developers.circle.com/stablecoins/usdc-contract-addresses), 6 decimals on every
+    /// network. Tether publishes no testnet USDT on EVM chains, and Circle no USDC on BSC
+    /// testnet: there the operator names the token (`tokens.USDT = { contract, decimals }`).
     pub fn testnet(self) -> NetworkDefaults {
-        match self {
-            Network::Tron => NetworkDefaults {
-                chain_id: Some(TRON_NILE_CHAIN_ID),
-                confirmations: 19,
-                tokens: NILE_TOKENS,
-            },
-            other => other.mainnet(),
+        let (chain_id, tokens): (Option<u64>, &'static [TokenDefault]) = match self {
+            Network::Tron => (Some(TRON_NILE_CHAIN_ID), NILE_TOKENS),
+            Network::Bsc => (Some(97), &[]),
+            Network::Ethereum => (Some(11_155_111), SEPOLIA_TOKENS),
+            Network::Polygon => (Some(80_002), AMOY_TOKENS),
+            Network::Arbitrum => (Some(421_614), ARBITRUM_SEPOLIA_TOKENS),
+            Network::Optimism => (Some(11_155_420), OP_SEPOLIA_TOKENS),
+            Network::Base => (Some(84_532), BASE_SEPOLIA_TOKENS),
+            Network::Solana => (None, SOLANA_DEVNET_TOKENS),
+        };
+        NetworkDefaults {
+            chain_id,
+            tokens,
+            ..self.mainnet()
         }
     }
 }
+
+const NILE_TOKENS: &[TokenDefault] = &[usdt("TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf", 6)];
+const SEPOLIA_TOKENS: &[TokenDefault] = &[usdc("0x1c7D4B196Cb0C7B01d743Fbc6116a902379C7238", 6)];
+const AMOY_TOKENS: &[TokenDefault] = &[usdc("0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582", 6)];
+const ARBITRUM_SEPOLIA_TOKENS: &[TokenDefault] =
+    &[usdc("0x75faf114eafb1BDbe2F0316DF893fd58CE46AA4d", 6)];
+const OP_SEPOLIA_TOKENS: &[TokenDefault] = &[usdc("0x5fd84259d66Cd46123540766Be93DFE6D43130D7", 6)];
+const BASE_SEPOLIA_TOKENS: &[TokenDefault] =
+    &[usdc("0x036CbD53842c5426634e7929541eC2318f3dCF7e", 6)];
+const SOLANA_DEVNET_TOKENS: &[TokenDefault] =
+    &[usdc("4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU", 6)];
 
 /// `eth_chainId` of TRON mainnet (0x2b6653dc).
 pub const TRON_MAINNET_CHAIN_ID: u64 = 0x2b66_53dc;
@@ -148,5 +189,28 @@ mod tests {
             .iter()
             .all(|t| t.token != Token::Usdc));
         assert_eq!(Network::Bsc.mainnet().tokens[0].decimals, 18);
+    }
+
+    #[test]
+    fn test_mode_means_each_networks_testnet() {
+        let ids: Vec<Option<u64>> = Network::ALL.iter().map(|n| n.testnet().chain_id).collect();
+        for (network, id) in Network::ALL.iter().zip(&ids) {
+            if *network != Network::Solana {
+                assert_ne!(*id, network.mainnet().chain_id, "{network}");
+            }
+        }
+        assert_eq!(
+            Network::Tron.testnet().tokens[0].contract,
+            "TXYZopYRdj2D9XRtbG411XZZ3kM5VkAeBf"
+        );
+        assert_eq!(Network::Base.testnet().chain_id, Some(84_532));
+        assert!(Network::Bsc.testnet().tokens.is_empty(), "none documented");
+        for network in Network::ALL {
+            for token in network.testnet().tokens {
+                assert_eq!(token.decimals, 6, "{network}");
+                let mainnet = network.mainnet().tokens.iter().map(|t| t.contract);
+                assert!(!mainnet.clone().any(|c| c == token.contract), "{network}");
+            }
+        }
     }
 }

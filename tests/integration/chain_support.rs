@@ -102,6 +102,8 @@ impl Anvil {
             let child = Command::new(&bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--accounts", "4", "--chain-id", "31337"])
+                // `finalized` = head − 2 × slots: as deep as the tests' 3 confirmations.
+                .args(["--slots-in-an-epoch", "1"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

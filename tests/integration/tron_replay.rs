@@ -1,6 +1,7 @@
 //! The watcher against real TRON answers (`../shared/fixtures/tron-jsonrpc.md`), replayed by a
 //! stub node: a mainnet USDT log, TRON's block fields (`stateRoot: "0x"`, zero gas, timestamps
-//! in seconds and in milliseconds), and java-tron's range and result-cap errors.
+//! in seconds and in milliseconds), java-tron's range and result-cap errors, its `finalized`
+//! (solidified) block, and a node lagging behind the head it reported.
 
 use crate::common::TestApp;
 use checkout_server::chain::rpc::RetryPolicy;
@@ -27,9 +28,16 @@ const NILE_BLOCK: &str = r#"{"number":"0x3fe1c00","hash":"0x0000000003fe1c00462b
 const MAX_RANGE: u64 = 5000;
 const CAPPED_SPAN: u64 = 1000;
 
-/// A TRON node: its head, and every `eth_getLogs` range it was asked for.
+/// TRON's solidified block trails the head by 18 blocks while every producer keeps its slot.
+const SOLIDIFIED_LAG: u64 = 18;
+
+/// A TRON node: its head, and every `eth_getLogs` range it was asked for. With `lag`, the
+/// backend answering blocks and logs is that many blocks behind the head reported (a
+/// provider's pool): it clamps log ranges to its own head, as java-tron does, and has no
+/// block above it.
 struct StubTron {
     head: AtomicU64,
+    lag: AtomicU64,
     now: u64,
     log_ranges: Mutex<Vec<(u64, u64)>>,
 }
@@ -64,10 +72,21 @@ impl StubTron {
                 json!({ "result": format!("0x{:x}", self.head.load(Ordering::SeqCst)) })
             }
             "eth_getBlockByNumber" => {
-                let n = quantity(&params[0]);
-                if n > self.head.load(Ordering::SeqCst) {
-                    return json!({ "result": null });
-                }
+                let head = self.head.load(Ordering::SeqCst);
+                let n = match params[0].as_str() {
+                    Some("finalized") => head - SOLIDIFIED_LAG,
+                    Some("safe" | "pending") => {
+                        return json!({ "error": { "code": -32602, "message": "invalid block number" } })
+                    }
+                    _ if n_is_above(
+                        quantity(&params[0]),
+                        head - self.lag.load(Ordering::SeqCst),
+                    ) =>
+                    {
+                        return json!({ "result": null })
+                    }
+                    _ => quantity(&params[0]),
+                };
                 let mut block: Value = serde_json::from_str(NILE_BLOCK).unwrap();
                 block["number"] = json!(format!("0x{n:x}"));
                 block["hash"] = json!(Self::hash(n));
@@ -81,6 +100,11 @@ impl StubTron {
                 self.log_ranges.lock().unwrap().push((from, to));
                 if to - from > MAX_RANGE {
                     return json!({ "error": { "code": -32602, "message": "exceed max block range: 5000", "data": "{}" } });
+                }
+                let served = self.head.load(Ordering::SeqCst) - self.lag.load(Ordering::SeqCst);
+                let to = to.min(served);
+                if from > to {
+                    return json!({ "result": [] });
                 }
                 let holds_payment = from <= LOG_BLOCK && LOG_BLOCK <= to;
                 if holds_payment && to - from >= CAPPED_SPAN {
@@ -112,18 +136,31 @@ impl StubTron {
     }
 }
 
+fn n_is_above(n: u64, served: u64) -> bool {
+    n > served
+}
+
+/// One call's answer, in its envelope.
+fn answer_call(stub: &StubTron, request: &Value) -> Value {
+    let mut answer = stub.answer(request["method"].as_str().unwrap(), &request["params"]);
+    answer["jsonrpc"] = json!("2.0");
+    answer["id"] = request["id"].clone();
+    answer
+}
+
 async fn serve(stub: Arc<StubTron>) -> String {
     let app = axum::Router::new().route(
         "/jsonrpc",
         axum::routing::post(move |axum::Json(request): axum::Json<Value>| {
             let stub = stub.clone();
             async move {
-                let mut answer =
-                    stub.answer(request["method"].as_str().unwrap(), &request["params"]);
-                answer["jsonrpc"] = json!("2.0");
-                answer["id"] = request["id"].clone();
-                // java-tron answers errors with HTTP 200 too.
-                axum::Json(answer)
+                // java-tron takes batches (up to 100 calls), and answers errors with HTTP 200.
+                axum::Json(match request.as_array() {
+                    Some(calls) => {
+                        Value::Array(calls.iter().map(|c| answer_call(&stub, c)).collect())
+                    }
+                    None => answer_call(&stub, &request),
+                })
             }
         }),
     );
@@ -131,9 +168,11 @@ async fn serve(stub: Arc<StubTron>) -> String {
     url
 }
 
-async fn replay(scan: &str) {
+/// A watcher on the stub at `LOG_BLOCK - 1`, and a session paid by the recorded log.
+async fn started(scan: &str) -> (Arc<StubTron>, TestApp, Watcher, String) {
     let stub = Arc::new(StubTron {
         head: AtomicU64::new(LOG_BLOCK - 1),
+        lag: AtomicU64::new(0),
         now: u64::try_from(chrono::Utc::now().timestamp()).unwrap(),
         log_ranges: Mutex::new(Vec::new()),
     });
@@ -178,7 +217,11 @@ tokens.USDT = {{ contract = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", decimals = 6 }
         .execute(&app.db)
         .await
         .unwrap();
+    (stub, app, w, id)
+}
 
+async fn replay(scan: &str) {
+    let (stub, app, w, id) = started(scan).await;
     // 6,000 blocks later: more than java-tron's 5,000 a query, and the payment's neighbourhood
     // over the result cap. Deep enough to be final.
     stub.head.store(LOG_BLOCK + 5999, Ordering::SeqCst);
@@ -246,4 +289,66 @@ async fn a_recorded_mainnet_usdt_log_is_decoded_and_credited_asking_only_for_the
 #[tokio::test]
 async fn a_recorded_mainnet_usdt_log_is_decoded_and_credited_from_a_contract_scan() {
     replay("contract").await;
+}
+
+#[tokio::test]
+async fn an_empty_answer_past_a_lagging_nodes_head_is_asked_again_not_taken_for_nothing() {
+    let (stub, app, w, id) = started("recipients").await;
+    // The head moves past the payment's block and its solidification, but the backend that
+    // answers logs and blocks is still before the payment: its log answer is empty.
+    stub.head.store(LOG_BLOCK + 50, Ordering::SeqCst);
+    stub.lag.store(51, Ordering::SeqCst);
+    for _ in 0..3 {
+        let outcome = w.tick().await;
+        assert!(
+            outcome.as_ref().is_err() || outcome.as_ref().is_ok_and(|r| r.recorded == 0),
+            "{outcome:?}"
+        );
+    }
+    let final_block: Option<i64> = sqlx::query_scalar("SELECT final_number FROM chain_cursors")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        final_block.is_some_and(|f| (f as u64) < LOG_BLOCK),
+        "no block the lagging node did not show is final: {final_block:?}"
+    );
+    // The backend catches up: the same blocks, asked again, hold the payment.
+    stub.lag.store(0, Ordering::SeqCst);
+    let report = w.tick().await.expect("a cycle on a node that caught up");
+    assert_eq!((report.recorded, report.credited), (1, 1), "{report:?}");
+    let (_, after) = app
+        .get(
+            &format!("/v1/checkout/sessions/{id}"),
+            &app.merchant.test_key,
+        )
+        .await;
+    assert_eq!(after["status"], "Paid", "{after}");
+}
+
+#[tokio::test]
+async fn the_solidified_block_decides_what_is_final() {
+    let (stub, app, w, id) = started("recipients").await;
+    // The payment is in the chain but not yet solidified: recorded, not credited.
+    stub.head
+        .store(LOG_BLOCK + SOLIDIFIED_LAG - 1, Ordering::SeqCst);
+    let report = w.tick().await.expect("cycle");
+    assert_eq!((report.recorded, report.credited), (1, 0), "{report:?}");
+    assert_eq!(report.final_limit, LOG_BLOCK - 1);
+    // One block later its block is the solidified one.
+    stub.head
+        .store(LOG_BLOCK + SOLIDIFIED_LAG, Ordering::SeqCst);
+    let report = w.tick().await.expect("cycle");
+    assert_eq!(
+        (report.final_limit, report.credited),
+        (LOG_BLOCK, 1),
+        "{report:?}"
+    );
+    let (_, after) = app
+        .get(
+            &format!("/v1/checkout/sessions/{id}"),
+            &app.merchant.test_key,
+        )
+        .await;
+    assert_eq!(after["status"], "Paid", "{after}");
 }

@@ -9,7 +9,7 @@ use checkout_server::chain::watcher::{TickReport, Watcher};
 use checkout_server::config::Scan;
 use checkout_server::domain::address::{parse_evm_address, parse_tron_address, tron_base58};
 use checkout_server::domain::api_key::Mode;
-use checkout_server::domain::network::Network;
+use checkout_server::domain::network::{Finality, Network};
 use checkout_server::workers::expiry_tick;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -18,11 +18,14 @@ use std::time::Duration;
 const CONFIRMATIONS: u64 = 3;
 
 tokio::task_local! {
-    /// The scan mode the scenario's networks use.
-    static SCAN: Scan;
+    /// The scan mode and the finality rule the scenario's networks use.
+    static MODES: (Scan, Finality);
 }
 
-/// Runs each scenario in both scan modes, as `name::recipients` and `name::contract`.
+/// Runs each scenario in both scan modes and both finality rules: `name::recipients`,
+/// `name::contract` (finality by depth) and `name::recipients_by_tag`, `name::contract_by_tag`
+/// (anvil's `finalized` block, which its `--slots-in-an-epoch 1` puts as deep as the
+/// confirmations).
 macro_rules! both_scans {
     ($(async fn $name:ident() $body:block)+) => {$(
         mod $name {
@@ -30,12 +33,22 @@ macro_rules! both_scans {
 
             #[tokio::test]
             async fn recipients() {
-                SCAN.scope(Scan::Recipients, async $body).await
+                MODES.scope((Scan::Recipients, Finality::Depth), async $body).await
             }
 
             #[tokio::test]
             async fn contract() {
-                SCAN.scope(Scan::Contract, async $body).await
+                MODES.scope((Scan::Contract, Finality::Depth), async $body).await
+            }
+
+            #[tokio::test]
+            async fn recipients_by_tag() {
+                MODES.scope((Scan::Recipients, Finality::Tag), async $body).await
+            }
+
+            #[tokio::test]
+            async fn contract_by_tag() {
+                MODES.scope((Scan::Contract, Finality::Tag), async $body).await
             }
         }
     )+};
@@ -74,9 +87,16 @@ impl Chain {
         let usdt18 = anvil.deploy_token(18).await;
         let usdc6 = anvil.deploy_token(6).await;
         let tron_usdt = anvil.deploy_token(6).await;
-        let scan = match SCAN.try_with(|scan| *scan).unwrap_or(Scan::Recipients) {
+        let (scan, finality) = MODES
+            .try_with(|modes| *modes)
+            .unwrap_or((Scan::Recipients, Finality::Depth));
+        let scan = match scan {
             Scan::Recipients => "recipients",
             Scan::Contract => "contract",
+        };
+        let finality = match finality {
+            Finality::Tag => "tag",
+            Finality::Depth => "depth",
         };
         let toml = format!(
             r#"
@@ -90,6 +110,7 @@ chain_id = 31337
 confirmations = {CONFIRMATIONS}
 poll_interval_ms = 100
 scan = "{scan}"
+finality = "{finality}"
 tokens.USDT = {{ contract = "{usdt}", decimals = 18 }}
 tokens.USDC = {{ contract = "{usdc}", decimals = 6 }}
 
@@ -99,6 +120,7 @@ chain_id = 31337
 confirmations = {CONFIRMATIONS}
 poll_interval_ms = 100
 scan = "{scan}"
+finality = "{finality}"
 tokens.USDT = {{ contract = "{tron}", decimals = 6 }}
 "#,
             url = anvil.url,
@@ -518,8 +540,32 @@ both_scans! {
 
 type Hook = dyn Fn(u64, &Value, Value) -> Option<Value> + Send + Sync;
 
-/// A JSON-RPC proxy in front of the node. `hook(call number, request, answer)` may rewrite
-/// the node's answer, or return `None` to fail the call with HTTP 500.
+/// Applies `hook` to each call of a request (one, or a JSON-RPC batch) and its answer. In a
+/// batch, a call the hook fails gets a JSON-RPC error, unless it fails them all.
+fn each_call(hook: &Hook, n: u64, request: &Value, answer: Value) -> Option<Value> {
+    let (Some(calls), Value::Array(answers)) = (request.as_array(), &answer) else {
+        return hook(n, request, answer);
+    };
+    let mut out = Vec::new();
+    for answer in answers {
+        let call = calls.iter().find(|c| c["id"] == answer["id"])?;
+        out.push(hook(n, call, answer.clone()));
+    }
+    if out.iter().all(Option::is_none) {
+        return None;
+    }
+    let refused = |id: &Value| json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000, "message": "refused by the proxy"}});
+    let out = out
+        .into_iter()
+        .zip(answers)
+        .map(|(answer, original)| answer.unwrap_or_else(|| refused(&original["id"])))
+        .collect();
+    Some(Value::Array(out))
+}
+
+/// A JSON-RPC proxy in front of the node. `hook(request number, call, answer)` may rewrite
+/// the node's answer to each call, or return `None` to fail the call (a lone call, or every
+/// call of a batch: the request fails with HTTP 500).
 async fn proxy(target: String, hook: std::sync::Arc<Hook>) -> String {
     use axum::response::IntoResponse;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -541,7 +587,7 @@ async fn proxy(target: String, hook: std::sync::Arc<Hook>) -> String {
                     .json()
                     .await
                     .unwrap();
-                match hook(n, &request, answer) {
+                match each_call(&*hook, n, &request, answer) {
                     Some(v) => axum::Json(v).into_response(),
                     None => (StatusCode::INTERNAL_SERVER_ERROR, "flaky").into_response(),
                 }
@@ -871,8 +917,9 @@ both_scans! {
         let (from, to) = step.scanned.unwrap();
         assert_eq!(to - from + 1, 40);
         assert_eq!(
-            step.rpc_calls, 8,
-            "blockNumber, the final block's header, 3 x (getLogs + the chunk's last header)"
+            step.rpc_calls, 4,
+            "one batch for the head and the final block's header, then one per chunk \
+             (its getLogs and its last header)"
         );
         // Each chunk committed with the cursor.
         let cursor: i64 = c
@@ -1377,7 +1424,8 @@ async fn proxy_slow_logs(target: String, delay: Duration) -> String {
         axum::routing::post(move |axum::Json(request): axum::Json<Value>| {
             let (client, target) = (client.clone(), target.clone());
             async move {
-                if request["method"] == "eth_getLogs" {
+                let calls = request.as_array().cloned().unwrap_or(vec![request.clone()]);
+                if calls.iter().any(|c| c["method"] == "eth_getLogs") {
                     tokio::time::sleep(delay).await;
                 }
                 let answer: Value = client
@@ -1848,6 +1896,7 @@ async fn each_rpc_url_gets_only_its_own_headers() {
         r#"
 [networks.BSC.test]
 chain_id = 31337
+tokens.USDT = {{ contract = "0x55d398326f99059fF775485246999027B3197955", decimals = 18 }}
 rpc_headers = {{ X-Everyone = "shared" }}
 rpc_urls = [
   {{ url = "{keyed}", headers = {{ TRON-PRO-API-KEY = "secret-key" }} }},
@@ -1966,7 +2015,10 @@ async fn a_provider_that_limits_us_is_left_alone_while_the_next_url_answers() {
     let rpc = RpcClient::new(&[spec(&limited)], fast_retries(), 100).unwrap();
     for _ in 0..3 {
         let e = rpc.block_number().await.unwrap_err();
-        assert!(matches!(e, RpcError::RateLimited { .. }), "{e}");
+        assert!(
+            matches!(e, RpcError::RateLimited { .. } | RpcError::AllPaused),
+            "{e}"
+        );
     }
     assert_eq!(limited_calls.load(Ordering::SeqCst), 1);
 }
