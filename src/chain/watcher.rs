@@ -3,20 +3,23 @@
 //! Each cycle (`tick`):
 //! 1. takes or renews the network's lease, and renews it every lease/3 while the cycle runs
 //!    (a cycle whose renewal fails is cancelled);
-//! 2. checks that the final block (the newest one scanned with its confirmations on top)
-//!    still has the hash it had; if not, walks back to the newest checkpoint that matches;
-//! 3. scans every block above the final one to the head, so a block scanned at less than full
-//!    depth is scanned again until it is final: one `eth_getLogs` per `max_block_range` for
-//!    all token contracts, matched against pay addresses with one indexed query, each chunk
+//! 2. asks, in one batch request, for the head, the final block's header, the last scanned
+//!    block's header and (`finality = "tag"`) the node's `finalized` block;
+//! 3. checks that the final block still has the hash it had; if not, walks back to the newest
+//!    checkpoint that matches;
+//! 4. scans the new blocks (from above the last scanned one while it still holds, else from
+//!    above the final one, so a block scanned before it was final is scanned again after a
+//!    reorg): one batch request per `max_block_range` holding the `eth_getLogs` and the
+//!    headers needed, matched against pay addresses with one indexed query, each chunk
 //!    committed with the cursor (progress survives a lost lease);
-//! 4. settles each transfer that reached its confirmations on its own (receipt succeeded,
-//!    still in the block it was seen in): a failing one is counted and retried next cycle,
-//!    and never holds back the others. One session's transfers are credited in block order.
+//! 5. settles each transfer whose block is final on its own (receipt succeeded, still in the
+//!    block it was seen in): a failing one is counted and retried next cycle, and never holds
+//!    back the others. One session's transfers are credited in block order.
 //!
-//! RPC calls per caught-up cycle: the head, the final block's header, one `eth_getLogs`, the
-//! scanned and the new final block's headers, plus one receipt per transfer reaching its
-//! confirmations and, on nodes whose logs carry no `blockTimestamp` (TRON), one header per
-//! block holding a payment. None depends on how many sessions are open.
+//! Requests per caught-up cycle: one when no block came, two when some did, plus one batch of
+//! receipts when transfers are due and, on nodes whose logs carry no `blockTimestamp` (TRON),
+//! one batch of headers for the blocks holding payments. None depends on how many sessions
+//! are open.
 
 use super::rpc::{
     parse_block_number, parse_header, Answer, BlockHeader, BlockTag, Call, EndpointSpec, Log,
@@ -127,6 +130,13 @@ pub struct TickReport {
     pub rpc_bytes: u64,
     /// Blocks at or below this were final in this cycle (credited once settled).
     pub final_limit: u64,
+}
+
+/// The last block scanned, and whether the node still has it with the hash it had.
+#[derive(Clone, Copy)]
+struct Scanned {
+    number: u64,
+    holds: bool,
 }
 
 /// The chain's tip as one cycle sees it.
@@ -364,7 +374,8 @@ impl Watcher {
             .unwrap_or(scanned.saturating_sub(depth))
             .min(scanned);
         // One request: the head, the final block's header (checked against its recorded
-        // hash) and, by tag, the node's finalized block.
+        // hash), the last scanned block's header (unchanged: nothing below it changed either,
+        // so only newer blocks need scanning) and, by tag, the node's finalized block.
         let by_tag = self.net.finality == Finality::Tag && !self.tag_refused();
         let mut calls = vec![
             Call::block_number(),
@@ -372,6 +383,11 @@ impl Watcher {
         ];
         if by_tag {
             calls.push(Call::header(BlockTag::Finalized));
+        }
+        let scanned_hash = cursor.as_ref().and_then(|c| c.block_hash.clone());
+        let check_scanned = scanned > recorded_final && scanned_hash.is_some();
+        if check_scanned {
+            calls.push(Call::header(BlockTag::Number(scanned)));
         }
         let mut answers = self.rpc.batch(&calls).await?.into_iter();
         let mut next = || {
@@ -383,7 +399,11 @@ impl Watcher {
         to_i64(head)?;
         report.head = head;
         let final_answer = next().and_then(|raw| parse_header(&raw));
-        let tip = self.tip(head, recorded_final, by_tag.then(next));
+        let tip = self.tip(head, recorded_final, by_tag.then(&mut next));
+        let scanned_holds = check_scanned
+            && next()
+                .and_then(|raw| parse_header(&raw))
+                .is_ok_and(|h| h.is_some_and(|h| Some(h.hash.to_string()) == scanned_hash));
         report.final_limit = tip.final_limit;
         if head < recorded_final {
             // The node is behind our own final block (a failover to a lagging node): nothing
@@ -396,6 +416,10 @@ impl Watcher {
         }
         // A failing scan (one bad block, a misbehaving node) must not hold back the
         // settling of transfers already found: confirm runs either way.
+        let scanned = Scanned {
+            number: scanned,
+            holds: scanned_holds,
+        };
         let scan = self.scan(recorded_final, final_answer, scanned, &tip, &mut report);
         let scanned = scan.await;
         let settled = self.confirm(tip.final_limit, &mut report).await;
@@ -456,13 +480,14 @@ impl Watcher {
         }
     }
 
-    /// Scans from the final block (checked first) to the head, in chunks committed with the
-    /// cursor; nothing when no block came since the last scan and the final one still holds.
+    /// Scans to the head, in chunks committed with the cursor: from above the last scanned
+    /// block while it and the final one (checked first) still hold, else from above the final
+    /// block; nothing when no block came since the last scan.
     async fn scan(
         &self,
         recorded_final: u64,
         final_answer: Result<Option<BlockHeader>, RpcError>,
-        scanned: u64,
+        scanned: Scanned,
         tip: &Tip,
         report: &mut TickReport,
     ) -> Result<(), WatchError> {
@@ -485,11 +510,15 @@ impl Watcher {
             {
                 return Err(WatchError::LostLease);
             }
-        } else if scanned >= head {
+        } else if scanned.number >= head {
             return Ok(());
         }
 
-        let from = final_block + 1;
+        let from = if final_block == recorded_final && scanned.holds {
+            scanned.number + 1
+        } else {
+            final_block + 1
+        };
         if from > head {
             return Ok(());
         }

@@ -296,3 +296,60 @@ fn rpc_urls_may_carry_their_own_headers_and_rate() {
             .starts_with("networks.BSC.live.rpc_urls[0]:")
     );
 }
+
+#[test]
+fn finality_batches_and_daily_budgets_are_per_network_settings() {
+    use crate::domain::network::Finality;
+    let c = Config::defaults();
+    assert_eq!(c.network(Network::Tron, Mode::Live).finality, Finality::Tag);
+    assert_eq!(c.network(Network::Tron, Mode::Test).finality, Finality::Tag);
+    assert_eq!(
+        c.network(Network::Ethereum, Mode::Live).finality,
+        Finality::Depth
+    );
+    assert!(c.network(Network::Bsc, Mode::Live).batch);
+    let c = Config::from_toml(
+        r#"
+        [networks.ETHEREUM.live]
+        rpc_urls = [{ url = "https://a.example/", max_requests_per_day = 90000 }]
+        finality = "tag"
+        batch = false
+        "#,
+    )
+    .unwrap();
+    let eth = c.network(Network::Ethereum, Mode::Live);
+    assert_eq!(eth.finality, Finality::Tag);
+    assert!(!eth.batch);
+    assert_eq!(eth.rpc_urls[0].max_requests_per_day, Some(90_000));
+    let error = error_of("[networks.TRON.live]\nfinality = \"safe\"");
+    assert!(error.contains("expected `tag` or `depth`"), "{error}");
+    assert!(error_of(
+        "[networks.TRON.live]\nrpc_urls = [{ url = \"https://a.example/\", max_requests_per_day = 5 }]"
+    )
+    .starts_with("networks.TRON.live.rpc_urls[0].max_requests_per_day"));
+}
+
+#[test]
+fn test_mode_reads_testnets_and_asks_for_a_token_where_none_is_documented() {
+    let c = Config::from_toml("[networks.BASE.test]\nrpc_urls = [\"https://sepolia.base.org/\"]\n")
+        .unwrap();
+    let base = c.network(Network::Base, Mode::Test);
+    assert_eq!(base.chain_id, Some(84_532));
+    assert_eq!(
+        base.token(Token::Usdc).unwrap().contract,
+        "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+    );
+    assert!(base.token(Token::Usdt).is_none(), "no documented test USDT");
+    // BSC testnet documents neither: the operator must name one.
+    let error = error_of("[networks.BSC.test]\nrpc_urls = [\"https://bsc-testnet.example/\"]\n");
+    assert!(error.starts_with("networks.BSC.test.tokens:"), "{error}");
+    let c = Config::from_toml(
+        "[networks.BSC.test]\nrpc_urls = [\"https://bsc-testnet.example/\"]\ntokens.USDT = { contract = \"0x337610d27c682E347C9cD60BD4b3b107C9d34dDd\", decimals = 18 }\n",
+    )
+    .unwrap();
+    assert_eq!(c.network(Network::Bsc, Mode::Test).chain_id, Some(97));
+    // Simulated, no chain is read: mainnet's tokens stand in.
+    let c = Config::from_toml("[networks.BSC.test]\nsimulated = true\n").unwrap();
+    let bsc = c.network(Network::Bsc, Mode::Test);
+    assert_eq!(bsc.token(Token::Usdt).unwrap().decimals, 18);
+}

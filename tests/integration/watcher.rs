@@ -478,9 +478,9 @@ both_scans! {
         let s = c.create("BSC", "USDT", "30.00").await;
         c.pay(&s, "10").await;
         tick(&first).await; // stored, not yet confirmed
-        let final_block: i64 = c
+        let last_scanned: i64 = c
             .db_value(
-                "SELECT final_number FROM chain_cursors WHERE network = $1",
+                "SELECT block_number FROM chain_cursors WHERE network = $1",
                 "BSC",
             )
             .await;
@@ -502,8 +502,8 @@ both_scans! {
         let (from, _) = resumed.scanned.expect("scanned");
         assert_eq!(
             from as i64,
-            final_block + 1,
-            "resumed right after the last block scanned at full depth"
+            last_scanned + 1,
+            "resumed right after the last block scanned: it still holds, so nothing below changed"
         );
         c.confirm(&second).await;
         let paid = c.session(&id(&s)).await;
@@ -2021,4 +2021,245 @@ async fn a_provider_that_limits_us_is_left_alone_while_the_next_url_answers() {
         );
     }
     assert_eq!(limited_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_spent_daily_budget_moves_calls_to_the_next_url() {
+    use checkout_server::chain::rpc::{EndpointSpec, RpcClient};
+    use std::sync::atomic::Ordering;
+    let (budgeted, budgeted_calls) = canned_node(StatusCode::OK, None).await;
+    let (other, other_calls) = canned_node(StatusCode::OK, None).await;
+    let endpoints = [
+        EndpointSpec {
+            url: budgeted,
+            max_requests_per_day: Some(3),
+            ..EndpointSpec::default()
+        },
+        EndpointSpec {
+            url: other,
+            ..EndpointSpec::default()
+        },
+    ];
+    let rpc = RpcClient::new(&endpoints, fast_retries(), 100).unwrap();
+    for _ in 0..5 {
+        assert_eq!(rpc.block_number().await.unwrap(), 16);
+    }
+    assert_eq!(
+        budgeted_calls.load(Ordering::SeqCst),
+        3,
+        "its budget, no more"
+    );
+    assert_eq!(other_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_failover_to_a_url_serving_another_chain_is_refused_before_it_serves() {
+    use checkout_server::chain::rpc::{EndpointSpec, RpcClient, RpcError};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let anvil = crate::chain_support::Anvil::start().await;
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let d = down.clone();
+    let first = proxy(
+        anvil.url.clone(),
+        std::sync::Arc::new(move |_, _, answer| (!d.load(Ordering::SeqCst)).then_some(answer)),
+    )
+    .await;
+    // Answers 0x10 to everything: chain 16, not the configured 31337.
+    let (other_chain, other_calls) = canned_node(StatusCode::OK, None).await;
+    let spec = |url: String| EndpointSpec {
+        url,
+        ..EndpointSpec::default()
+    };
+    let rpc = RpcClient::new(&[spec(first), spec(other_chain)], fast_retries(), 100)
+        .unwrap()
+        .with_chain_id(Some(31337));
+    rpc.block_number().await.expect("the first URL serves");
+    assert_eq!(other_calls.load(Ordering::SeqCst), 0);
+
+    down.store(true, Ordering::SeqCst);
+    let e = rpc.block_number().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RpcError::WrongChain { found: 16, .. } | RpcError::Http(_)
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        other_calls.load(Ordering::SeqCst),
+        1,
+        "asked its chain id once, then left alone; never asked for data"
+    );
+    down.store(false, Ordering::SeqCst);
+    rpc.block_number()
+        .await
+        .expect("the first URL serves again");
+    assert_eq!(other_calls.load(Ordering::SeqCst), 1);
+}
+
+/// A proxy that refuses JSON-RPC batches (HTTP 400), as some providers do; counts them.
+async fn batch_refusing_proxy(
+    target: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = batches.clone();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(request): axum::Json<Value>| {
+            let (client, target, counted) = (client.clone(), target.clone(), counted.clone());
+            async move {
+                if request.is_array() {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    return (StatusCode::BAD_REQUEST, "batch requests are not supported")
+                        .into_response();
+                }
+                let answer: Value = client
+                    .post(&target)
+                    .json(&request)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                axum::Json(answer).into_response()
+            }
+        }),
+    );
+    let url = format!("{}/", crate::common::serve_local(app).await);
+    (url, batches)
+}
+
+both_scans! {
+    async fn a_node_that_refuses_batches_is_asked_one_call_at_a_time() {
+        use std::sync::atomic::Ordering;
+        let c = Chain::start().await;
+        let (url, batches) = batch_refusing_proxy(c.anvil.url.clone()).await;
+        let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+        net.rpc_urls = vec![url.into()];
+        let w = c.watcher_for(net);
+        tick(&w).await;
+        let s = c.create("BSC", "USDT", "10.00").await;
+        c.pay(&s, "10").await;
+        tick(&w).await;
+        let report = c.confirm(&w).await;
+        assert_eq!(report.credited, 1, "{report:?}");
+        assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+        assert_eq!(batches.load(Ordering::SeqCst), 1, "tried once, then never again");
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_refuses_the_finalized_tag_is_counted_by_depth_and_asked_again_later() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let c = MODES
+        .scope((Scan::Recipients, Finality::Tag), Chain::start())
+        .await;
+    let asked = std::sync::Arc::new(AtomicU64::new(0));
+    let a = asked.clone();
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(move |_, request: &Value, answer: Value| {
+            if request["params"][0] == "finalized" {
+                a.fetch_add(1, Ordering::SeqCst);
+                return Some(json!({"jsonrpc": "2.0", "id": answer["id"],
+                    "error": {"code": -32602, "message": "invalid block number"}}));
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.pay(&s, "10").await;
+    tick(&w).await;
+    let report = c.confirm(&w).await;
+    assert_eq!(
+        report.credited, 1,
+        "credited at its confirmations: {report:?}"
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "not asked again for a while"
+    );
+}
+
+#[tokio::test]
+async fn by_tag_a_transfer_waits_for_the_finalized_block_whatever_its_confirmations() {
+    let c = MODES
+        .scope((Scan::Recipients, Finality::Tag), Chain::start())
+        .await;
+    let pinned: std::sync::Arc<std::sync::Mutex<Option<Value>>> = Default::default();
+    let p = pinned.clone();
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(move |_, request: &Value, mut answer: Value| {
+            if request["params"][0] == "finalized" {
+                if let Some(header) = p.lock().unwrap().clone() {
+                    answer["result"] = header;
+                }
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    // Finality stalls just before the payment's block.
+    let before = c
+        .anvil
+        .rpc("eth_getBlockByNumber", json!(["latest", false]))
+        .await;
+    *pinned.lock().unwrap() = Some(before.clone());
+    c.pay(&s, "10").await;
+    c.anvil.mine(20).await;
+    for _ in 0..2 {
+        let report = tick(&w).await;
+        assert_eq!(report.credited, 0, "{report:?}");
+        assert_eq!(
+            report.final_limit,
+            checkout_server::chain::rpc::parse_quantity(before["number"].as_str().unwrap())
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        c.session(&id(&s)).await["status"],
+        "Pending",
+        "seen, not final"
+    );
+    // Finality resumes.
+    *pinned.lock().unwrap() = None;
+    let report = tick(&w).await;
+    assert_eq!(report.credited, 1, "{report:?}");
+    assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}
+
+both_scans! {
+    async fn a_caught_up_cycle_makes_one_request_and_one_more_when_blocks_came() {
+        let c = Chain::start().await;
+        let w = c.watcher(Network::Bsc);
+        tick(&w).await;
+        let s = c.create("BSC", "USDT", "10.00").await;
+        c.anvil.mine(1).await;
+        tick(&w).await;
+        let idle = tick(&w).await;
+        assert_eq!(idle.rpc_calls, 1, "the head, the final block and finality in one batch: {idle:?}");
+        c.pay(&s, "10").await;
+        let seen = tick(&w).await;
+        assert_eq!(seen.recorded, 1);
+        assert_eq!(seen.rpc_calls, 2, "and the new blocks' logs with their headers: {seen:?}");
+        assert_eq!(
+            seen.scanned.map(|(from, _)| from),
+            Some(idle.head + 1),
+            "only the new blocks: the last one scanned still holds"
+        );
+        c.anvil.mine(CONFIRMATIONS).await;
+        let credited = tick(&w).await;
+        assert_eq!(credited.credited, 1);
+        assert_eq!(credited.rpc_calls, 3, "and the receipt: {credited:?}");
+    }
 }
