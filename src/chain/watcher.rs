@@ -373,21 +373,24 @@ impl Watcher {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(scanned.saturating_sub(depth))
             .min(scanned);
-        // One request: the head, the final block's header (checked against its recorded
-        // hash), the last scanned block's header (unchanged: nothing below it changed either,
-        // so only newer blocks need scanning) and, by tag, the node's finalized block.
+        // One request: the head, the last scanned block's header (while it keeps its hash,
+        // nothing below it changed: the final block holds and only newer blocks need
+        // scanning) or, without one, the final block's header (checked against its recorded
+        // hash), and, by tag, the node's finalized block.
         let by_tag = self.net.finality == Finality::Tag && !self.tag_refused();
+        let scanned_hash = cursor.as_ref().and_then(|c| c.block_hash.clone());
+        let check_scanned = scanned > recorded_final && scanned_hash.is_some();
+        let checked = if check_scanned {
+            scanned
+        } else {
+            recorded_final
+        };
         let mut calls = vec![
             Call::block_number(),
-            Call::header(BlockTag::Number(recorded_final)),
+            Call::header(BlockTag::Number(checked)),
         ];
         if by_tag {
             calls.push(Call::header(BlockTag::Finalized));
-        }
-        let scanned_hash = cursor.as_ref().and_then(|c| c.block_hash.clone());
-        let check_scanned = scanned > recorded_final && scanned_hash.is_some();
-        if check_scanned {
-            calls.push(Call::header(BlockTag::Number(scanned)));
         }
         let mut answers = self.rpc.batch(&calls).await?.into_iter();
         let mut next = || {
@@ -398,12 +401,20 @@ impl Watcher {
         let head = next().and_then(|raw| parse_block_number(&raw))?;
         to_i64(head)?;
         report.head = head;
-        let final_answer = next().and_then(|raw| parse_header(&raw));
+        let checked_answer = next().and_then(|raw| parse_header(&raw));
         let tip = self.tip(head, recorded_final, by_tag.then(&mut next));
         let scanned_holds = check_scanned
-            && next()
-                .and_then(|raw| parse_header(&raw))
-                .is_ok_and(|h| h.is_some_and(|h| Some(h.hash.to_string()) == scanned_hash));
+            && checked_answer.as_ref().is_ok_and(|h| {
+                h.as_ref()
+                    .is_some_and(|h| Some(h.hash.to_string()) == scanned_hash)
+            });
+        // The final block's header, where it is still to be checked (`None`: it holds).
+        let final_answer = match (scanned_holds, check_scanned) {
+            (true, _) => None,
+            (false, false) => Some(checked_answer),
+            // The last scanned block changed (a reorg, a lagging node): check the final one.
+            (false, true) => Some(self.rpc.block(recorded_final).await),
+        };
         report.final_limit = tip.final_limit;
         if head < recorded_final {
             // The node is behind our own final block (a failover to a lagging node): nothing
@@ -486,16 +497,21 @@ impl Watcher {
     async fn scan(
         &self,
         recorded_final: u64,
-        final_answer: Result<Option<BlockHeader>, RpcError>,
+        final_answer: Option<Result<Option<BlockHeader>, RpcError>>,
         scanned: Scanned,
         tip: &Tip,
         report: &mut TickReport,
     ) -> Result<(), WatchError> {
         let head = tip.head;
-        let recorded_header = self.expect_header(recorded_final, final_answer)?;
-        let (mut final_block, mut final_header) =
-            self.check_final(recorded_final, recorded_header).await?;
-        if final_block < recorded_final {
+        let (mut final_block, mut final_header) = match final_answer {
+            None => (recorded_final, None),
+            Some(answer) => {
+                let recorded_header = self.expect_header(recorded_final, answer)?;
+                let (number, header) = self.check_final(recorded_final, recorded_header).await?;
+                (number, Some(header))
+            }
+        };
+        if let (true, Some(final_header)) = (final_block < recorded_final, &final_header) {
             report.rewound_to = Some(final_block);
             // Expiry must not run ahead of the rescan on the old fork's times.
             if !db::rewind_final(
@@ -504,13 +520,13 @@ impl Watcher {
                 self.livemode,
                 self.owner,
                 to_i64(final_block)?,
-                block_time(&final_header)?,
+                block_time(final_header)?,
             )
             .await?
             {
                 return Err(WatchError::LostLease);
             }
-        } else if scanned.number >= head {
+        } else if scanned.holds && scanned.number >= head {
             return Ok(());
         }
 
@@ -539,7 +555,7 @@ impl Watcher {
             let end = to.min(start.saturating_add(self.net.max_block_range - 1));
             let new_final = final_block.max(end.min(scan_final));
             let known_final = if new_final == final_block {
-                Some(final_header.clone())
+                final_header.clone()
             } else {
                 tip.final_header.clone().filter(|h| h.number == new_final)
             };
@@ -566,7 +582,8 @@ impl Watcher {
                 Some(known) => known,
                 None => self.expect_header(new_final, headers.next().unwrap_or_else(missing))?,
             };
-            let known = [&header, &new_final_header, &final_header];
+            let mut known = vec![&header, &new_final_header];
+            known.extend(final_header.as_ref());
             let (transfers, anomalies) = self.match_logs(&logs, &known).await?;
             report.logs += logs.len();
             report.anomalies += anomalies.len();
@@ -575,7 +592,7 @@ impl Watcher {
                 .await?;
             report.scanned = Some((from, end));
             final_block = new_final;
-            final_header = new_final_header;
+            final_header = Some(new_final_header);
             start = end + 1;
         }
         if report.recorded > 0 {
