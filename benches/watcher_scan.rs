@@ -78,7 +78,9 @@ struct Chain {
     token: [u8; 20],
     /// Per block: its logs, serialized, comma-separated.
     logs: Vec<String>,
-    receipts: HashMap<String, Bytes>,
+    /// Receipts' results, serialized.
+    receipts: HashMap<String, String>,
+    /// `eth_getLogs` answers by id and params.
     cache: Mutex<HashMap<String, Bytes>>,
     calls: AtomicU64,
 }
@@ -87,8 +89,11 @@ fn block_hash(n: u64) -> B256 {
     keccak256(n.to_be_bytes())
 }
 
-fn envelope(result: Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "result": result})).unwrap())
+/// A response to the request with `id`; `result` is serialized JSON.
+fn envelope(id: &Value, result: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
+    ))
 }
 
 /// A block's timestamp on the stub chain.
@@ -125,12 +130,13 @@ impl Chain {
             }
             receipts.insert(
                 tx.to_string(),
-                envelope(json!({
+                json!({
                     "status": "0x1",
                     "blockHash": block_hash(block).to_string(),
                     "blockNumber": quantity(block),
                     "logs": [log.clone()],
-                })),
+                })
+                .to_string(),
             );
             logs[(block - START) as usize].push(log.to_string());
         }
@@ -145,26 +151,49 @@ impl Chain {
         }
     }
 
+    /// One HTTP request: a single call or a JSON-RPC batch (an array, answered in kind).
     fn answer(&self, body: &[u8]) -> Bytes {
+        match serde_json::from_slice::<Value>(body).unwrap() {
+            Value::Array(batch) => {
+                let mut out = b"[".to_vec();
+                for (i, req) in batch.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&self.answer_one(req));
+                }
+                out.push(b']');
+                Bytes::from(out)
+            }
+            req => self.answer_one(&req),
+        }
+    }
+
+    fn answer_one(&self, req: &Value) -> Bytes {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let req: Value = serde_json::from_slice(body).unwrap();
+        let id = &req["id"];
         let params = &req["params"];
-        let number = |v: &Value| {
-            checkout_server::chain::rpc::parse_quantity(v.as_str().unwrap_or("")).unwrap_or(0)
+        let head = self.head.load(Ordering::SeqCst);
+        let number = |v: &Value| match v.as_str().unwrap_or("") {
+            "latest" => head,
+            // The newest block with its confirmations.
+            "finalized" => head.saturating_sub(u64::from(CONFIRMATIONS) - 1),
+            n => checkout_server::chain::rpc::parse_quantity(n).unwrap_or(0),
         };
+        let reply = |result: Value| envelope(id, &result.to_string());
         match req["method"].as_str().unwrap_or("") {
-            "eth_chainId" => envelope(json!("0x38")),
-            "eth_blockNumber" => envelope(json!(quantity(self.head.load(Ordering::SeqCst)))),
+            "eth_chainId" => reply(json!("0x38")),
+            "eth_blockNumber" => reply(json!(quantity(head))),
             "eth_getBlockByNumber" => {
                 let n = number(&params[0]);
-                envelope(json!({
+                reply(json!({
                     "number": quantity(n),
                     "hash": block_hash(n).to_string(),
                     "timestamp": quantity(timestamp(n)),
                 }))
             }
             "eth_getLogs" => {
-                let key = params.to_string();
+                let key = format!("{id} {params}");
                 if let Some(hit) = self.cache.lock().unwrap().get(&key) {
                     return hit.clone();
                 }
@@ -179,18 +208,16 @@ impl Chain {
                     .map(|b| self.logs[(b - START) as usize].as_str())
                     .filter(|l| !l.is_empty())
                     .collect();
-                let bytes = Bytes::from(format!(
-                    r#"{{"jsonrpc":"2.0","id":1,"result":[{}]}}"#,
-                    logs.join(",")
-                ));
+                let bytes = envelope(id, &format!("[{}]", logs.join(",")));
                 self.cache.lock().unwrap().insert(key, bytes.clone());
                 bytes
             }
-            "eth_getTransactionReceipt" => self
-                .receipts
-                .get(params[0].as_str().unwrap_or(""))
-                .cloned()
-                .unwrap_or_else(|| envelope(Value::Null)),
+            "eth_getTransactionReceipt" => envelope(
+                id,
+                self.receipts
+                    .get(params[0].as_str().unwrap_or(""))
+                    .map_or("null", String::as_str),
+            ),
             other => panic!("unexpected {other}"),
         }
     }
