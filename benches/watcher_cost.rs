@@ -3,8 +3,8 @@
 //! The stub chain carries 70 unrelated USDT transfers per block and 100 payments of exactly
 //! 10 USDT to watched addresses in random blocks of the first 1,000; 1,000, 10,000 and 100,000
 //! open TRON sessions are watched, with `scan = "recipients"` and `scan = "contract"`. The
-//! watcher runs caught up: the head grows by one block, then one cycle runs. Every payment must
-//! be credited, or the bench fails.
+//! watcher runs caught up at TRON's default poll interval (6 s): the head grows by two blocks,
+//! then one cycle runs. Every payment must be credited, or the bench fails.
 //!
 //! The node is a stub of java-tron's `/jsonrpc` in this process (its own thread), with its
 //! limits (5,000-block ranges, 1,000 topics per position, 10,000 results, batches of 100), so
@@ -43,6 +43,8 @@ const BLOCKS: u64 = 1_000;
 const TAIL: u64 = 20;
 /// Blocks the watcher sees arrive, one cycle each.
 const CHAIN_BLOCKS: u64 = BLOCKS + TAIL;
+/// TRON's default poll interval (6 s) over 3 s blocks: a cycle sees two new blocks.
+const BLOCKS_PER_CYCLE: u64 = 2;
 const BLOCKS_PER_HOUR: u64 = 1_200;
 const BLOCK_SECONDS: u64 = 3;
 const UNRELATED_PER_BLOCK: usize = 70;
@@ -822,7 +824,7 @@ async fn run_in(
 rpc_urls = ["{}"]
 chain_id = {CHAIN_ID}
 confirmations = {CONFIRMATIONS}
-poll_interval_ms = 3000
+poll_interval_ms = 6000
 scan = "{mode}"
 tokens.USDT = {{ contract = "{}", decimals = 6 }}
 "#,
@@ -855,8 +857,11 @@ tokens.USDT = {{ contract = "{}", decimals = 6 }}
         paid_sessions: 0,
         errors: Vec::new(),
     };
-    // The first cycle starts at the head (START - 1); then one cycle per new block.
-    for head in (START - 1)..START + CHAIN_BLOCKS {
+    // The first cycle starts at the head (START - 1); then one cycle per poll interval.
+    let heads = std::iter::once(START - 1).chain(
+        (START + BLOCKS_PER_CYCLE - 1..START + CHAIN_BLOCKS).step_by(BLOCKS_PER_CYCLE as usize),
+    );
+    for head in heads {
         chain.head.store(head, Ordering::SeqCst);
         match watcher.tick().await {
             Ok(report) => {
@@ -1000,7 +1005,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "TRON USDT: {UNRELATED_PER_BLOCK} unrelated transfers per block + {PAYMENTS} payments of 10 USDT \
          in the first {BLOCKS} blocks; {CHAIN_BLOCKS} blocks ({} min of chain), one watcher cycle per \
-         new block, {CONFIRMATIONS} confirmations; stub java-tron node",
+         {BLOCKS_PER_CYCLE} new blocks (TRON's default 6 s poll), finality by the solidified block \
+         (head - 18); stub java-tron node",
         CHAIN_BLOCKS * BLOCK_SECONDS / 60
     );
     println!(

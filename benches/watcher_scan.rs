@@ -353,7 +353,9 @@ async fn one_size(
         r#"
 [networks.BSC.test]
 rpc_urls = ["{stub}"]
+chain_id = 56
 confirmations = {CONFIRMATIONS}
+finality = "depth"
 # The stub node answers every transfer of the token (it does not filter on topics).
 scan = "contract"
 tokens.USDT = {{ contract = "{}", decimals = 18 }}

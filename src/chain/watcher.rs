@@ -18,8 +18,9 @@
 //!
 //! Requests per caught-up cycle: one when no block came, two when some did, plus one batch of
 //! receipts when transfers are due and, on nodes whose logs carry no `blockTimestamp` (TRON),
-//! one batch of headers for the blocks holding payments. None depends on how many sessions
-//! are open.
+//! one batch of headers for the blocks holding payments. With `scan = "recipients"` a batch
+//! holds one `eth_getLogs` per `max_addresses_per_call` watched addresses (a request per 100
+//! calls); otherwise nothing depends on how many sessions are open.
 
 use super::rpc::{
     parse_block_number, parse_header, Answer, BlockHeader, BlockTag, Call, EndpointSpec, Log,
