@@ -2,7 +2,7 @@
 //!
 //! The stub chain carries 70 unrelated USDT transfers per block and 100 payments of exactly
 //! 10 USDT to watched addresses in random blocks of the first 1,000; 1,000, 10,000 and 100,000
-//! open TRON sessions are watched, with `scan = "recipients"` and `scan = "contract"`. The
+//! open TRON sessions are watched, with `scan = "recipients"`, `"contract"` and `"auto"`. The
 //! watcher runs caught up at TRON's default poll interval (6 s): the head grows by two blocks,
 //! then one cycle runs. Every payment must be credited, or the bench fails.
 //!
@@ -1022,7 +1022,7 @@ async fn main() -> anyhow::Result<()> {
     println!();
     print_header();
     let mut runs = Vec::new();
-    for mode in ["recipients", "contract"] {
+    for mode in ["recipients", "contract", "auto"] {
         for watched in [1_000, 10_000, 100_000] {
             eprintln!("running scan = {mode}, {watched} watched ...");
             let r = run(&admin_url, &admin, mode, watched).await?;

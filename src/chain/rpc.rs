@@ -50,6 +50,8 @@ pub enum RpcError {
 pub const MAX_BATCH: usize = 100;
 /// Batch requests sent at once when a batch has more calls than [`MAX_BATCH`].
 const BATCH_CONCURRENCY: usize = 4;
+/// How long calls go one by one after a node refused a batch, before batches are tried again.
+const BATCH_RETRY: Duration = Duration::from_secs(3600);
 /// How long a URL that serves another chain is left alone before it is asked again.
 const WRONG_CHAIN_PAUSE: Duration = Duration::from_secs(300);
 
@@ -215,8 +217,10 @@ pub struct RpcClient {
     max_block_range: u64,
     /// Answers larger than this are refused (a log query then asks for half the range).
     max_response_bytes: usize,
-    /// Several calls go in one JSON-RPC batch request (off once a node refuses one).
+    /// Several calls go in one JSON-RPC batch request.
     batches: AtomicBool,
+    /// A node refused a batch: calls go one by one until then.
+    batches_refused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// With a chain id: each URL is checked before it serves, and again after each failover.
     chain_id: Option<u64>,
     /// The URL whose chain id was checked last (`usize::MAX`: none yet).
@@ -448,6 +452,23 @@ struct Envelope<T> {
     result: Option<T>,
     #[serde(default)]
     error: Option<Value>,
+    /// java-tron's own limiter answers `{"Error": "lack of computing resources"}`, no envelope.
+    #[serde(default, rename = "Error")]
+    bare_error: Option<Value>,
+}
+
+/// A body with no JSON-RPC envelope but java-tron's `{"Error": …}`: its limiter, or a failure.
+fn bare_error(error: &Value) -> RpcError {
+    let text = error
+        .as_str()
+        .map_or_else(|| error.to_string(), str::to_owned);
+    if says_rate_limited(&text) || text.to_ascii_lowercase().contains("computing resources") {
+        return RpcError::RateLimited { retry_after: None };
+    }
+    RpcError::Node {
+        code: 0,
+        message: text.chars().take(300).collect(),
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
@@ -510,6 +531,7 @@ impl RpcClient {
             max_block_range: max_block_range.max(1),
             max_response_bytes: MAX_RESPONSE_BYTES,
             batches: AtomicBool::new(true),
+            batches_refused_until: std::sync::Mutex::new(None),
             chain_id: None,
             checked: AtomicUsize::new(usize::MAX),
             calls: AtomicU64::new(0),
@@ -605,6 +627,9 @@ impl RpcClient {
             serde_json::from_slice(&body).map_err(|e| malformed(method, e.to_string()))?;
         if let Some(error) = envelope.error.filter(|e| !e.is_null()) {
             return Err(node_error(&error));
+        }
+        if let (None, Some(error)) = (&envelope.result, &envelope.bare_error) {
+            return Err(bare_error(error));
         }
         envelope
             .result
@@ -734,6 +759,13 @@ impl RpcClient {
                     last = Some(RpcError::RateLimited { retry_after });
                 }
                 Err(e @ RpcError::WrongChain { .. }) => {
+                    // A concurrent call may have passed this URL meanwhile: it is checked again.
+                    let _ = self.checked.compare_exchange(
+                        index,
+                        usize::MAX,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     tracing::error!(method, url = index, error = %e, "RPC URL serves another chain; not asked for {} s", WRONG_CHAIN_PAUSE.as_secs());
                     endpoint.pause(WRONG_CHAIN_PAUSE);
                     last = Some(e);
@@ -869,7 +901,7 @@ impl RpcClient {
     /// same failover as single calls); one by one where the node does not take batches. An
     /// error of the request itself is the `Err`; each call's own error is in its answer.
     pub async fn batch(&self, calls: &[Call]) -> Result<Vec<Answer>, RpcError> {
-        if calls.len() > 1 && self.batches.load(Ordering::Relaxed) {
+        if calls.len() > 1 && self.batches_allowed() {
             // Futures collected first: a stream over a borrowing closure would not be `Send`.
             let requests: Vec<_> = calls
                 .chunks(MAX_BATCH)
@@ -884,8 +916,10 @@ impl RpcClient {
                 match group {
                     Ok(answers) => out.extend(answers),
                     Err(RpcError::BatchRefused) => {
-                        tracing::warn!("the RPC node refused a JSON-RPC batch: sending calls one by one from now on (set batch = false for this network to skip the try)");
-                        self.batches.store(false, Ordering::Relaxed);
+                        tracing::warn!(hours = BATCH_RETRY.as_secs() / 3600, "the RPC node refused a JSON-RPC batch: sending calls one by one meanwhile (batch = false skips the try)");
+                        if let Ok(mut until) = self.batches_refused_until.lock() {
+                            *until = Some(tokio::time::Instant::now() + BATCH_RETRY);
+                        }
                         return self.one_by_one(calls).await;
                     }
                     Err(e) => return Err(e),
@@ -894,6 +928,13 @@ impl RpcClient {
             return Ok(out);
         }
         self.one_by_one(calls).await
+    }
+
+    fn batches_allowed(&self) -> bool {
+        self.batches.load(Ordering::Relaxed)
+            && self.batches_refused_until.lock().map_or(true, |until| {
+                until.is_none_or(|u| u <= tokio::time::Instant::now())
+            })
     }
 
     async fn one_by_one(&self, calls: &[Call]) -> Result<Vec<Answer>, RpcError> {
@@ -928,12 +969,17 @@ impl RpcClient {
             .map(|(i, c)| json!({ "jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params }))
             .collect();
         let bytes = match self.post(endpoint, &Value::Array(body)).await {
+            // Too large a request: sent in halves.
+            Err(RpcError::Http(StatusCode::PAYLOAD_TOO_LARGE)) => {
+                return Err(RpcError::TooLarge {
+                    limit: self.max_response_bytes,
+                })
+            }
             // Some nodes and proxies answer a batch they do not take with one of these.
             Err(RpcError::Http(
                 StatusCode::BAD_REQUEST
                 | StatusCode::NOT_FOUND
                 | StatusCode::METHOD_NOT_ALLOWED
-                | StatusCode::PAYLOAD_TOO_LARGE
                 | StatusCode::UNSUPPORTED_MEDIA_TYPE
                 | StatusCode::NOT_IMPLEMENTED,
             )) => return Err(RpcError::BatchRefused),
@@ -941,18 +987,21 @@ impl RpcClient {
         };
         let items: Vec<Item> = match serde_json::from_slice(&bytes) {
             Ok(items) => items,
-            Err(_) => {
-                // One object instead of a list: the node does not take batches (or it limits us).
-                let single: Result<Envelope<Value>, _> = serde_json::from_slice(&bytes);
-                if let Ok(Envelope {
-                    error: Some(error), ..
-                }) = single
-                {
-                    if let RpcError::RateLimited { .. } = node_error(&error) {
-                        return Err(RpcError::RateLimited { retry_after: None });
-                    }
-                }
-                return Err(RpcError::BatchRefused);
+            Err(e) => {
+                // One JSON-RPC error object instead of a list: the node does not take batches,
+                // or it limits us. Anything else is a failed answer, tried again as any other.
+                let single: Envelope<Value> = serde_json::from_slice(&bytes)
+                    .map_err(|_| malformed("batch", e.to_string()))?;
+                return Err(
+                    match (single.error.filter(|e| !e.is_null()), single.bare_error) {
+                        (Some(error), _) => match node_error(&error) {
+                            limited @ RpcError::RateLimited { .. } => limited,
+                            _ => RpcError::BatchRefused,
+                        },
+                        (None, Some(error)) => bare_error(&error),
+                        (None, None) => malformed("batch", "neither a list nor an error"),
+                    },
+                );
             }
         };
         let mut out: Vec<Answer> = calls
@@ -983,35 +1032,43 @@ impl RpcClient {
         Ok(out)
     }
 
-    /// Transfer logs in `[from, to]` (as [`Self::transfer_logs`]) and the headers of
-    /// `headers`, in one batch request where the range fits one query: the headers then come
-    /// from the node that answered the logs, so a node lagging behind `to` shows as a missing
-    /// header rather than as an empty answer taken for "nothing there".
+    /// Transfer logs in each of `ranges` (as [`Self::transfer_logs`]) and the headers of
+    /// `headers`, in one batch request where every range fits one query: the headers then
+    /// come with the logs (one node, where the provider sends a batch to one), so a node
+    /// lagging behind a range shows as a missing header rather than as an empty answer taken
+    /// for "nothing there".
     pub async fn logs_and_headers(
         &self,
         contracts: &[[u8; 20]],
         recipients: Option<(&[[u8; 20]], usize)>,
-        from: u64,
-        to: u64,
+        ranges: &[(u64, u64)],
         headers: &[u64],
     ) -> Result<(Vec<Log>, Vec<Result<Option<BlockHeader>, RpcError>>), RpcError> {
-        if to.saturating_sub(from) < self.max_block_range {
-            let filters = log_filters(contracts, recipients);
-            let mut calls: Vec<Call> = filters
+        let filters = log_filters(contracts, recipients);
+        if ranges
+            .iter()
+            .all(|(from, to)| to.saturating_sub(*from) < self.max_block_range)
+        {
+            let asked: Vec<(u64, u64, Call)> = ranges
                 .iter()
-                .map(|filter| logs_call(filter, from, to))
+                .flat_map(|&(from, to)| {
+                    filters
+                        .iter()
+                        .map(move |filter| (from, to, logs_call(filter, from, to)))
+                })
                 .collect();
+            let mut calls: Vec<Call> = asked.iter().map(|(_, _, call)| call.clone()).collect();
             calls.extend(headers.iter().map(|n| Call::header(BlockTag::Number(*n))));
             match self.batch(&calls).await {
                 Ok(mut answers) => {
-                    let header_answers = answers.split_off(filters.len());
+                    let header_answers = answers.split_off(asked.len());
                     let smaller = answers
                         .iter()
                         .any(|a| a.as_ref().is_err_and(RpcError::asks_for_a_smaller_range));
                     if !smaller {
                         let mut logs = Vec::new();
-                        for answer in answers {
-                            logs.extend(parse_logs(&answer?, from, to)?);
+                        for ((from, to, _), answer) in asked.iter().zip(answers) {
+                            logs.extend(parse_logs(&answer?, *from, *to)?);
                         }
                         let headers = header_answers
                             .into_iter()
@@ -1025,7 +1082,10 @@ impl RpcClient {
             }
         }
         // Too wide or too heavy for one query: split, then the headers.
-        let logs = self.transfer_logs(contracts, recipients, from, to).await?;
+        let mut logs = Vec::new();
+        for &(from, to) in ranges {
+            logs.extend(self.transfer_logs(contracts, recipients, from, to).await?);
+        }
         Ok((logs, self.headers(headers).await?))
     }
 

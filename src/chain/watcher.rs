@@ -3,15 +3,17 @@
 //! Each cycle (`tick`):
 //! 1. takes or renews the network's lease, and renews it every lease/3 while the cycle runs
 //!    (a cycle whose renewal fails is cancelled);
-//! 2. asks, in one batch request, for the head, the final block's header, the last scanned
-//!    block's header and (`finality = "tag"`) the node's `finalized` block;
-//! 3. checks that the final block still has the hash it had; if not, walks back to the newest
-//!    checkpoint that matches;
-//! 4. scans the new blocks (from above the last scanned one while it still holds, else from
-//!    above the final one, so a block scanned before it was final is scanned again after a
-//!    reorg): one batch request per `max_block_range` holding the `eth_getLogs` and the
-//!    headers needed, matched against pay addresses with one indexed query, each chunk
-//!    committed with the cursor (progress survives a lost lease);
+//! 2. asks, in one batch request, for the head, the last scanned block's header (or, without
+//!    one, the final block's) and (`finality = "tag"`) the node's `finalized` block;
+//! 3. while the last scanned block keeps its hash, so does every block below it; otherwise
+//!    checks that the final block still has the hash it had, and if not walks back to the
+//!    newest checkpoint that matches;
+//! 4. scans the new blocks (from above the last scanned one while it holds, else from above
+//!    the final one) and, in the same request, again the blocks becoming final, so every block
+//!    is final only once scanned in the request that names the new final block: one batch
+//!    request per `max_block_range` holding the `eth_getLogs` and the headers needed, matched
+//!    against pay addresses with one indexed query, each chunk committed with the cursor
+//!    (progress survives a lost lease);
 //! 5. settles each transfer whose block is final on its own (receipt succeeded, still in the
 //!    block it was seen in): a failing one is counted and retried next cycle, and never holds
 //!    back the others. One session's transfers are credited in block order.
@@ -44,6 +46,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -166,6 +169,8 @@ pub struct Watcher {
     chain_checked: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
     /// The node refused the `finalized` tag: finality by depth until then.
     tag_refused_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The highest `finalized` block the node named (what stands when an answer is lost).
+    last_finalized: AtomicU64,
 }
 
 fn family_of(net: &NetworkConfig) -> ChainFamily {
@@ -228,6 +233,27 @@ fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
     time_of(header.number, header.timestamp)
 }
 
+/// A node's answer that means it does not serve the `finalized` tag (java-tron before 4.8
+/// answers -32602), as opposed to a lost or failed answer.
+fn refuses_tag(e: &RpcError) -> bool {
+    match e {
+        RpcError::Node { code, message } => {
+            let m = message.to_ascii_lowercase();
+            matches!(code, -32602 | -32601)
+                || [
+                    "finalized",
+                    "invalid block",
+                    "unknown block",
+                    "not supported",
+                    "tag",
+                ]
+                .iter()
+                .any(|needle| m.contains(needle))
+        }
+        _ => false,
+    }
+}
+
 fn to_i64(n: u64) -> Result<i64, WatchError> {
     i64::try_from(n).map_err(|_| WatchError::OutOfRange(n))
 }
@@ -275,6 +301,7 @@ impl Watcher {
             net: net.clone(),
             chain_checked: std::sync::Mutex::new(None),
             tag_refused_until: std::sync::Mutex::new(None),
+            last_finalized: AtomicU64::new(0),
         })
     }
 
@@ -403,18 +430,26 @@ impl Watcher {
         to_i64(head)?;
         report.head = head;
         let checked_answer = next().and_then(|raw| parse_header(&raw));
-        let tip = self.tip(head, recorded_final, by_tag.then(&mut next));
+        let tip = self.tip(head, by_tag.then(&mut next));
         let scanned_holds = check_scanned
             && checked_answer.as_ref().is_ok_and(|h| {
                 h.as_ref()
                     .is_some_and(|h| Some(h.hash.to_string()) == scanned_hash)
             });
-        // The final block's header, where it is still to be checked (`None`: it holds).
-        let final_answer = match (scanned_holds, check_scanned) {
-            (true, _) => None,
-            (false, false) => Some(checked_answer),
+        // The final block: as recorded where the last scanned block holds (so does every
+        // block below it), else its header, to be checked against its checkpoint.
+        let recorded_header = match scanned_holds {
+            true => {
+                self.recorded_final_header(recorded_final, cursor.as_ref())
+                    .await?
+            }
+            false => None,
+        };
+        let final_answer = match (&recorded_header, check_scanned) {
+            (Some(header), _) => Ok(Some(header.clone())),
+            (None, false) => checked_answer,
             // The last scanned block changed (a reorg, a lagging node): check the final one.
-            (false, true) => Some(self.rpc.block(recorded_final).await),
+            (None, true) => self.rpc.block(recorded_final).await,
         };
         report.final_limit = tip.final_limit;
         if head < recorded_final {
@@ -440,6 +475,27 @@ impl Watcher {
         Ok(report)
     }
 
+    /// The final block as the cursor recorded it (number, checkpoint hash, time), or `None`
+    /// where the record is incomplete (its header is then asked for).
+    async fn recorded_final_header(
+        &self,
+        number: u64,
+        cursor: Option<&db::CursorRow>,
+    ) -> Result<Option<BlockHeader>, WatchError> {
+        let Some(time) = cursor.and_then(|c| c.safe_time) else {
+            return Ok(None);
+        };
+        let hash = db::checkpoint(&self.db, self.network, self.livemode, to_i64(number)?).await?;
+        Ok(hash
+            .and_then(|h| B256::from_str(&h).ok())
+            .zip(u64::try_from(time.timestamp()).ok())
+            .map(|(hash, timestamp)| BlockHeader {
+                number,
+                hash,
+                timestamp,
+            }))
+    }
+
     fn tag_refused(&self) -> bool {
         self.tag_refused_until
             .lock()
@@ -450,8 +506,9 @@ impl Watcher {
 
     /// Which blocks are final: by depth, or by the node's `finalized` block (`finalized` is
     /// its answer, when asked). A node that refuses the tag is counted by depth (and not asked
-    /// again for a while); one whose answer did not arrive makes nothing newly final.
-    fn tip(&self, head: u64, recorded_final: u64, finalized: Option<Answer>) -> Tip {
+    /// again for a while); an answer that did not arrive, or names a block above the head,
+    /// makes nothing newly final (the last finalized block seen stands).
+    fn tip(&self, head: u64, finalized: Option<Answer>) -> Tip {
         let depth = u64::from(self.net.confirmations.max(1));
         let by_depth = Tip {
             head,
@@ -461,35 +518,35 @@ impl Watcher {
         let Some(answer) = finalized else {
             return by_depth;
         };
+        let last_seen = Tip {
+            head,
+            final_limit: self.last_finalized.load(Ordering::Relaxed).min(head),
+            final_header: None,
+        };
         match answer.and_then(|raw| parse_header(&raw)) {
-            Ok(Some(header)) if header.number <= head => Tip {
-                head,
-                final_limit: header.number,
-                final_header: Some(header),
-            },
-            // Finalized above the head: two nodes behind one URL; the head is final.
-            Ok(Some(_)) => Tip {
-                head,
-                final_limit: head,
-                final_header: None,
-            },
-            Ok(None) | Err(RpcError::Node { .. } | RpcError::Malformed { .. }) => {
-                tracing::warn!(watcher = %self.name(), minutes = TAG_RETRY.as_secs() / 60,
-                    "the node refused the `finalized` block tag: counting {depth} confirmations instead");
-                if let Ok(mut until) = self.tag_refused_until.lock() {
-                    *until = Some(std::time::Instant::now() + TAG_RETRY);
-                }
-                by_depth
-            }
-            Err(e) => {
-                tracing::debug!(watcher = %self.name(), error = %e, "no finalized block this cycle");
+            Ok(Some(header)) if header.number <= head => {
+                self.last_finalized
+                    .fetch_max(header.number, Ordering::Relaxed);
                 Tip {
                     head,
-                    final_limit: recorded_final.min(head),
-                    final_header: None,
+                    final_limit: header.number,
+                    final_header: Some(header),
                 }
             }
+            Ok(None) => self.refuse_tag(by_depth),
+            Err(e) if refuses_tag(&e) => self.refuse_tag(by_depth),
+            Ok(Some(_)) | Err(_) => last_seen,
         }
+    }
+
+    fn refuse_tag(&self, by_depth: Tip) -> Tip {
+        tracing::warn!(watcher = %self.name(), minutes = TAG_RETRY.as_secs() / 60,
+            confirmations = self.net.confirmations,
+            "the node refused the `finalized` block tag: counting confirmations instead");
+        if let Ok(mut until) = self.tag_refused_until.lock() {
+            *until = Some(std::time::Instant::now() + TAG_RETRY);
+        }
+        by_depth
     }
 
     /// Scans to the head, in chunks committed with the cursor: from above the last scanned
@@ -498,21 +555,16 @@ impl Watcher {
     async fn scan(
         &self,
         recorded_final: u64,
-        final_answer: Option<Result<Option<BlockHeader>, RpcError>>,
+        final_answer: Result<Option<BlockHeader>, RpcError>,
         scanned: Scanned,
         tip: &Tip,
         report: &mut TickReport,
     ) -> Result<(), WatchError> {
         let head = tip.head;
-        let (mut final_block, mut final_header) = match final_answer {
-            None => (recorded_final, None),
-            Some(answer) => {
-                let recorded_header = self.expect_header(recorded_final, answer)?;
-                let (number, header) = self.check_final(recorded_final, recorded_header).await?;
-                (number, Some(header))
-            }
-        };
-        if let (true, Some(final_header)) = (final_block < recorded_final, &final_header) {
+        let recorded_header = self.expect_header(recorded_final, final_answer)?;
+        let (mut final_block, mut final_header) =
+            self.check_final(recorded_final, recorded_header).await?;
+        if final_block < recorded_final {
             report.rewound_to = Some(final_block);
             // Expiry must not run ahead of the rescan on the old fork's times.
             if !db::rewind_final(
@@ -521,7 +573,7 @@ impl Watcher {
                 self.livemode,
                 self.owner,
                 to_i64(final_block)?,
-                block_time(final_header)?,
+                block_time(&final_header)?,
             )
             .await?
             {
@@ -555,36 +607,48 @@ impl Watcher {
         while start <= to {
             let end = to.min(start.saturating_add(self.net.max_block_range - 1));
             let new_final = final_block.max(end.min(scan_final));
-            let known_final = if new_final == final_block {
-                final_header.clone()
-            } else {
-                tip.final_header.clone().filter(|h| h.number == new_final)
-            };
+            // Blocks become final only when scanned in the request that names the new final
+            // block: those first scanned in an earlier cycle are scanned again now (whatever
+            // changed in between, or a node's answer that missed them, shows here).
+            let mut ranges = vec![(start, end)];
+            if final_block + 1 < start && new_final > final_block {
+                ranges.push((final_block + 1, new_final.min(start - 1)));
+            }
             let mut wanted = vec![end];
-            if new_final != end && known_final.is_none() {
+            if new_final != end && new_final != final_block {
                 wanted.push(new_final);
             }
             let (logs, headers) = self
                 .rpc
-                .logs_and_headers(&self.contracts, recipients, start, end, &wanted)
+                .logs_and_headers(&self.contracts, recipients, &ranges, &wanted)
                 .await?;
             let mut headers = headers.into_iter();
             let missing = || Err(RpcError::Transport("no answer".into()));
             let header = self.expect_header(end, headers.next().unwrap_or_else(missing))?;
-            // A reorg between the two calls: the logs of `end` are not from the header's block.
-            if logs
-                .iter()
-                .any(|l| l.block_number == end && l.block_hash != header.hash && !l.removed)
-            {
-                return Err(WatchError::ChangedDuringScan(end));
-            }
-            let new_final_header = match known_final {
-                _ if new_final == end => header.clone(),
-                Some(known) => known,
-                None => self.expect_header(new_final, headers.next().unwrap_or_else(missing))?,
+            let new_final_header = if new_final == end {
+                header.clone()
+            } else if new_final == final_block {
+                final_header.clone()
+            } else {
+                self.expect_header(new_final, headers.next().unwrap_or_else(missing))?
             };
-            let mut known = vec![&header, &new_final_header];
-            known.extend(final_header.as_ref());
+            // A reorg between the calls, or nodes on two forks: the logs of a block whose
+            // header we hold are not from that block.
+            for h in [&header, &new_final_header] {
+                if logs
+                    .iter()
+                    .any(|l| l.block_number == h.number && l.block_hash != h.hash && !l.removed)
+                {
+                    return Err(WatchError::ChangedDuringScan(h.number));
+                }
+            }
+            if let Some(tagged) = tip.final_header.as_ref() {
+                if tagged.number == new_final_header.number && tagged.hash != new_final_header.hash
+                {
+                    return Err(WatchError::ChangedDuringScan(new_final));
+                }
+            }
+            let known = [&header, &new_final_header, &final_header];
             let (transfers, anomalies) = self.match_logs(&logs, &known).await?;
             report.logs += logs.len();
             report.anomalies += anomalies.len();
@@ -593,7 +657,7 @@ impl Watcher {
                 .await?;
             report.scanned = Some((from, end));
             final_block = new_final;
-            final_header = Some(new_final_header);
+            final_header = new_final_header;
             start = end + 1;
         }
         if report.recorded > 0 {
@@ -603,7 +667,8 @@ impl Watcher {
     }
 
     /// In `Scan::Recipients`, the pay addresses to ask the node about (none: no call at all);
-    /// `None` in `Scan::Contract`, where every transfer of the tokens is fetched.
+    /// `None` in `Scan::Contract`, where every transfer of the tokens is fetched, and in
+    /// `Scan::Auto` when they do not fit in one call.
     async fn watched(&self) -> Result<Option<Vec<[u8; 20]>>, WatchError> {
         if self.net.scan == Scan::Contract {
             return Ok(None);
@@ -618,6 +683,9 @@ impl Watcher {
                 Err(m) => tracing::error!(watcher = %self.name(), address = %text, error = %m,
                     "a stored pay address does not parse; it is not watched"),
             }
+        }
+        if self.net.scan == Scan::Auto && addresses.len() > self.net.max_addresses_per_call {
+            return Ok(None);
         }
         Ok(Some(addresses))
     }
@@ -1123,9 +1191,9 @@ impl Watcher {
         if !in_place {
             // Gone from this position: a reorg re-included the transaction elsewhere (its log
             // indexes shift with the block), or dropped it. This row is settled as NotFound;
-            // the rescan of the blocks above the final one records the transfer again at its
-            // new position (reviving this row if the position is the same), where it waits
-            // for its own confirmations.
+            // the scan of its new block (again as that block becomes final) records the
+            // transfer at its new position (reviving this row if the position is the same),
+            // where it waits for its own block to be final.
             db::set_outcome(&self.db, transfer.id, TransactionStatus::NotFound).await?;
             tracing::info!(watcher = %self.name(), tx = %transfer.tx_hash,
                 "transfer no longer at its recorded position: recorded again where the rescan finds it");

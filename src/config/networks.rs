@@ -125,6 +125,10 @@ pub enum Scan {
     /// Every transfer of the token contracts, matched here: for nodes that cannot filter on
     /// topics.
     Contract,
+    /// `Recipients` while the watched addresses fit in one call (`max_addresses_per_call`),
+    /// `Contract` beyond: past that, sending the list each cycle costs more than receiving
+    /// every transfer on a busy token (TRON USDT: about 1,300 addresses).
+    Auto,
 }
 
 #[derive(Deserialize)]
@@ -179,7 +183,7 @@ pub(super) fn parse(
                 .entry((network, mode))
                 .or_insert_with(|| NetworkConfig::defaults(network, mode));
             net.apply(&prefix, raw_net)?;
-            // Caught up, a cycle rescans `confirmations` blocks: a smaller step never catches up.
+            // Blocks wait `confirmations` deep to be final: a smaller step never catches up.
             if net.max_blocks_per_scan < u64::from(net.confirmations) {
                 return Err(err(
                     format!("{prefix}.max_blocks_per_scan"),

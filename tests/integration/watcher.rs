@@ -93,6 +93,7 @@ impl Chain {
         let scan = match scan {
             Scan::Recipients => "recipients",
             Scan::Contract => "contract",
+            Scan::Auto => "auto",
         };
         let finality = match finality {
             Finality::Tag => "tag",
@@ -2262,4 +2263,166 @@ both_scans! {
         assert_eq!(credited.credited, 1);
         assert_eq!(credited.rpc_calls, 3, "and the receipt: {credited:?}");
     }
+}
+
+#[tokio::test]
+async fn auto_asks_for_the_recipients_while_they_fit_one_call_and_for_the_contract_beyond() {
+    let c = Chain::start().await;
+    let (w, requests) = watcher_logging_get_logs(&c, |net| {
+        net.scan = Scan::Auto;
+        net.max_addresses_per_call = 2;
+    })
+    .await;
+    tick(&w).await;
+    let first = c.create("BSC", "USDT", "10.00").await;
+    c.pay(&first, "10").await;
+    requests.lock().unwrap().clear();
+    assert_eq!(tick(&w).await.recorded, 1);
+    let asked = requests.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    for filter in &asked {
+        assert_eq!(recipients_of(filter), vec![Chain::address_of(&first)]);
+    }
+
+    let mut later = Vec::new();
+    for _ in 0..2 {
+        let s = c.create("BSC", "USDT", "10.00").await;
+        c.pay(&s, "10").await;
+        later.push(s);
+    }
+    requests.lock().unwrap().clear();
+    assert_eq!(
+        tick(&w).await.recorded,
+        2,
+        "three watched: the whole contract"
+    );
+    let asked = requests.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    for filter in &asked {
+        assert_eq!(
+            filter["topics"],
+            json!([checkout_server::chain::rpc::TRANSFER_TOPIC])
+        );
+    }
+    c.confirm(&w).await;
+    for s in std::iter::once(&first).chain(&later) {
+        assert_eq!(c.session(&id(s)).await["status"], "Paid");
+    }
+}
+
+both_scans! {
+    async fn a_block_whose_logs_a_node_missed_is_scanned_again_as_it_becomes_final() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let c = Chain::start().await;
+        // While armed with a block number, the first eth_getLogs answer covering that block
+        // comes back empty (a lagging backend, or TRON's blocks missing the log index).
+        let armed = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+        let a = armed.clone();
+        let w = watcher_behind_proxy(
+            &c,
+            std::sync::Arc::new(move |_, request: &Value, mut answer: Value| {
+                let target = a.load(Ordering::SeqCst);
+                if request["method"] == "eth_getLogs" && target != u64::MAX {
+                    let bound = |key: &str| {
+                        checkout_server::chain::rpc::parse_quantity(
+                            request["params"][0][key].as_str().unwrap(),
+                        )
+                        .unwrap()
+                    };
+                    if bound("fromBlock") <= target && target <= bound("toBlock") {
+                        a.store(u64::MAX, Ordering::SeqCst);
+                        answer["result"] = json!([]);
+                    }
+                }
+                Some(answer)
+            }),
+        )
+        .await;
+        tick(&w).await;
+        let s = c.create("BSC", "USDT", "10.00").await;
+        let tx = c.pay(&s, "10").await;
+        let receipt = c.anvil.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        let block =
+            checkout_server::chain::rpc::parse_quantity(receipt["blockNumber"].as_str().unwrap())
+                .unwrap();
+        armed.store(block, Ordering::SeqCst);
+        let missed = tick(&w).await;
+        assert_eq!(missed.recorded, 0, "the node's answer missed it: {missed:?}");
+        assert_eq!(armed.load(Ordering::SeqCst), u64::MAX, "the answer was emptied");
+        let report = c.confirm(&w).await;
+        assert_eq!((report.recorded, report.credited), (1, 1), "{report:?}");
+        assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+    }
+}
+
+#[tokio::test]
+async fn java_trons_own_limiter_answer_pauses_the_url_and_does_not_turn_batches_off() {
+    use checkout_server::chain::rpc::{EndpointSpec, RpcClient, RpcError};
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(|| async {
+            axum::Json(json!({ "Error": "lack of computing resources" }))
+        }),
+    );
+    let url = format!("{}/", crate::common::serve_local(app).await);
+    let spec = EndpointSpec {
+        url,
+        ..EndpointSpec::default()
+    };
+    let rpc = RpcClient::new(std::slice::from_ref(&spec), fast_retries(), 100).unwrap();
+    let e = rpc.block_number().await.unwrap_err();
+    assert!(matches!(e, RpcError::RateLimited { .. }), "{e}");
+    let rpc = RpcClient::new(&[spec], fast_retries(), 100).unwrap();
+    let e = rpc.headers(&[1, 2]).await.unwrap_err();
+    assert!(
+        matches!(e, RpcError::RateLimited { .. }),
+        "a limit, not a refused batch: {e}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_finalized_answer_makes_nothing_newly_final_and_the_tag_is_asked_again() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let c = MODES
+        .scope((Scan::Recipients, Finality::Tag), Chain::start())
+        .await;
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let asked = std::sync::Arc::new(AtomicU64::new(0));
+    let (f, a) = (failing.clone(), asked.clone());
+    let w = watcher_behind_proxy(
+        &c,
+        std::sync::Arc::new(move |_, request: &Value, answer: Value| {
+            if request["params"][0] == "finalized" {
+                a.fetch_add(1, Ordering::SeqCst);
+                if f.load(Ordering::SeqCst) {
+                    return Some(json!({"jsonrpc": "2.0", "id": answer["id"],
+                        "error": {"code": -32000, "message": "internal error"}}));
+                }
+            }
+            Some(answer)
+        }),
+    )
+    .await;
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    c.pay(&s, "10").await;
+    failing.store(true, Ordering::SeqCst);
+    c.anvil.mine(10).await;
+    let before = asked.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        let report = tick(&w).await;
+        assert_eq!(
+            report.credited, 0,
+            "not credited by depth meanwhile: {report:?}"
+        );
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        before + 2,
+        "asked every cycle"
+    );
+    assert_eq!(c.session(&id(&s)).await["status"], "Pending");
+    failing.store(false, Ordering::SeqCst);
+    let report = tick(&w).await;
+    assert_eq!(report.credited, 1, "{report:?}");
 }
