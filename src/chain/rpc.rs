@@ -1009,9 +1009,11 @@ impl RpcClient {
             .map(|c| Err(malformed(c.method, "no answer in the batch")))
             .collect();
         for item in items {
+            // Some proxies answer ids as strings.
             let Some(slot) = item
                 .id
                 .as_u64()
+                .or_else(|| item.id.as_str().and_then(|t| t.parse().ok()))
                 .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| out.get_mut(i))
             else {
