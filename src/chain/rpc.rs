@@ -930,6 +930,11 @@ impl RpcClient {
         self.one_by_one(calls).await
     }
 
+    /// Whether calls go in batch requests now (configured, and not refused lately).
+    pub fn batching(&self) -> bool {
+        self.batches_allowed()
+    }
+
     fn batches_allowed(&self) -> bool {
         self.batches.load(Ordering::Relaxed)
             && self.batches_refused_until.lock().map_or(true, |until| {

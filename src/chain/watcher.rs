@@ -610,12 +610,25 @@ impl Watcher {
             // Blocks become final only when scanned in the request that names the new final
             // block: those first scanned in an earlier cycle are scanned again now (whatever
             // changed in between, or a node's answer that missed them, shows here).
+            // One query over both ranges where that costs less: by recipient (the address
+            // list is sent once; only their transfers come back), or without batches (each
+            // call its own request). A contract scan asks for the two ranges apart, so the
+            // blocks between are not downloaded again.
+            let batching = self.rpc.batching();
             let mut ranges = vec![(start, end)];
             if final_block + 1 < start && new_final > final_block {
-                ranges.push((final_block + 1, new_final.min(start - 1)));
+                if batching && recipients.is_none() {
+                    ranges.push((final_block + 1, new_final.min(start - 1)));
+                } else {
+                    ranges[0].0 = final_block + 1;
+                }
             }
+            let tagged = tip
+                .final_header
+                .clone()
+                .filter(|h| h.number == new_final && !batching);
             let mut wanted = vec![end];
-            if new_final != end && new_final != final_block {
+            if new_final != end && new_final != final_block && tagged.is_none() {
                 wanted.push(new_final);
             }
             let (logs, headers) = self
@@ -629,6 +642,8 @@ impl Watcher {
                 header.clone()
             } else if new_final == final_block {
                 final_header.clone()
+            } else if let Some(tagged) = tagged {
+                tagged
             } else {
                 self.expect_header(new_final, headers.next().unwrap_or_else(missing))?
             };

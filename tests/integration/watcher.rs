@@ -2149,7 +2149,15 @@ both_scans! {
         let report = c.confirm(&w).await;
         assert_eq!(report.credited, 1, "{report:?}");
         assert_eq!(c.session(&id(&s)).await["status"], "Paid");
-        assert_eq!(batches.load(Ordering::SeqCst), 1, "tried once, then never again");
+        assert_eq!(batches.load(Ordering::SeqCst), 1, "tried once, then not for an hour");
+        c.anvil.mine(1).await;
+        let cycle = tick(&w).await;
+        assert_eq!(
+            cycle.rpc_calls, 5,
+            "the head, a header to check, finality (by tag) or the new final header (by \
+             depth), one eth_getLogs over the new and the newly final blocks, its last header: \
+             {cycle:?}"
+        );
     }
 }
 
