@@ -58,6 +58,8 @@ const RECEIPT_CONCURRENCY: usize = 8;
 const TAG_RETRY: Duration = Duration::from_secs(600);
 /// Checkpoints compared at most when walking back after a reorg below the final block.
 const WALK_BACK: i64 = 64;
+/// Block times kept in memory at most (blocks holding payments, newest kept).
+const BLOCK_TIMES_KEPT: usize = 4096;
 /// Transfers confirmed per cycle at most (the rest wait for the next cycle).
 const CONFIRM_BATCH: i64 = 2000;
 
@@ -171,6 +173,9 @@ pub struct Watcher {
     tag_refused_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// The highest `finalized` block the node named (what stands when an answer is lost).
     last_finalized: AtomicU64,
+    /// Times of blocks holding payments whose headers were fetched (TRON's logs carry none),
+    /// so scanning a block again does not ask for its header again.
+    block_times: std::sync::Mutex<std::collections::BTreeMap<u64, (B256, DateTime<Utc>)>>,
 }
 
 fn family_of(net: &NetworkConfig) -> ChainFamily {
@@ -302,6 +307,7 @@ impl Watcher {
             chain_checked: std::sync::Mutex::new(None),
             tag_refused_until: std::sync::Mutex::new(None),
             last_finalized: AtomicU64::new(0),
+            block_times: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -944,9 +950,14 @@ impl Watcher {
                 .find(|h| h.number == log.block_number && h.hash == log.block_hash)
             {
                 times.insert(log.block_number, block_time(h)?);
+            } else if let Some(time) = self.cached_time(log.block_number, &log.block_hash) {
+                times.insert(log.block_number, time);
             } else {
                 missing.insert(log.block_number, log.block_hash);
             }
+        }
+        if missing.is_empty() {
+            return Ok(times);
         }
         let numbers: Vec<u64> = missing.keys().copied().collect();
         let fetched = self.rpc.headers(&numbers).await?;
@@ -955,9 +966,25 @@ impl Watcher {
             if missing.get(&header.number) != Some(&header.hash) {
                 return Err(WatchError::ChangedDuringScan(header.number));
             }
-            times.insert(header.number, block_time(&header)?);
+            let time = block_time(&header)?;
+            times.insert(header.number, time);
+            if let Ok(mut cache) = self.block_times.lock() {
+                cache.insert(header.number, (header.hash, time));
+                // Blocks holding payments, kept while they may be scanned again.
+                while cache.len() > BLOCK_TIMES_KEPT {
+                    cache.pop_first();
+                }
+            }
         }
         Ok(times)
+    }
+
+    fn cached_time(&self, number: u64, hash: &B256) -> Option<DateTime<Utc>> {
+        let cache = self.block_times.lock().ok()?;
+        cache
+            .get(&number)
+            .filter(|(cached, _)| cached == hash)
+            .map(|(_, time)| *time)
     }
 
     /// Stores a chunk's transfers and anomalies and moves the cursor to `scanned` (and the
