@@ -70,6 +70,10 @@ fn says_rate_limited(message: &str) -> bool {
         "daily request",
         "quota",
         "capacity exceeded",
+        // TronGrid: "The key exceeds the frequency limit(15), and the query server is
+        // suspended for 30s".
+        "frequency limit",
+        "suspended",
     ]
     .iter()
     .any(|needle| m.contains(needle))
@@ -457,7 +461,8 @@ struct Envelope<T> {
     bare_error: Option<Value>,
 }
 
-/// A body with no JSON-RPC envelope but java-tron's `{"Error": …}`: its limiter, or a failure.
+/// A body with no JSON-RPC envelope but java-tron's `{"Error": …}`: its limiter, or a
+/// failure of that node (never read as a range error: the next URL is asked).
 fn bare_error(error: &Value) -> RpcError {
     let text = error
         .as_str()
@@ -465,10 +470,7 @@ fn bare_error(error: &Value) -> RpcError {
     if says_rate_limited(&text) || text.to_ascii_lowercase().contains("computing resources") {
         return RpcError::RateLimited { retry_after: None };
     }
-    RpcError::Node {
-        code: 0,
-        message: text.chars().take(300).collect(),
-    }
+    RpcError::Transport(text.chars().take(300).collect())
 }
 
 fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
@@ -685,12 +687,17 @@ impl RpcClient {
             match self.with_failover(Request::Batch(calls)).await {
                 Ok(Reply::Batch(answers)) => Ok(answers),
                 Ok(Reply::Single(_)) => Err(malformed("batch", "a single answer")),
-                Err(RpcError::TooLarge { .. }) if calls.len() > 1 => {
+                // The answer, or (413) the request, too large: sent in halves.
+                Err(RpcError::TooLarge { .. } | RpcError::Http(StatusCode::PAYLOAD_TOO_LARGE))
+                    if calls.len() > 1 =>
+                {
                     let (first, second) = calls.split_at(calls.len() / 2);
                     let mut answers = self.batch_request(first).await?;
                     answers.extend(self.batch_request(second).await?);
                     Ok(answers)
                 }
+                // One call is still too large a request: this node does not take batches.
+                Err(RpcError::Http(StatusCode::PAYLOAD_TOO_LARGE)) => Err(RpcError::BatchRefused),
                 Err(e) => Err(e),
             }
         })
@@ -744,7 +751,13 @@ impl RpcClient {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Err(e) if e.asks_for_a_smaller_range() || matches!(e, RpcError::BatchRefused) => {
+                Err(e)
+                    if e.asks_for_a_smaller_range()
+                        || matches!(
+                            e,
+                            RpcError::BatchRefused | RpcError::Http(StatusCode::PAYLOAD_TOO_LARGE)
+                        ) =>
+                {
                     return Err(e)
                 }
                 Err(RpcError::RateLimited { retry_after }) => {
@@ -915,19 +928,26 @@ impl RpcClient {
             for group in groups {
                 match group {
                     Ok(answers) => out.extend(answers),
-                    Err(RpcError::BatchRefused) => {
-                        tracing::warn!(hours = BATCH_RETRY.as_secs() / 3600, "the RPC node refused a JSON-RPC batch: sending calls one by one meanwhile (batch = false skips the try)");
-                        if let Ok(mut until) = self.batches_refused_until.lock() {
-                            *until = Some(tokio::time::Instant::now() + BATCH_RETRY);
-                        }
-                        return self.one_by_one(calls).await;
+                    // Refused, or answered with something that is not JSON-RPC on every try.
+                    Err(RpcError::BatchRefused) => self.refuse_batches(),
+                    Err(RpcError::Malformed { method, .. }) if method == "batch" => {
+                        self.refuse_batches()
                     }
                     Err(e) => return Err(e),
                 }
             }
-            return Ok(out);
+            if self.batches_allowed() {
+                return Ok(out);
+            }
         }
         self.one_by_one(calls).await
+    }
+
+    fn refuse_batches(&self) {
+        tracing::warn!(hours = BATCH_RETRY.as_secs() / 3600, "the RPC node refused a JSON-RPC batch: sending calls one by one meanwhile (batch = false skips the try)");
+        if let Ok(mut until) = self.batches_refused_until.lock() {
+            *until = Some(tokio::time::Instant::now() + BATCH_RETRY);
+        }
     }
 
     /// Whether calls go in batch requests now (configured, and not refused lately).
@@ -974,12 +994,6 @@ impl RpcClient {
             .map(|(i, c)| json!({ "jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params }))
             .collect();
         let bytes = match self.post(endpoint, &Value::Array(body)).await {
-            // Too large a request: sent in halves.
-            Err(RpcError::Http(StatusCode::PAYLOAD_TOO_LARGE)) => {
-                return Err(RpcError::TooLarge {
-                    limit: self.max_response_bytes,
-                })
-            }
             // Some nodes and proxies answer a batch they do not take with one of these.
             Err(RpcError::Http(
                 StatusCode::BAD_REQUEST

@@ -46,7 +46,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,8 @@ use uuid::Uuid;
 
 /// Receipts fetched (and sessions credited) at once during confirmation.
 const RECEIPT_CONCURRENCY: usize = 8;
+/// Cycles in a row without a usable `finalized` answer before the node is counted by depth.
+const TAG_LOST_LIMIT: u32 = 100;
 /// How long a node that refused the `finalized` tag is not asked for it again.
 const TAG_RETRY: Duration = Duration::from_secs(600);
 /// Checkpoints compared at most when walking back after a reorg below the final block.
@@ -173,6 +175,8 @@ pub struct Watcher {
     tag_refused_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// The highest `finalized` block the node named (what stands when an answer is lost).
     last_finalized: AtomicU64,
+    /// Cycles in a row whose `finalized` answer was lost.
+    tag_lost: AtomicU32,
     /// Times of blocks holding payments whose headers were fetched (TRON's logs carry none),
     /// so scanning a block again does not ask for its header again.
     block_times: std::sync::Mutex<std::collections::BTreeMap<u64, (B256, DateTime<Utc>)>>,
@@ -239,21 +243,16 @@ fn block_time(header: &BlockHeader) -> Result<DateTime<Utc>, WatchError> {
 }
 
 /// A node's answer that means it does not serve the `finalized` tag (java-tron before 4.8
-/// answers -32602), as opposed to a lost or failed answer.
+/// answers -32602 "invalid block number"), as opposed to a lost answer or one saying it has
+/// no finalized block yet (geth: -32000 "finalized block not found").
 fn refuses_tag(e: &RpcError) -> bool {
     match e {
         RpcError::Node { code, message } => {
             let m = message.to_ascii_lowercase();
             matches!(code, -32602 | -32601)
-                || [
-                    "finalized",
-                    "invalid block",
-                    "unknown block",
-                    "not supported",
-                    "tag",
-                ]
-                .iter()
-                .any(|needle| m.contains(needle))
+                || ["invalid block number", "not supported", "unsupported"]
+                    .iter()
+                    .any(|needle| m.contains(needle))
         }
         _ => false,
     }
@@ -307,6 +306,7 @@ impl Watcher {
             chain_checked: std::sync::Mutex::new(None),
             tag_refused_until: std::sync::Mutex::new(None),
             last_finalized: AtomicU64::new(0),
+            tag_lost: AtomicU32::new(0),
             block_times: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
@@ -464,7 +464,8 @@ impl Watcher {
             tracing::warn!(watcher = %self.name(), head, final_block = recorded_final,
                 "the node is behind the final block; trying another URL");
             self.rpc.prefer_next();
-            self.confirm(tip.final_limit, &mut report).await?;
+            self.confirm(tip.final_limit, recorded_final, &mut report)
+                .await?;
             return Ok(report);
         }
         // A failing scan (one bad block, a misbehaving node) must not hold back the
@@ -475,7 +476,12 @@ impl Watcher {
         };
         let scan = self.scan(recorded_final, final_answer, scanned, &tip, &mut report);
         let scanned = scan.await;
-        let settled = self.confirm(tip.final_limit, &mut report).await;
+        // Blocks at or below the final block were scanned again as they became final and
+        // are checkpointed: one node's word does not undo a transfer there.
+        let checked_final = scanned.as_ref().copied().unwrap_or(recorded_final);
+        let settled = self
+            .confirm(tip.final_limit, checked_final, &mut report)
+            .await;
         scanned?;
         settled?;
         Ok(report)
@@ -512,8 +518,9 @@ impl Watcher {
 
     /// Which blocks are final: by depth, or by the node's `finalized` block (`finalized` is
     /// its answer, when asked). A node that refuses the tag is counted by depth (and not asked
-    /// again for a while); an answer that did not arrive, or names a block above the head,
-    /// makes nothing newly final (the last finalized block seen stands).
+    /// again for a while); an answer that was lost, `null` or above the head makes nothing
+    /// newly final (the last finalized block seen stands, within the depth rule), until
+    /// `TAG_LOST_LIMIT` such cycles in a row count as a refusal.
     fn tip(&self, head: u64, finalized: Option<Answer>) -> Tip {
         let depth = u64::from(self.net.confirmations.max(1));
         let by_depth = Tip {
@@ -524,24 +531,34 @@ impl Watcher {
         let Some(answer) = finalized else {
             return by_depth;
         };
+        // Never beyond the depth rule either (a node that once named its head finalized).
         let last_seen = Tip {
             head,
-            final_limit: self.last_finalized.load(Ordering::Relaxed).min(head),
+            final_limit: self
+                .last_finalized
+                .load(Ordering::Relaxed)
+                .min(by_depth.final_limit),
             final_header: None,
         };
         match answer.and_then(|raw| parse_header(&raw)) {
             Ok(Some(header)) if header.number <= head => {
                 self.last_finalized
                     .fetch_max(header.number, Ordering::Relaxed);
+                self.tag_lost.store(0, Ordering::Relaxed);
                 Tip {
                     head,
                     final_limit: header.number,
                     final_header: Some(header),
                 }
             }
-            Ok(None) => self.refuse_tag(by_depth),
             Err(e) if refuses_tag(&e) => self.refuse_tag(by_depth),
-            Ok(Some(_)) | Err(_) => last_seen,
+            // Lost, `null` (no finalized block yet), or above the head: nothing newly final,
+            // unless that lasts: then the node is counted by depth, as one refusing the tag.
+            _ if self.tag_lost.fetch_add(1, Ordering::Relaxed) + 1 >= TAG_LOST_LIMIT => {
+                self.tag_lost.store(0, Ordering::Relaxed);
+                self.refuse_tag(by_depth)
+            }
+            _ => last_seen,
         }
     }
 
@@ -565,7 +582,7 @@ impl Watcher {
         scanned: Scanned,
         tip: &Tip,
         report: &mut TickReport,
-    ) -> Result<(), WatchError> {
+    ) -> Result<u64, WatchError> {
         let head = tip.head;
         let recorded_header = self.expect_header(recorded_final, final_answer)?;
         let (mut final_block, mut final_header) =
@@ -586,7 +603,7 @@ impl Watcher {
                 return Err(WatchError::LostLease);
             }
         } else if scanned.holds && scanned.number >= head {
-            return Ok(());
+            return Ok(final_block);
         }
 
         let from = if final_block == recorded_final && scanned.holds {
@@ -595,7 +612,7 @@ impl Watcher {
             final_block + 1
         };
         if from > head {
-            return Ok(());
+            return Ok(final_block);
         }
         let to = head.min(from.saturating_add(self.net.max_blocks_per_scan - 1));
         report.behind = to < head;
@@ -616,17 +633,19 @@ impl Watcher {
             // Blocks become final only when scanned in the request that names the new final
             // block: those first scanned in an earlier cycle are scanned again now (whatever
             // changed in between, or a node's answer that missed them, shows here).
-            // One query over both ranges where that costs less: by recipient (the address
-            // list is sent once; only their transfers come back), or without batches (each
-            // call its own request). A contract scan asks for the two ranges apart, so the
-            // blocks between are not downloaded again.
+            // One query over both ranges where it fits one query and costs less: by recipient
+            // (the address list is sent once; only their transfers come back), or without
+            // batches where the ranges touch. A contract scan asks for them apart otherwise,
+            // so the blocks between are not downloaded again.
             let batching = self.rpc.batching();
             let mut ranges = vec![(start, end)];
             if final_block + 1 < start && new_final > final_block {
-                if batching && recipients.is_none() {
-                    ranges.push((final_block + 1, new_final.min(start - 1)));
-                } else {
+                let fits = end - final_block <= self.net.max_block_range;
+                let adjacent = new_final + 1 >= start;
+                if fits && (recipients.is_some() || (!batching && adjacent)) {
                     ranges[0].0 = final_block + 1;
+                } else {
+                    ranges.push((final_block + 1, new_final.min(start - 1)));
                 }
             }
             let tagged = tip
@@ -684,7 +703,7 @@ impl Watcher {
         if report.recorded > 0 {
             tracing::info!(watcher = %self.name(), from, to, recorded = report.recorded, "transfers detected");
         }
-        Ok(())
+        Ok(final_block)
     }
 
     /// In `Scan::Recipients`, the pay addresses to ask the node about (none: no call at all);
@@ -1022,7 +1041,12 @@ impl Watcher {
     /// hold the same log in the same block. Each is settled on its own: one that fails is
     /// counted, logged and tried again next cycle. One session's transfers go in block order,
     /// and stop at the first that is not settled (a later one must not be credited first).
-    async fn confirm(&self, final_limit: u64, report: &mut TickReport) -> Result<(), WatchError> {
+    async fn confirm(
+        &self,
+        final_limit: u64,
+        checked_final: u64,
+        report: &mut TickReport,
+    ) -> Result<(), WatchError> {
         let mut due = db::due_transfers(
             &self.db,
             self.network,
@@ -1047,14 +1071,13 @@ impl Watcher {
             sessions[i].push(t);
         }
         let canonical = std::sync::Mutex::new(HashMap::new());
-        let settled: Vec<Vec<(PendingTransfer, Result<Settled, WatchError>)>> = stream::iter(
-            sessions
-                .into_iter()
-                .map(|group| self.settle_in_order(group, &receipts, final_limit, &canonical)),
-        )
-        .buffer_unordered(RECEIPT_CONCURRENCY)
-        .collect()
-        .await;
+        let settled: Vec<Vec<(PendingTransfer, Result<Settled, WatchError>)>> =
+            stream::iter(sessions.into_iter().map(|group| {
+                self.settle_in_order(group, &receipts, (final_limit, checked_final), &canonical)
+            }))
+            .buffer_unordered(RECEIPT_CONCURRENCY)
+            .collect()
+            .await;
         let mut first_error = None;
         for (transfer, outcome) in settled.into_iter().flatten() {
             match outcome {
@@ -1102,14 +1125,14 @@ impl Watcher {
         &self,
         group: Vec<PendingTransfer>,
         receipts: &HashMap<String, Result<Option<Receipt>, String>>,
-        final_limit: u64,
+        limits: (u64, u64),
         canonical: &std::sync::Mutex<HashMap<u64, B256>>,
     ) -> Vec<(PendingTransfer, Result<Settled, WatchError>)> {
         let mut out = Vec::new();
         for transfer in group {
             let outcome = match receipts.get(&transfer.tx_hash) {
                 Some(Ok(receipt)) => {
-                    self.settle(&transfer, receipt.clone(), final_limit, canonical)
+                    self.settle(&transfer, receipt.clone(), limits, canonical)
                         .await
                 }
                 Some(Err(e)) => Err(WatchError::Receipt(e.clone())),
@@ -1164,7 +1187,7 @@ impl Watcher {
         &self,
         transfer: &PendingTransfer,
         receipt: Option<Receipt>,
-        final_limit: u64,
+        (final_limit, checked_final): (u64, u64),
         canonical: &std::sync::Mutex<HashMap<u64, B256>>,
     ) -> Result<Settled, WatchError> {
         let stored_block = transfer
@@ -1196,6 +1219,9 @@ impl Watcher {
                 Some(h) if h.to_string() == stored_hash => return Ok(Settled::Wait),
                 // Another block stands at that height: the transfer's block was replaced.
                 Some(_) => {}
+            }
+            if stored_block <= checked_final && !self.node_agrees(checked_final, canonical).await? {
+                return Ok(self.distrust(transfer));
             }
             db::set_outcome(&self.db, transfer.id, TransactionStatus::NotFound).await?;
             tracing::warn!(watcher = %self.name(), tx = %transfer.tx_hash, "transfer vanished (reorg): not credited");
@@ -1230,6 +1256,12 @@ impl Watcher {
                 .logs
                 .iter()
                 .any(|l| l.log_index == transfer.log_index as u64 && same_transfer(l));
+        if !in_place
+            && stored_block <= checked_final
+            && !self.node_agrees(checked_final, canonical).await?
+        {
+            return Ok(self.distrust(transfer));
+        }
         if !in_place {
             // Gone from this position: a reorg re-included the transaction elsewhere (its log
             // indexes shift with the block), or dropped it. This row is settled as NotFound;
@@ -1256,6 +1288,46 @@ impl Watcher {
             )
             .await?,
         ))
+    }
+
+    /// Whether the node has our final block as recorded: only then is its word taken that a
+    /// transfer at or below it is gone (the transfer's block was replaced before it became
+    /// final). No record: taken.
+    async fn node_agrees(
+        &self,
+        final_block: u64,
+        canonical: &std::sync::Mutex<HashMap<u64, B256>>,
+    ) -> Result<bool, WatchError> {
+        let Some(recorded) =
+            db::checkpoint(&self.db, self.network, self.livemode, to_i64(final_block)?).await?
+        else {
+            return Ok(true);
+        };
+        let cached = canonical
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&final_block).copied());
+        let hash = match cached {
+            Some(h) => Some(h),
+            None => {
+                let found = self.rpc.block(final_block).await?.map(|b| b.hash);
+                if let (Some(h), Ok(mut c)) = (found, canonical.lock()) {
+                    c.insert(final_block, h);
+                }
+                found
+            }
+        };
+        Ok(hash.is_some_and(|h| h.to_string() == recorded))
+    }
+
+    /// A node says a transfer in a block already final is gone, but the node does not have
+    /// our final block as recorded: on another fork, or lagging (a real reorg that deep moves
+    /// the final block back first, through the checkpoint check). Asked again, of the next URL.
+    fn distrust(&self, transfer: &PendingTransfer) -> Settled {
+        tracing::warn!(watcher = %self.name(), tx = %transfer.tx_hash,
+            "a node says a transfer in a final block is gone; asking another URL");
+        self.rpc.prefer_next();
+        Settled::Wait
     }
 
     /// Gives the lease up (on shutdown).
@@ -1292,4 +1364,26 @@ enum Settled {
     NotFound,
     Failed,
     Wait,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_tag_counts_as_one() {
+        let node = |code: i64, message: &str| RpcError::Node {
+            code,
+            message: message.into(),
+        };
+        // java-tron before 4.8, and nodes that do not know the tag.
+        assert!(refuses_tag(&node(-32602, "invalid block number")));
+        assert!(refuses_tag(&node(-32601, "the method is not available")));
+        assert!(refuses_tag(&node(-32000, "finalized tag not supported")));
+        // No finalized block yet (geth after a restart), or a failure: lost, not refused.
+        assert!(!refuses_tag(&node(-32000, "finalized block not found")));
+        assert!(!refuses_tag(&node(-32000, "internal error")));
+        assert!(!refuses_tag(&RpcError::Transport("timed out".into())));
+        assert!(!refuses_tag(&RpcError::RateLimited { retry_after: None }));
+    }
 }
