@@ -714,8 +714,17 @@ impl Watcher {
             return Ok(None);
         }
         let family = family_of(&self.net);
-        let texts =
-            db::watched_addresses(&self.db, self.network, self.livemode, self.late_window).await?;
+        // `Auto` needs to know only whether they fit one call.
+        let limit = (self.net.scan == Scan::Auto)
+            .then(|| i64::try_from(self.net.max_addresses_per_call).map_or(i64::MAX, |n| n + 1));
+        let texts = db::watched_addresses(
+            &self.db,
+            self.network,
+            self.livemode,
+            self.late_window,
+            limit,
+        )
+        .await?;
         let mut addresses = Vec::with_capacity(texts.len());
         for text in texts {
             match address_bytes(family, &text) {

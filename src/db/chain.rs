@@ -278,21 +278,24 @@ pub async fn record_error(
 }
 
 /// The pay addresses a watcher asks the node about: open sessions', and closed ones' until
-/// `late_window` after their `expires_at`, so late payments are still seen.
+/// `late_window` after their `expires_at`, so late payments are still seen; at most `limit`.
 pub async fn watched_addresses(
     db: &PgPool,
     network: Network,
     livemode: bool,
     late_window: Duration,
+    limit: Option<i64>,
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         "SELECT pay_address FROM checkout_sessions
           WHERE network = $1 AND livemode = $2
             AND (status IN ('Pending', 'Underpaid')
-                 OR expires_at > now() - make_interval(secs => $3))",
+                 OR expires_at > now() - make_interval(secs => $3))
+          LIMIT $4",
         network as Network,
         livemode,
         late_window.as_secs_f64(),
+        limit,
     )
     .fetch_all(db)
     .await
