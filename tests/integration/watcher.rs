@@ -2437,3 +2437,51 @@ async fn a_lost_finalized_answer_makes_nothing_newly_final_and_the_tag_is_asked_
     let report = tick(&w).await;
     assert_eq!(report.credited, 1, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_node_on_another_fork_cannot_undo_a_transfer_in_a_final_block() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = Chain::start().await;
+    // The second URL is a node of the same chain id on another history (a minority fork).
+    let other = crate::chain_support::Anvil::start().await;
+    let refusing = std::sync::Arc::new(AtomicBool::new(false));
+    let r = refusing.clone();
+    let first = proxy(
+        c.anvil.url.clone(),
+        std::sync::Arc::new(move |_, request: &Value, answer: Value| {
+            let refuse =
+                r.load(Ordering::SeqCst) && request["method"] == "eth_getTransactionReceipt";
+            (!refuse).then_some(answer)
+        }),
+    )
+    .await;
+    let mut net = c.app.state.config.network(Network::Bsc, Mode::Test).clone();
+    net.rpc_urls = vec![first.into(), other.url.clone().into()];
+    let w = c.watcher_for(net);
+    tick(&w).await;
+    let s = c.create("BSC", "USDT", "10.00").await;
+    let tx = c.pay(&s, "10").await;
+    let receipt = c.anvil.rpc("eth_getTransactionReceipt", json!([tx])).await;
+    let block =
+        checkout_server::chain::rpc::parse_quantity(receipt["blockNumber"].as_str().unwrap())
+            .unwrap();
+    other.mine(block + 1).await;
+    tick(&w).await;
+    // The block becomes final through the first URL; its receipt is then asked of the other
+    // node, which knows no such transaction and has another block at that height.
+    refusing.store(true, Ordering::SeqCst);
+    let report = c.confirm(&w).await;
+    assert_eq!(
+        (report.credited, report.not_found),
+        (0, 0),
+        "not undone on its word: {report:?}"
+    );
+    assert_eq!(
+        c.session(&id(&s)).await["transactions"][0]["status"],
+        "Unconfirmed"
+    );
+    refusing.store(false, Ordering::SeqCst);
+    let report = tick(&w).await;
+    assert_eq!(report.credited, 1, "{report:?}");
+    assert_eq!(c.session(&id(&s)).await["status"], "Paid");
+}
