@@ -888,12 +888,7 @@ impl RpcClient {
             .iter()
             .map(|n| Call::header(BlockTag::Number(*n)))
             .collect();
-        Ok(self
-            .batch(&calls)
-            .await?
-            .into_iter()
-            .map(|a| a.and_then(|raw| parse_header(&raw)))
-            .collect())
+        self.batch_parsed(&calls, parse_header).await
     }
 
     /// Receipts of `hashes` (`None` where the node knows no such transaction), in batches.
@@ -902,11 +897,20 @@ impl RpcClient {
         hashes: &[B256],
     ) -> Result<Vec<Result<Option<Receipt>, RpcError>>, RpcError> {
         let calls: Vec<Call> = hashes.iter().map(Call::receipt).collect();
+        self.batch_parsed(&calls, parse_receipt).await
+    }
+
+    /// [`Self::batch`], each answer parsed with `parse`.
+    async fn batch_parsed<T>(
+        &self,
+        calls: &[Call],
+        parse: fn(&RawValue) -> Result<T, RpcError>,
+    ) -> Result<Vec<Result<T, RpcError>>, RpcError> {
         Ok(self
-            .batch(&calls)
+            .batch(calls)
             .await?
             .into_iter()
-            .map(|a| a.and_then(|raw| parse_receipt(&raw)))
+            .map(|a| a.and_then(|raw| parse(&raw)))
             .collect())
     }
 
@@ -914,7 +918,7 @@ impl RpcClient {
     /// same failover as single calls); one by one where the node does not take batches. An
     /// error of the request itself is the `Err`; each call's own error is in its answer.
     pub async fn batch(&self, calls: &[Call]) -> Result<Vec<Answer>, RpcError> {
-        if calls.len() > 1 && self.batches_allowed() {
+        if calls.len() > 1 && self.batching() {
             // Futures collected first: a stream over a borrowing closure would not be `Send`.
             let requests: Vec<_> = calls
                 .chunks(MAX_BATCH)
@@ -936,7 +940,7 @@ impl RpcClient {
                     Err(e) => return Err(e),
                 }
             }
-            if self.batches_allowed() {
+            if self.batching() {
                 return Ok(out);
             }
         }
@@ -952,10 +956,6 @@ impl RpcClient {
 
     /// Whether calls go in batch requests now (configured, and not refused lately).
     pub fn batching(&self) -> bool {
-        self.batches_allowed()
-    }
-
-    fn batches_allowed(&self) -> bool {
         self.batches.load(Ordering::Relaxed)
             && self.batches_refused_until.lock().map_or(true, |until| {
                 until.is_none_or(|u| u <= tokio::time::Instant::now())

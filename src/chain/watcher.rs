@@ -1207,21 +1207,7 @@ impl Watcher {
         let Some(receipt) = receipt else {
             // No receipt: gone in a reorg, unless its block is still canonical (then the node
             // is only lagging behind itself; ask again next cycle).
-            let cached = canonical
-                .lock()
-                .ok()
-                .and_then(|c| c.get(&stored_block).copied());
-            let hash = match cached {
-                Some(h) => Some(h),
-                None => {
-                    let found = self.rpc.block(stored_block).await?.map(|b| b.hash);
-                    if let (Some(h), Ok(mut c)) = (found, canonical.lock()) {
-                        c.insert(stored_block, h);
-                    }
-                    found
-                }
-            };
-            match hash {
+            match self.canonical_hash(stored_block, canonical).await? {
                 // The node does not have the block (it lags, or failover reached a node that
                 // is behind) or still has it: nothing is known yet; ask again next cycle.
                 None => return Ok(Settled::Wait),
@@ -1312,21 +1298,26 @@ impl Watcher {
         else {
             return Ok(true);
         };
-        let cached = canonical
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&final_block).copied());
-        let hash = match cached {
-            Some(h) => Some(h),
-            None => {
-                let found = self.rpc.block(final_block).await?.map(|b| b.hash);
-                if let (Some(h), Ok(mut c)) = (found, canonical.lock()) {
-                    c.insert(final_block, h);
-                }
-                found
-            }
-        };
+        let hash = self.canonical_hash(final_block, canonical).await?;
         Ok(hash.is_some_and(|h| h.to_string() == recorded))
+    }
+
+    /// The hash of the node's block at `number` (`None`: it does not have it), asked once per
+    /// cycle.
+    async fn canonical_hash(
+        &self,
+        number: u64,
+        canonical: &std::sync::Mutex<HashMap<u64, B256>>,
+    ) -> Result<Option<B256>, WatchError> {
+        let cached = canonical.lock().ok().and_then(|c| c.get(&number).copied());
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let found = self.rpc.block(number).await?.map(|b| b.hash);
+        if let (Some(h), Ok(mut c)) = (found, canonical.lock()) {
+            c.insert(number, h);
+        }
+        Ok(found)
     }
 
     /// A node says a transfer in a block already final is gone, but the node does not have

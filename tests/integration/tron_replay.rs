@@ -78,11 +78,8 @@ impl StubTron {
                     Some("safe" | "pending") => {
                         return json!({ "error": { "code": -32602, "message": "invalid block number" } })
                     }
-                    _ if n_is_above(
-                        quantity(&params[0]),
-                        head - self.lag.load(Ordering::SeqCst),
-                    ) =>
-                    {
+                    // Above the head of the backend answering blocks.
+                    _ if quantity(&params[0]) > head - self.lag.load(Ordering::SeqCst) => {
                         return json!({ "result": null })
                     }
                     _ => quantity(&params[0]),
@@ -134,10 +131,6 @@ impl StubTron {
             }
         }
     }
-}
-
-fn n_is_above(n: u64, served: u64) -> bool {
-    n > served
 }
 
 /// One call's answer, in its envelope.

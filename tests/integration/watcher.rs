@@ -541,6 +541,19 @@ both_scans! {
 
 type Hook = dyn Fn(u64, &Value, Value) -> Option<Value> + Send + Sync;
 
+/// Sends a proxy's request on to the node and returns the node's answer.
+async fn forward(client: &reqwest::Client, target: &str, request: &Value) -> Value {
+    client
+        .post(target)
+        .json(request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Applies `hook` to each call of a request (one, or a JSON-RPC batch) and its answer. In a
 /// batch, a call the hook fails gets a JSON-RPC error, unless it fails them all.
 fn each_call(hook: &Hook, n: u64, request: &Value, answer: Value) -> Option<Value> {
@@ -579,15 +592,7 @@ async fn proxy(target: String, hook: std::sync::Arc<Hook>) -> String {
                 (calls.clone(), client.clone(), target.clone(), hook.clone());
             async move {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                let answer: Value = client
-                    .post(&target)
-                    .json(&request)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let answer = forward(&client, &target, &request).await;
                 match each_call(&*hook, n, &request, answer) {
                     Some(v) => axum::Json(v).into_response(),
                     None => (StatusCode::INTERNAL_SERVER_ERROR, "flaky").into_response(),
@@ -1429,15 +1434,7 @@ async fn proxy_slow_logs(target: String, delay: Duration) -> String {
                 if calls.iter().any(|c| c["method"] == "eth_getLogs") {
                     tokio::time::sleep(delay).await;
                 }
-                let answer: Value = client
-                    .post(&target)
-                    .json(&request)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let answer = forward(&client, &target, &request).await;
                 axum::Json(answer).into_response()
             }
         }),
@@ -1870,15 +1867,7 @@ async fn header_recording_proxy(
                 let (client, target, kept) = (client.clone(), target.clone(), kept.clone());
                 async move {
                     kept.lock().unwrap().push(headers);
-                    let answer: Value = client
-                        .post(&target)
-                        .json(&request)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let answer = forward(&client, &target, &request).await;
                     axum::Json(answer)
                 }
             },
@@ -2117,15 +2106,7 @@ async fn batch_refusing_proxy(
                     return (StatusCode::BAD_REQUEST, "batch requests are not supported")
                         .into_response();
                 }
-                let answer: Value = client
-                    .post(&target)
-                    .json(&request)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let answer = forward(&client, &target, &request).await;
                 axum::Json(answer).into_response()
             }
         }),
