@@ -1,6 +1,7 @@
 //! Background work. Each worker is a `tick()` that tests can call; `run_worker` is the one
 //! loop around them all (pacing, backoff, panics, shutdown).
 
+use crate::domain::event::EventType;
 use crate::domain::network::Network;
 use crate::state::AppState;
 use futures_util::FutureExt;
@@ -86,52 +87,47 @@ pub async fn expiry_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
         .map(|n| (n.network, n.mode.livemode()))
         .collect();
     let (networks, modes): (Vec<Network>, Vec<bool>) = simulated.into_iter().unzip();
-    const BATCH: usize = 200;
-    let mut expired = Vec::new();
-    loop {
-        // Each batch and its events commit together.
-        let mut tx = state.db.begin().await?;
-        let batch = crate::db::chain::expire_due(&mut *tx, &networks, &modes, BATCH as i64).await?;
-        for id in &batch {
-            crate::service::events::record(
-                &mut tx,
-                id,
-                crate::domain::event::EventType::Expired,
-                &state.config.base_url,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        let done = batch.len() < BATCH;
-        expired.extend(batch);
-        if done {
-            return Ok(expired);
-        }
-    }
+    record_due(state, Due::Expired(&networks, &modes)).await
 }
 
 /// Writes the `session.late_payment` events that were held back by the one-a-minute limit,
 /// each covering the late transfers since the last one. Returns the sessions.
 pub async fn late_events_tick(state: &AppState) -> sqlx::Result<Vec<String>> {
+    record_due(state, Due::LatePayments).await
+}
+
+/// Sessions that are due an event: expiring ones (on these networks and modes), or ones with
+/// held-back late payments.
+enum Due<'a> {
+    Expired(&'a [Network], &'a [bool]),
+    LatePayments,
+}
+
+/// Takes what is due in batches, each committed with its events; returns the sessions.
+async fn record_due(state: &AppState, due: Due<'_>) -> sqlx::Result<Vec<String>> {
     const BATCH: usize = 200;
-    let mut written = Vec::new();
+    let mut sessions = Vec::new();
     loop {
         let mut tx = state.db.begin().await?;
-        let batch = crate::db::payments::take_due_late_events(&mut *tx, BATCH as i64).await?;
+        let (batch, event_type) = match due {
+            Due::Expired(networks, modes) => (
+                crate::db::chain::expire_due(&mut *tx, networks, modes, BATCH as i64).await?,
+                EventType::Expired,
+            ),
+            Due::LatePayments => (
+                crate::db::payments::take_due_late_events(&mut *tx, BATCH as i64).await?,
+                EventType::LatePayment,
+            ),
+        };
         for id in &batch {
-            crate::service::events::record(
-                &mut tx,
-                id,
-                crate::domain::event::EventType::LatePayment,
-                &state.config.base_url,
-            )
-            .await?;
+            let base_url = &state.config.base_url;
+            crate::service::events::record(&mut tx, id, event_type, base_url).await?;
         }
         tx.commit().await?;
         let done = batch.len() < BATCH;
-        written.extend(batch);
+        sessions.extend(batch);
         if done {
-            return Ok(written);
+            return Ok(sessions);
         }
     }
 }

@@ -1210,27 +1210,33 @@ pub fn parse_block_number(raw: &RawValue) -> Result<u64, RpcError> {
     parse_quantity(&text).ok_or_else(|| malformed("eth_blockNumber", text))
 }
 
+/// `raw` as `T`, or `None` for `null` (the node does not have the block or transaction).
+fn parse_nullable<T: serde::de::DeserializeOwned>(
+    method: &str,
+    raw: &RawValue,
+) -> Result<Option<T>, RpcError> {
+    serde_json::from_str(raw.get()).map_err(|e| malformed(method, e.to_string()))
+}
+
 /// A block header, or `None` for `null` (the node does not have the block).
 pub fn parse_header(raw: &RawValue) -> Result<Option<BlockHeader>, RpcError> {
     const METHOD: &str = "eth_getBlockByNumber";
-    let block: Option<RawBlock> =
-        serde_json::from_str(raw.get()).map_err(|e| malformed(METHOD, e.to_string()))?;
-    let Some(raw) = block else {
-        return Ok(None);
-    };
-    Ok(Some(BlockHeader {
-        number: parse_quantity(&raw.number).ok_or_else(|| malformed(METHOD, "number"))?,
-        hash: parse_hash(&raw.hash).ok_or_else(|| malformed(METHOD, "hash"))?,
-        timestamp: parse_quantity(&raw.timestamp).ok_or_else(|| malformed(METHOD, "timestamp"))?,
-    }))
+    let quantity = |text: &str, field| parse_quantity(text).ok_or_else(|| malformed(METHOD, field));
+    parse_nullable::<RawBlock>(METHOD, raw)?
+        .map(|raw| {
+            Ok(BlockHeader {
+                number: quantity(&raw.number, "number")?,
+                hash: parse_hash(&raw.hash).ok_or_else(|| malformed(METHOD, "hash"))?,
+                timestamp: quantity(&raw.timestamp, "timestamp")?,
+            })
+        })
+        .transpose()
 }
 
 /// A receipt, or `None` for `null` (no such transaction, or not yet).
 pub fn parse_receipt(raw: &RawValue) -> Result<Option<Receipt>, RpcError> {
     const METHOD: &str = "eth_getTransactionReceipt";
-    let receipt: Option<RawReceipt> =
-        serde_json::from_str(raw.get()).map_err(|e| malformed(METHOD, e.to_string()))?;
-    let Some(raw) = receipt else {
+    let Some(raw) = parse_nullable::<RawReceipt>(METHOD, raw)? else {
         return Ok(None);
     };
     Ok(Some(Receipt {

@@ -7,6 +7,7 @@ use crate::domain::money::Token;
 use crate::domain::network::{ChainFamily, Finality, Network, TokenDefault};
 use crate::domain::urls::HttpUrl;
 use rust_decimal::Decimal;
+use axum::http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -69,10 +70,13 @@ pub struct NetworkConfig {
     pub batch: bool,
 }
 
-/// One RPC URL and what goes with it alone.
-#[derive(Debug, Clone, PartialEq)]
+/// One RPC URL and what goes with it alone: in `rpc_urls`, a URL or a table `{ url, headers,
+/// max_requests_per_second, max_requests_per_day }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RpcUrl {
     pub url: String,
+    #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     /// Requests to this URL are spaced to stay under this rate.
     pub max_requests_per_second: Option<u32>,
@@ -97,23 +101,11 @@ impl From<&str> for RpcUrl {
     }
 }
 
-/// An `rpc_urls` item: a URL, or a table `{ url, headers, max_requests_per_second,
-/// max_requests_per_day }`.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawRpcUrl {
     Plain(String),
-    Table(RawRpcUrlTable),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRpcUrlTable {
-    url: String,
-    #[serde(default)]
-    headers: BTreeMap<String, Secret>,
-    max_requests_per_second: Option<u32>,
-    max_requests_per_day: Option<u64>,
+    Table(RpcUrl),
 }
 
 /// How the watcher asks a node for transfers.
@@ -272,36 +264,26 @@ impl NetworkConfig {
             let mut parsed = Vec::with_capacity(urls.len());
             for (i, item) in urls.into_iter().enumerate() {
                 let item_key = key(&format!("rpc_urls[{i}]"));
-                let table = match item {
-                    RawRpcUrl::Plain(url) => RawRpcUrlTable {
-                        url,
-                        headers: BTreeMap::new(),
-                        max_requests_per_second: None,
-                        max_requests_per_day: None,
-                    },
-                    RawRpcUrl::Table(table) => table,
+                let rpc = match item {
+                    RawRpcUrl::Plain(url) => RpcUrl::from(url),
+                    RawRpcUrl::Table(rpc) => rpc,
                 };
-                HttpUrl::parse(&table.url).map_err(|m| err(&item_key, m))?;
-                check_header_names(&format!("{item_key}.headers"), &table.headers)?;
-                if let Some(rate) = table.max_requests_per_second {
+                HttpUrl::parse(&rpc.url).map_err(|m| err(&item_key, m))?;
+                check_headers(&format!("{item_key}.headers"), &rpc.headers)?;
+                if let Some(rate) = rpc.max_requests_per_second {
                     let rate_key = format!("{item_key}.max_requests_per_second");
                     bounded(&rate_key, rate, 1..=100_000)?;
                 }
-                if let Some(budget) = table.max_requests_per_day {
+                if let Some(budget) = rpc.max_requests_per_day {
                     let budget_key = format!("{item_key}.max_requests_per_day");
                     bounded(&budget_key, budget, 100..)?;
                 }
-                parsed.push(RpcUrl {
-                    url: table.url,
-                    headers: table.headers,
-                    max_requests_per_second: table.max_requests_per_second,
-                    max_requests_per_day: table.max_requests_per_day,
-                });
+                parsed.push(rpc);
             }
             self.rpc_urls = parsed;
         }
         if let Some(headers) = raw.rpc_headers {
-            check_header_names(&key("rpc_headers"), &headers)?;
+            check_headers(&key("rpc_headers"), &headers)?;
             self.rpc_headers = headers;
         }
         if let Some(url) = raw.public_rpc_url {
@@ -387,15 +369,18 @@ impl NetworkConfig {
     }
 }
 
-fn check_header_names(key: &str, headers: &BTreeMap<String, Secret>) -> Result<(), ConfigError> {
-    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-    match headers
-        .keys()
-        .find(|name| name.is_empty() || !name.bytes().all(valid))
-    {
-        Some(name) => Err(err(format!("{key}.{name}"), "is not a valid header name")),
-        None => Ok(()),
+/// Every name and value as HTTP allows them, so the RPC client is never refused a header.
+fn check_headers(key: &str, headers: &BTreeMap<String, Secret>) -> Result<(), ConfigError> {
+    for (name, value) in headers {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(err(format!("{key}.{name}"), "is not a valid header name"));
+        }
+        if HeaderValue::from_str(value.expose()).is_err() {
+            let message = "is not a valid header value (control characters or non-ASCII text)";
+            return Err(err(format!("{key}.{name}"), message));
+        }
     }
+    Ok(())
 }
 
 /// A positive amount the token can represent: at least one base unit.

@@ -1,10 +1,11 @@
 //! Events and what webhook deliveries they fan out to.
 
 use super::sessions::{self, SessionRow, TransactionRow};
+use super::{PageRequest, Scope};
 use crate::domain::event::EventType;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -65,20 +66,15 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn find(
-    db: impl PgExecutor<'_>,
-    merchant_id: Uuid,
-    livemode: bool,
-    id: &str,
-) -> sqlx::Result<Option<EventRow>> {
+pub async fn find(db: &PgPool, scope: Scope, id: &str) -> sqlx::Result<Option<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT id, merchant_id, livemode, event_type AS "event_type: _", session_id, data,
                   created_at
              FROM events WHERE id = $1 AND merchant_id = $2 AND livemode = $3"#,
         id,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
     )
     .fetch_optional(db)
     .await
@@ -86,20 +82,18 @@ pub async fn find(
 
 /// One page, newest first, and the total.
 pub async fn list(
-    db: &sqlx::PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
+    db: &PgPool,
+    scope: Scope,
     event_type: Option<EventType>,
     session_id: Option<&str>,
-    limit: i64,
-    offset: i64,
+    rows: PageRequest,
 ) -> sqlx::Result<(Vec<EventRow>, i64)> {
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM events
             WHERE merchant_id = $1 AND livemode = $2
               AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR session_id = $4)"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         event_type as Option<EventType>,
         session_id,
     )
@@ -113,12 +107,12 @@ pub async fn list(
             WHERE merchant_id = $1 AND livemode = $2
               AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR session_id = $4)
             ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         event_type as Option<EventType>,
         session_id,
-        limit,
-        offset,
+        rows.limit,
+        rows.offset,
     )
     .fetch_all(db)
     .await?;

@@ -1,5 +1,6 @@
 //! Idempotency keys: claim, take over, complete, release, clean up.
 
+use super::Scope;
 use sqlx::{PgExecutor, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
@@ -7,8 +8,7 @@ use uuid::Uuid;
 /// A key this request owns until it stores a response or releases it.
 #[derive(Debug, Clone)]
 pub struct Claim {
-    pub merchant_id: Uuid,
-    pub livemode: bool,
+    pub scope: Scope,
     pub key: String,
     pub owner: Uuid,
 }
@@ -37,8 +37,7 @@ pub enum ClaimOutcome {
 /// Claims the key for this request, or returns what is already there.
 pub async fn claim(
     db: &PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     key: &str,
     request_hash: &[u8],
     lock_timeout: Duration,
@@ -49,8 +48,8 @@ pub async fn claim(
             "INSERT INTO idempotency_keys (merchant_id, livemode, key, request_hash, state, owner, locked_at)
              VALUES ($1, $2, $3, $4, 'running', $5, now())
              ON CONFLICT (merchant_id, livemode, key) DO NOTHING",
-            merchant_id,
-            livemode,
+            scope.merchant_id,
+            scope.livemode,
             key,
             request_hash,
             owner,
@@ -59,8 +58,7 @@ pub async fn claim(
         .await?;
         if inserted.rows_affected() == 1 {
             return Ok(ClaimOutcome::Claimed(Claim {
-                merchant_id,
-                livemode,
+                scope,
                 key: key.to_owned(),
                 owner,
             }));
@@ -70,8 +68,8 @@ pub async fn claim(
             r#"SELECT request_hash, state AS "state: _", response_status, response_body,
                       (state = 'running' AND locked_at < now() - make_interval(secs => $4)) AS "stale!"
                  FROM idempotency_keys WHERE merchant_id = $1 AND livemode = $2 AND key = $3"#,
-            merchant_id,
-            livemode,
+            scope.merchant_id,
+            scope.livemode,
             key,
             lock_timeout.as_secs_f64(),
         )
@@ -87,8 +85,7 @@ pub async fn claim(
 /// Takes over a claim whose owner has not finished within the lock timeout. At most one taker wins.
 pub async fn take_over(
     db: &PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     key: &str,
     lock_timeout: Duration,
 ) -> sqlx::Result<Option<Claim>> {
@@ -97,8 +94,8 @@ pub async fn take_over(
         "UPDATE idempotency_keys SET owner = $4, locked_at = now()
          WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND state = 'running'
            AND locked_at < now() - make_interval(secs => $5)",
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         key,
         owner,
         lock_timeout.as_secs_f64(),
@@ -106,8 +103,7 @@ pub async fn take_over(
     .execute(db)
     .await?;
     Ok((won.rows_affected() == 1).then(|| Claim {
-        merchant_id,
-        livemode,
+        scope,
         key: key.to_owned(),
         owner,
     }))
@@ -125,8 +121,8 @@ pub async fn complete(
         "UPDATE idempotency_keys
          SET state = 'done', response_status = $5, response_body = $6, owner = NULL, locked_at = NULL
          WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND owner = $4",
-        claim.merchant_id,
-        claim.livemode,
+        claim.scope.merchant_id,
+        claim.scope.livemode,
         claim.key,
         claim.owner,
         status,
@@ -142,8 +138,8 @@ pub async fn release(db: &PgPool, claim: &Claim) -> sqlx::Result<()> {
     sqlx::query!(
         "DELETE FROM idempotency_keys
          WHERE merchant_id = $1 AND livemode = $2 AND key = $3 AND owner = $4 AND state = 'running'",
-        claim.merchant_id,
-        claim.livemode,
+        claim.scope.merchant_id,
+        claim.scope.livemode,
         claim.key,
         claim.owner,
     )

@@ -14,6 +14,20 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Whose rows: one merchant in one mode. Every merchant-facing query is limited to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub merchant_id: uuid::Uuid,
+    pub livemode: bool,
+}
+
+/// Which rows a list asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: i64,
+    pub offset: i64,
+}
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Creates the database named in `url` when it does not exist yet.

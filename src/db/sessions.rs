@@ -1,3 +1,4 @@
+use super::{PageRequest, Scope};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgExecutor, PgPool};
@@ -166,15 +167,10 @@ pub async fn by_id(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Ses
 }
 
 /// A session owned by this merchant in this mode.
-pub async fn find(
-    db: impl PgExecutor<'_>,
-    merchant_id: Uuid,
-    livemode: bool,
-    id: &str,
-) -> sqlx::Result<Option<SessionRow>> {
+pub async fn find(db: &PgPool, scope: Scope, id: &str) -> sqlx::Result<Option<SessionRow>> {
     Ok(by_id(db, id)
         .await?
-        .filter(|row| row.merchant_id == merchant_id && row.livemode == livemode))
+        .filter(|row| row.merchant_id == scope.merchant_id && row.livemode == scope.livemode))
 }
 
 /// A transfer as the public page shows it.
@@ -276,11 +272,9 @@ pub struct SessionFilter {
 /// One page, newest first, and the total matching count.
 pub async fn list(
     db: &PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     f: &SessionFilter,
-    limit: i64,
-    offset: i64,
+    rows: PageRequest,
 ) -> sqlx::Result<(Vec<SessionRow>, i64)> {
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM checkout_sessions
@@ -290,8 +284,8 @@ pub async fn list(
               AND ($6::text IS NULL OR sub_merchant_code = $6)
               AND ($7::timestamptz IS NULL OR created_at > $7)
               AND ($8::timestamptz IS NULL OR created_at < $8)"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         f.status as Option<SessionStatus>,
         f.network as Option<Network>,
         f.client_reference_id.as_ref() as Option<&ClientReferenceId>,
@@ -318,16 +312,16 @@ pub async fn list(
               AND ($7::timestamptz IS NULL OR created_at > $7)
               AND ($8::timestamptz IS NULL OR created_at < $8)
             ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         f.status as Option<SessionStatus>,
         f.network as Option<Network>,
         f.client_reference_id.as_ref() as Option<&ClientReferenceId>,
         f.sub_merchant_code.as_ref() as Option<&SubMerchantCode>,
         f.created_after,
         f.created_before,
-        limit,
-        offset,
+        rows.limit,
+        rows.offset,
     )
     .fetch_all(db)
     .await?;
@@ -337,8 +331,7 @@ pub async fn list(
 /// Expires an open (Pending or Underpaid) session; `None` when it is not open or not found.
 pub async fn expire_open(
     conn: &mut PgConnection,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     id: &str,
 ) -> sqlx::Result<Option<SessionRow>> {
     let expired = sqlx::query_scalar!(
@@ -346,8 +339,8 @@ pub async fn expire_open(
           WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND status IN ('Pending', 'Underpaid')
          RETURNING id",
         id,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
     )
     .fetch_optional(&mut *conn)
     .await?;

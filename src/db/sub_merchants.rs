@@ -1,6 +1,7 @@
+use super::{PageRequest, Scope};
 use crate::domain::sub_merchant::SubMerchantStatus;
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -19,8 +20,7 @@ pub const PK: &str = "sub_merchants_pkey";
 
 pub async fn insert(
     db: impl PgExecutor<'_>,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     code: &str,
     display_name: &str,
     logo_url: Option<&str>,
@@ -31,8 +31,8 @@ pub async fn insert(
            VALUES ($1, $2, $3, $4, $5)
            RETURNING merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
                     updated_at"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         code,
         display_name,
         logo_url,
@@ -41,19 +41,14 @@ pub async fn insert(
     .await
 }
 
-pub async fn find(
-    db: impl PgExecutor<'_>,
-    merchant_id: Uuid,
-    livemode: bool,
-    code: &str,
-) -> sqlx::Result<Option<SubMerchant>> {
+pub async fn find(db: &PgPool, scope: Scope, code: &str) -> sqlx::Result<Option<SubMerchant>> {
     sqlx::query_as!(
         SubMerchant,
         r#"SELECT merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
                     updated_at
              FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2 AND code = $3"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         code,
     )
     .fetch_optional(db)
@@ -62,16 +57,14 @@ pub async fn find(
 
 /// One page, oldest first, and the total count.
 pub async fn list(
-    db: &sqlx::PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
-    limit: i64,
-    offset: i64,
+    db: &PgPool,
+    scope: Scope,
+    rows: PageRequest,
 ) -> sqlx::Result<(Vec<SubMerchant>, i64)> {
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
     )
     .fetch_one(db)
     .await?;
@@ -81,10 +74,10 @@ pub async fn list(
                     updated_at
              FROM sub_merchants WHERE merchant_id = $1 AND livemode = $2
             ORDER BY created_at, code LIMIT $3 OFFSET $4"#,
-        merchant_id,
-        livemode,
-        limit,
-        offset,
+        scope.merchant_id,
+        scope.livemode,
+        rows.limit,
+        rows.offset,
     )
     .fetch_all(db)
     .await?;
@@ -99,8 +92,7 @@ pub struct SubMerchantPatch<'a> {
 
 pub async fn update(
     db: impl PgExecutor<'_>,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     code: &str,
     patch: &SubMerchantPatch<'_>,
 ) -> sqlx::Result<Option<SubMerchant>> {
@@ -114,8 +106,8 @@ pub async fn update(
             WHERE merchant_id = $1 AND livemode = $2 AND code = $3
            RETURNING merchant_id, livemode, code, display_name, logo_url, status AS "status: _", created_at,
                     updated_at"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         code,
         patch.display_name,
         patch.logo_url.is_some(),

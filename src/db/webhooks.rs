@@ -1,5 +1,6 @@
 //! Webhook endpoints, deliveries and attempts.
 
+use super::Scope;
 use crate::domain::event::{AttemptOutcome, DeliveryStatus, EventType};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -22,8 +23,7 @@ pub struct EndpointRow {
 pub async fn insert_endpoint(
     db: &PgPool,
     id: &str,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     url: &str,
     event_types: Option<&[EventType]>,
     secret: &str,
@@ -35,8 +35,8 @@ pub async fn insert_endpoint(
            RETURNING id, merchant_id, livemode, url, event_types AS "event_types: _", secret, previous_secret,
                   previous_secret_until, created_at, deleted_at"#,
         id,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         url,
         event_types as Option<&[EventType]>,
         secret,
@@ -45,11 +45,7 @@ pub async fn insert_endpoint(
     .await
 }
 
-pub async fn list_endpoints(
-    db: &PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
-) -> sqlx::Result<Vec<EndpointRow>> {
+pub async fn list_endpoints(db: &PgPool, scope: Scope) -> sqlx::Result<Vec<EndpointRow>> {
     sqlx::query_as!(
         EndpointRow,
         r#"SELECT id, merchant_id, livemode, url, event_types AS "event_types: _", secret, previous_secret,
@@ -57,26 +53,21 @@ pub async fn list_endpoints(
              FROM webhook_endpoints
             WHERE merchant_id = $1 AND livemode = $2 AND deleted_at IS NULL
             ORDER BY created_at, id"#,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
     )
     .fetch_all(db)
     .await
 }
 
 /// Soft delete: past deliveries keep their endpoint; no new ones are made.
-pub async fn delete_endpoint(
-    db: &PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
-    id: &str,
-) -> sqlx::Result<bool> {
+pub async fn delete_endpoint(db: &PgPool, scope: Scope, id: &str) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "UPDATE webhook_endpoints SET deleted_at = now()
           WHERE id = $1 AND merchant_id = $2 AND livemode = $3 AND deleted_at IS NULL",
         id,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
     )
     .execute(db)
     .await?;
@@ -86,8 +77,7 @@ pub async fn delete_endpoint(
 /// The new secret signs from now on; the old one also signs until `overlap` has passed.
 pub async fn rotate_secret(
     db: &PgPool,
-    merchant_id: Uuid,
-    livemode: bool,
+    scope: Scope,
     id: &str,
     secret: &str,
     overlap: chrono::Duration,
@@ -100,8 +90,8 @@ pub async fn rotate_secret(
            RETURNING id, merchant_id, livemode, url, event_types AS "event_types: _", secret, previous_secret,
                   previous_secret_until, created_at, deleted_at"#,
         id,
-        merchant_id,
-        livemode,
+        scope.merchant_id,
+        scope.livemode,
         secret,
         overlap as _,
     )

@@ -79,10 +79,6 @@ impl SubMerchantCode {
         }
         Ok(Self(s.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// The merchant's own reference for a session: at most 200 characters, none of them control
@@ -102,14 +98,6 @@ impl ClientReferenceId {
         }
         Ok(Self(s.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
 impl std::str::FromStr for SessionId {
@@ -120,7 +108,7 @@ impl std::str::FromStr for SessionId {
     }
 }
 
-crate::domain::names::from_str_via_parse!(ClientReferenceId, SubMerchantCode);
+crate::domain::names::checked_text!(ClientReferenceId, SubMerchantCode);
 
 #[cfg(test)]
 mod tests {

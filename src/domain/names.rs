@@ -129,20 +129,31 @@ macro_rules! string_enum {
 
 pub(crate) use string_enum;
 
-/// `FromStr` for types whose `parse(&str) -> Result<Self, &'static str>` says it all.
-macro_rules! from_str_via_parse {
-    ($($type:ty),+) => {
+/// For a checked text newtype (`struct T(String)` with `parse(&str) -> Result<Self, &'static
+/// str>`): `FromStr` through `parse`, `as_str` and `into_string`.
+macro_rules! checked_text {
+    ($($type:ident),+) => {
         $(impl ::std::str::FromStr for $type {
             type Err = &'static str;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Self::parse(s)
             }
+        }
+
+        impl $type {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
         })+
     };
 }
 
-pub(crate) use from_str_via_parse;
+pub(crate) use checked_text;
 
 #[cfg(test)]
 mod tests {

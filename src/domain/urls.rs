@@ -23,17 +23,9 @@ impl HttpUrl {
         }
         Ok(Self(s.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
-crate::domain::names::from_str_via_parse!(HttpUrl);
+crate::domain::names::checked_text!(HttpUrl);
 
 #[cfg(test)]
 mod tests {

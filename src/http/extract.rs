@@ -1,10 +1,10 @@
 //! Extractors that answer every rejection in our error shape.
 
 use super::error::{ApiError, ApiResult};
-use crate::db::merchants::{self, Merchant};
-use crate::domain::api_key::{ApiKey, Mode};
+use crate::db::merchants;
+use crate::domain::api_key::ApiKey;
 use crate::domain::ids::SubMerchantCode;
-use crate::service::{self, Field, Page, PageRequest};
+use crate::service::{self, Caller, Field, Page, PageRequest};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -16,20 +16,13 @@ use serde_json::{Map, Value};
 use std::fmt::Display;
 use std::str::FromStr;
 
-/// The authenticated caller: a merchant acting in one mode.
-#[derive(Debug, Clone)]
-pub struct Auth {
-    pub merchant: Merchant,
-    pub mode: Mode,
-}
-
-impl FromRequestParts<AppState> for Auth {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         // Already authenticated by the rate limiter (or the idempotency layer).
-        if let Some(auth) = parts.extensions.get::<Auth>() {
-            return Ok(auth.clone());
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
         }
         let key = bearer_key(&parts.headers)?;
         authenticate(state, &key).await
@@ -57,12 +50,13 @@ pub fn bearer_key(headers: &HeaderMap) -> ApiResult<ApiKey> {
 }
 
 /// The merchant behind an active key: one indexed lookup.
-pub async fn authenticate(state: &AppState, key: &ApiKey) -> ApiResult<Auth> {
+pub async fn authenticate(state: &AppState, key: &ApiKey) -> ApiResult<Caller> {
     let merchant = merchants::authenticate(&state.db, &key.hash(), key.mode())
         .await?
         .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
     tracing::Span::current().record("merchant.id", tracing::field::display(merchant.id));
-    Ok(Auth {
+    Ok(Caller {
+        state: state.clone(),
         merchant,
         mode: key.mode(),
     })

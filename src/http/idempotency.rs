@@ -1,8 +1,9 @@
 //! `Idempotency-Key` on every POST: replay, conflict, in-progress, takeover of dead claims.
 
 use super::error::ApiError;
-use super::extract::{Auth, BODY_LIMIT, SUB_MERCHANT_HEADER};
+use super::extract::{BODY_LIMIT, SUB_MERCHANT_HEADER};
 use crate::db::idempotency::{self as db, Claim, ClaimOutcome, ClaimState};
+use crate::service::Caller;
 use crate::state::AppState;
 use axum::body::{to_bytes, Body};
 use axum::extract::{FromRequestParts, Request, State};
@@ -113,7 +114,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 
 async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let auth = Auth::from_request_parts(&mut parts, &state).await?;
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
     let key = parse_key(&parts.headers[HEADER])?;
     let body = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
         ApiError::too_large(format!(
@@ -130,9 +131,8 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
             .map(HeaderValue::as_bytes),
         &body,
     );
-    let (merchant_id, livemode) = (auth.merchant.id, auth.mode.livemode());
     let timeout = state.config.idempotency.lock_timeout;
-    let claim = match db::claim(&state.db, merchant_id, livemode, &key, &hash, timeout).await? {
+    let claim = match db::claim(&state.db, caller.scope(), &key, &hash, timeout).await? {
         ClaimOutcome::Claimed(claim) => claim,
         ClaimOutcome::Existing(existing) => {
             if existing.request_hash != hash {
@@ -148,17 +148,15 @@ async fn handle(state: AppState, req: Request, next: Next) -> Result<Response, A
                 existing.response_body,
             ) {
                 (ClaimState::Done, Some(status), Some(body)) => return Ok(replay(status, body)),
-                _ if existing.stale => {
-                    db::take_over(&state.db, merchant_id, livemode, &key, timeout)
-                        .await?
-                        .ok_or_else(in_progress)?
-                }
+                _ if existing.stale => db::take_over(&state.db, caller.scope(), &key, timeout)
+                    .await?
+                    .ok_or_else(in_progress)?,
                 _ => return Err(in_progress()),
             }
         }
     };
 
-    parts.extensions.insert(auth);
+    parts.extensions.insert(caller);
     parts.extensions.insert(claim.clone());
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     finish(&state, &claim, response).await

@@ -1,6 +1,6 @@
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    sub_merchant_code, sub_merchant_from_header, Auth, JsonObject, Paging, QueryParams,
+    sub_merchant_code, sub_merchant_from_header, JsonObject, Paging, QueryParams,
 };
 use super::idempotency::ReplyStored;
 use super::Routes;
@@ -10,9 +10,9 @@ use crate::domain::ids::SubMerchantCode;
 use crate::domain::money::{parse_plain_decimal, Token};
 use crate::domain::network::Network;
 use crate::service::sessions::{self as service, CreateSession};
-use crate::state::AppState;
+use crate::service::Caller;
 use crate::views::session_json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,40 +54,31 @@ fn parse_create(
 }
 
 async fn create(
-    State(state): State<AppState>,
-    auth: Auth,
+    caller: Caller,
     claim: Option<Extension<Claim>>,
     headers: HeaderMap,
     JsonObject(fields): JsonObject,
 ) -> ApiResult<Response> {
     let request = parse_create(fields, sub_merchant_code(&headers)?)?;
     let claim = claim.map(|Extension(c)| c);
-    let row = service::create(&state, &auth.merchant, auth.mode, request, claim.as_ref())
+    let row = service::create(&caller, request, claim.as_ref())
         .await
         .map_err(sub_merchant_from_header)?;
-    let body = Json(session_json(&row, &[], &state.config.base_url));
+    let body = Json(session_json(&row, &[], &caller.state.config.base_url));
     Ok(match claim {
         Some(_) => (StatusCode::CREATED, Extension(ReplyStored), body).into_response(),
         None => (StatusCode::CREATED, body).into_response(),
     })
 }
 
-async fn retrieve(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let found = service::retrieve(&state, &auth.merchant, auth.mode, &id).await?;
-    Ok(Json(found.to_json(&state.config.base_url)))
+async fn retrieve(caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let found = service::retrieve(&caller, &id).await?;
+    Ok(Json(found.to_json(&caller.state.config.base_url)))
 }
 
-async fn expire(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let expired = service::expire(&state, &auth.merchant, auth.mode, &id).await?;
-    Ok(Json(expired.to_json(&state.config.base_url)))
+async fn expire(caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let expired = service::expire(&caller, &id).await?;
+    Ok(Json(expired.to_json(&caller.state.config.base_url)))
 }
 
 /// A time filter: RFC 3339 or unix seconds.
@@ -109,11 +100,7 @@ impl std::str::FromStr for ApiTime {
     }
 }
 
-async fn list(
-    State(state): State<AppState>,
-    auth: Auth,
-    mut q: QueryParams,
-) -> ApiResult<Json<Value>> {
+async fn list(caller: Caller, mut q: QueryParams) -> ApiResult<Json<Value>> {
     let paging = Paging::take(&mut q)?;
     let filter = SessionFilter {
         status: q.parsed("status")?,
@@ -124,6 +111,6 @@ async fn list(
         created_before: q.parsed::<ApiTime>("created_before")?.map(|t| t.0),
     };
     q.finish()?;
-    let page = service::list(&state, &auth.merchant, auth.mode, &filter, paging.request()).await?;
-    Ok(paging.respond(&page, |s| s.to_json(&state.config.base_url)))
+    let page = service::list(&caller, &filter, paging.request()).await?;
+    Ok(paging.respond(&page, |s| s.to_json(&caller.state.config.base_url)))
 }

@@ -1,14 +1,14 @@
 use super::error::{ApiError, ApiResult};
-use super::extract::{Auth, JsonObject, Paging, QueryParams};
+use super::extract::{JsonObject, Paging, QueryParams};
 use super::Routes;
 use crate::db::sub_merchants::{SubMerchant, SubMerchantPatch};
 use crate::domain::ids::SubMerchantCode;
 use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
 use crate::service::sub_merchants as service;
-use crate::state::AppState;
+use crate::service::Caller;
 use crate::views::timestamp;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
@@ -42,8 +42,7 @@ fn parse_logo(value: &str) -> ApiResult<HttpUrl> {
 }
 
 async fn create(
-    State(state): State<AppState>,
-    auth: Auth,
+    caller: Caller,
     JsonObject(mut f): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let code: SubMerchantCode = f.required("sub_merchant_code")?;
@@ -52,41 +51,24 @@ async fn create(
     f.finish()?;
     // The length limit is on the name as sent; it is stored trimmed.
     service::check_display_name(&display_name)?;
-    let sub = service::create(
-        &state,
-        &auth.merchant,
-        auth.mode,
-        code,
-        display_name.trim(),
-        logo_url,
-    )
-    .await?;
+    let sub = service::create(&caller, code, display_name.trim(), logo_url).await?;
     Ok((StatusCode::CREATED, Json(sub_merchant_json(&sub))))
 }
 
-async fn list(
-    State(state): State<AppState>,
-    auth: Auth,
-    mut q: QueryParams,
-) -> ApiResult<Json<Value>> {
+async fn list(caller: Caller, mut q: QueryParams) -> ApiResult<Json<Value>> {
     let paging = Paging::take(&mut q)?;
     q.finish()?;
-    let page = service::list(&state, &auth.merchant, auth.mode, paging.request()).await?;
+    let page = service::list(&caller, paging.request()).await?;
     Ok(paging.respond(&page, sub_merchant_json))
 }
 
-async fn retrieve(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(code): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let sub = service::retrieve(&state, &auth.merchant, auth.mode, &code).await?;
+async fn retrieve(caller: Caller, Path(code): Path<String>) -> ApiResult<Json<Value>> {
+    let sub = service::retrieve(&caller, &code).await?;
     Ok(Json(sub_merchant_json(&sub)))
 }
 
 async fn update(
-    State(state): State<AppState>,
-    auth: Auth,
+    caller: Caller,
     Path(code): Path<String>,
     JsonObject(mut f): JsonObject,
 ) -> ApiResult<Json<Value>> {
@@ -112,6 +94,6 @@ async fn update(
         logo_url: logo_url.as_ref().map(|o| o.as_ref().map(HttpUrl::as_str)),
         status,
     };
-    let sub = service::update(&state, &auth.merchant, auth.mode, &code, &patch).await?;
+    let sub = service::update(&caller, &code, &patch).await?;
     Ok(Json(sub_merchant_json(&sub)))
 }

@@ -1,9 +1,9 @@
 use super::error::ApiResult;
-use super::extract::{Auth, JsonObject};
+use super::extract::JsonObject;
 use super::Routes;
 use crate::service::webhooks as service;
-use crate::state::AppState;
-use axum::extract::{Path, State};
+use crate::service::Caller;
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Json;
@@ -22,19 +22,18 @@ pub fn routes(r: Routes) -> Routes {
 }
 
 async fn create(
-    State(state): State<AppState>,
-    auth: Auth,
+    caller: Caller,
     JsonObject(mut fields): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let url = fields.required_string("url")?;
     let events = fields.optional_string_list("events")?;
     fields.finish()?;
-    let body = service::create(&state, auth.merchant.id, auth.mode, &url, events).await?;
+    let body = service::create(&caller, &url, events).await?;
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
-    let rows = service::list(&state, auth.merchant.id, auth.mode).await?;
+async fn list(caller: Caller) -> ApiResult<Json<Value>> {
+    let rows = service::list(&caller).await?;
     let data: Vec<Value> = rows
         .iter()
         .map(|e| service::endpoint_json(e, None))
@@ -42,30 +41,16 @@ async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value
     Ok(Json(json!({ "data": data })))
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    service::delete(&state, auth.merchant.id, auth.mode, &id).await?;
+async fn remove(caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    service::delete(&caller, &id).await?;
     Ok(Json(json!({ "id": id, "deleted": true })))
 }
 
-async fn rotate(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        service::rotate(&state, auth.merchant.id, auth.mode, &id).await?,
-    ))
+async fn rotate(caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(service::rotate(&caller, &id).await?))
 }
 
-async fn resend(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let due = service::resend(&state, auth.merchant.id, auth.mode, &id).await?;
+async fn resend(caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let due = service::resend(&caller, &id).await?;
     Ok(Json(json!({ "id": id, "deliveries_due": due })))
 }

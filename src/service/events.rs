@@ -2,15 +2,12 @@
 //! session as it is after that change.
 
 use crate::db::events::{self as db, EventRow};
-use crate::domain::api_key::Mode;
 use crate::domain::event::EventType;
 use crate::domain::ids::{is_random_id, random_id, SessionId};
-use crate::service::{Error, Page, PageRequest};
-use crate::state::AppState;
+use crate::service::{Caller, Error, Page, PageRequest};
 use crate::views::session_json;
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
 /// The transactions an event's session lists at most (the newest ones).
 pub const EVENT_TRANSACTIONS: i64 = 100;
@@ -60,38 +57,29 @@ pub async fn record_with(
 }
 
 /// The merchant's event `id`; a malformed id is as missing as an unknown one.
-pub async fn find(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
-    id: &str,
-) -> Result<EventRow, Error> {
+pub async fn find(caller: &Caller, id: &str) -> Result<EventRow, Error> {
     let missing = || Error::NotFound(format!("no event '{id}'"));
     if !is_random_id("evt_", id) {
         return Err(missing());
     }
-    db::find(&state.db, merchant_id, mode.livemode(), id)
+    db::find(&caller.state.db, caller.scope(), id)
         .await?
         .ok_or_else(missing)
 }
 
 /// One page of the merchant's events, newest first, optionally of one type or session.
 pub async fn list(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
+    caller: &Caller,
     event_type: Option<EventType>,
     session_id: Option<&SessionId>,
     rows: PageRequest,
 ) -> Result<Page<EventRow>, Error> {
     let (items, total) = db::list(
-        &state.db,
-        merchant_id,
-        mode.livemode(),
+        &caller.state.db,
+        caller.scope(),
         event_type,
         session_id.map(SessionId::as_str),
-        rows.limit,
-        rows.offset,
+        rows,
     )
     .await?;
     Ok(Page { items, total })

@@ -1,7 +1,6 @@
 //! Checkout sessions: pricing, fees, pay address, and the one transaction that creates them.
 
 use crate::db::idempotency::{self, Claim};
-use crate::db::merchants::Merchant;
 use crate::db::sessions::{self as db, SessionFilter, SessionRow, TransactionRow};
 use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
@@ -13,7 +12,7 @@ use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
 use crate::faults::FaultPoint;
 use crate::service::pricing::{self, Quote};
-use crate::service::{ConflictKind, Error, Field, Page, PageRequest};
+use crate::service::{Caller, ConflictKind, Error, Field, Page, PageRequest};
 use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
@@ -50,12 +49,16 @@ impl SessionWithTransactions {
 /// Creates the session. With an idempotency claim, the key's stored reply is written in the
 /// same statement as the session, so the two can never diverge.
 pub async fn create(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
+    caller: &Caller,
     req: CreateSession,
     claim: Option<&Claim>,
 ) -> Result<SessionRow, Error> {
+    let Caller {
+        state,
+        merchant,
+        mode,
+    } = caller;
+    let mode = *mode;
     let net = state.config.network(req.network, mode);
     if !net.enabled() {
         return Err(Error::invalid(
@@ -118,7 +121,7 @@ pub async fn create(
     let (merchant_name, merchant_logo_url) = match &req.sub_merchant_code {
         None => (merchant.name.clone(), merchant.logo_url.clone()),
         Some(code) => {
-            let sub = sub_merchants::find(&state.db, merchant.id, mode.livemode(), code.as_str())
+            let sub = sub_merchants::find(&state.db, caller.scope(), code.as_str())
                 .await?
                 .ok_or_else(|| {
                     Error::invalid(
@@ -232,38 +235,24 @@ async fn with_transactions(
     })
 }
 
-pub async fn retrieve(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
-    id: &str,
-) -> Result<SessionWithTransactions, Error> {
+pub async fn retrieve(caller: &Caller, id: &str) -> Result<SessionWithTransactions, Error> {
     let id = parse_id(id)?;
-    let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
+    let row = db::find(&caller.state.db, caller.scope(), id.as_str())
         .await?
         .ok_or_else(|| session_missing(id.as_str()))?;
-    with_transactions(state, row).await
+    with_transactions(&caller.state, row).await
 }
 
 pub async fn list(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
+    caller: &Caller,
     filter: &SessionFilter,
     rows: PageRequest,
 ) -> Result<Page<SessionWithTransactions>, Error> {
-    let (rows, total) = db::list(
-        &state.db,
-        merchant.id,
-        mode.livemode(),
-        filter,
-        rows.limit,
-        rows.offset,
-    )
-    .await?;
+    let db = &caller.state.db;
+    let (rows, total) = db::list(db, caller.scope(), filter, rows).await?;
     let ids: Vec<SessionId> = rows.iter().map(|r| r.id.clone()).collect();
     let mut by_session: HashMap<SessionId, Vec<TransactionRow>> = HashMap::new();
-    for t in db::transactions_of(&state.db, &ids).await? {
+    for t in db::transactions_of(db, &ids).await? {
         by_session.entry(t.session_id.clone()).or_default().push(t);
     }
     let items = rows
@@ -276,15 +265,11 @@ pub async fn list(
     Ok(Page { items, total })
 }
 
-pub async fn expire(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
-    id: &str,
-) -> Result<SessionWithTransactions, Error> {
+pub async fn expire(caller: &Caller, id: &str) -> Result<SessionWithTransactions, Error> {
+    let (state, scope) = (&caller.state, caller.scope());
     let id = parse_id(id)?;
     let mut tx = state.db.begin().await?;
-    if let Some(row) = db::expire_open(&mut tx, merchant.id, mode.livemode(), id.as_str()).await? {
+    if let Some(row) = db::expire_open(&mut tx, scope, id.as_str()).await? {
         crate::service::events::record(
             &mut tx,
             row.id.as_str(),
@@ -297,7 +282,7 @@ pub async fn expire(
         return with_transactions(state, row).await;
     }
     drop(tx);
-    let row = db::find(&state.db, merchant.id, mode.livemode(), id.as_str())
+    let row = db::find(&state.db, scope, id.as_str())
         .await?
         .ok_or_else(|| session_missing(id.as_str()))?;
     Err(match row.status {

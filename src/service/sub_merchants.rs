@@ -1,10 +1,7 @@
-use crate::db::merchants::Merchant;
 use crate::db::sub_merchants::{self as db, SubMerchant, SubMerchantPatch};
-use crate::domain::api_key::Mode;
 use crate::domain::ids::SubMerchantCode;
 use crate::domain::urls::HttpUrl;
-use crate::service::{ConflictKind, Error, Field, Page, PageRequest};
-use crate::state::AppState;
+use crate::service::{Caller, ConflictKind, Error, Field, Page, PageRequest};
 
 pub fn check_display_name(name: &str) -> Result<(), Error> {
     if name.trim().is_empty() || name.chars().count() > 200 {
@@ -17,18 +14,15 @@ pub fn check_display_name(name: &str) -> Result<(), Error> {
 }
 
 pub async fn create(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
+    caller: &Caller,
     code: SubMerchantCode,
     display_name: &str,
     logo_url: Option<HttpUrl>,
 ) -> Result<SubMerchant, Error> {
     check_display_name(display_name)?;
     let inserted = db::insert(
-        &state.db,
-        merchant.id,
-        mode.livemode(),
+        &caller.state.db,
+        caller.scope(),
         code.as_str(),
         display_name,
         logo_url.as_ref().map(HttpUrl::as_str),
@@ -51,40 +45,22 @@ fn not_found(code: &str) -> Error {
     Error::NotFound(format!("no sub-merchant '{code}'"))
 }
 
-pub async fn retrieve(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
-    code: &str,
-) -> Result<SubMerchant, Error> {
+pub async fn retrieve(caller: &Caller, code: &str) -> Result<SubMerchant, Error> {
     SubMerchantCode::parse(code).map_err(|_| not_found(code))?;
-    db::find(&state.db, merchant.id, mode.livemode(), code)
+    db::find(&caller.state.db, caller.scope(), code)
         .await?
         .ok_or_else(|| not_found(code))
 }
 
 /// One page, oldest first.
-pub async fn list(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
-    rows: PageRequest,
-) -> Result<Page<SubMerchant>, Error> {
-    let (items, total) = db::list(
-        &state.db,
-        merchant.id,
-        mode.livemode(),
-        rows.limit,
-        rows.offset,
-    )
-    .await?;
+pub async fn list(caller: &Caller, rows: PageRequest) -> Result<Page<SubMerchant>, Error> {
+    let db = &caller.state.db;
+    let (items, total) = db::list(db, caller.scope(), rows).await?;
     Ok(Page { items, total })
 }
 
 pub async fn update(
-    state: &AppState,
-    merchant: &Merchant,
-    mode: Mode,
+    caller: &Caller,
     code: &str,
     patch: &SubMerchantPatch<'_>,
 ) -> Result<SubMerchant, Error> {
@@ -92,7 +68,7 @@ pub async fn update(
     if let Some(name) = patch.display_name {
         check_display_name(name)?;
     }
-    db::update(&state.db, merchant.id, mode.livemode(), code, patch)
+    db::update(&caller.state.db, caller.scope(), code, patch)
         .await?
         .ok_or_else(|| not_found(code))
 }

@@ -1,15 +1,13 @@
 //! Webhook endpoints as merchants manage them, and the delivery log the events API shows.
 
 use crate::db::webhooks::{self as db, EndpointRow};
-use crate::domain::api_key::Mode;
 use crate::domain::event::{DeliveryStatus, EventType};
 use crate::domain::ids::{is_random_id, random_id};
-use crate::service::{events, Error, Field};
+use crate::service::{events, Caller, Error, Field};
 use crate::state::AppState;
 use crate::views::timestamp;
 use crate::webhooks::{signing, target};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 /// How long a rotated-out secret still signs.
 pub const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
@@ -31,12 +29,11 @@ pub fn endpoint_json(e: &EndpointRow, secret: Option<&str>) -> Value {
 }
 
 pub async fn create(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
+    caller: &Caller,
     url: &str,
     events: Option<Vec<String>>,
 ) -> Result<Value, Error> {
+    let state = &caller.state;
     let guard = !state.config.webhooks.allow_private_targets;
     let url = target::check(url, guard)
         .await
@@ -62,7 +59,7 @@ pub async fn create(
             Some(parsed)
         }
     };
-    let existing = db::list_endpoints(&state.db, merchant_id, mode.livemode()).await?;
+    let existing = db::list_endpoints(&state.db, caller.scope()).await?;
     if existing.len() >= MAX_ENDPOINTS {
         return Err(Error::invalid(
             Field::Url,
@@ -73,8 +70,7 @@ pub async fn create(
     let row = db::insert_endpoint(
         &state.db,
         &random_id("we_"),
-        merchant_id,
-        mode.livemode(),
+        caller.scope(),
         url.as_str(),
         events.as_deref(),
         &secret,
@@ -84,46 +80,31 @@ pub async fn create(
 }
 
 /// The merchant's endpoints in `mode`.
-pub async fn list(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
-) -> Result<Vec<EndpointRow>, Error> {
-    Ok(db::list_endpoints(&state.db, merchant_id, mode.livemode()).await?)
+pub async fn list(caller: &Caller) -> Result<Vec<EndpointRow>, Error> {
+    Ok(db::list_endpoints(&caller.state.db, caller.scope()).await?)
 }
 
 fn endpoint_missing(id: &str) -> Error {
     Error::NotFound(format!("no webhook endpoint '{id}'"))
 }
 
-pub async fn delete(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
-    id: &str,
-) -> Result<(), Error> {
+pub async fn delete(caller: &Caller, id: &str) -> Result<(), Error> {
     if !is_random_id("we_", id)
-        || !db::delete_endpoint(&state.db, merchant_id, mode.livemode(), id).await?
+        || !db::delete_endpoint(&caller.state.db, caller.scope(), id).await?
     {
         return Err(endpoint_missing(id));
     }
     Ok(())
 }
 
-pub async fn rotate(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
-    id: &str,
-) -> Result<Value, Error> {
+pub async fn rotate(caller: &Caller, id: &str) -> Result<Value, Error> {
     if !is_random_id("we_", id) {
         return Err(endpoint_missing(id));
     }
     let secret = signing::new_secret();
     let row = db::rotate_secret(
-        &state.db,
-        merchant_id,
-        mode.livemode(),
+        &caller.state.db,
+        caller.scope(),
         id,
         &secret,
         ROTATION_OVERLAP,
@@ -136,14 +117,9 @@ pub async fn rotate(
 }
 
 /// Sends the merchant's event `id` again; returns how many deliveries are now due.
-pub async fn resend(
-    state: &AppState,
-    merchant_id: Uuid,
-    mode: Mode,
-    id: &str,
-) -> Result<u64, Error> {
-    let event = events::find(state, merchant_id, mode, id).await?;
-    match db::resend(&state.db, &event.id).await? {
+pub async fn resend(caller: &Caller, id: &str) -> Result<u64, Error> {
+    let event = events::find(caller, id).await?;
+    match db::resend(&caller.state.db, &event.id).await? {
         db::Resend::Due(due) => Ok(due),
         db::Resend::Limited(wait) => Err(Error::RateLimited {
             retry_after: wait,

@@ -170,10 +170,9 @@ impl Dispatcher {
     /// Sends until `shutdown`: at once again while a full batch went out, else every poll
     /// interval.
     pub async fn run(self, shutdown: CancellationToken) {
-        let every = self.config.poll_interval;
         crate::workers::run_worker(
             "webhooks",
-            every,
+            self.config.poll_interval,
             Duration::from_secs(30),
             shutdown,
             || async {
