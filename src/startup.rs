@@ -50,6 +50,8 @@ impl Application {
         let limits = self.state.config.http.clone();
         let trusted_proxies = self.state.config.rate_limits.trusted_proxies.clone();
         let stopping = self.state.stopping.clone();
+        let live = self.state.live.clone();
+        tokio::spawn(live.run(self.state.db.clone(), shutdown.clone()));
         let router = crate::http::router(self.state);
         let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
         let mut http1 = hyper::server::conn::http1::Builder::new();

@@ -18,6 +18,8 @@ pub struct AppState {
     pub faults: Arc<Faults>,
     pub chain_health: Arc<HealthCache>,
     pub logos: Arc<crate::service::logos::LogoCache>,
+    /// Wakes open payment pages when their session changes.
+    pub live: Arc<crate::service::live_status::LiveStatus>,
     /// Request limits (per process).
     pub limits: Arc<crate::limits::Limiter>,
     /// Cancelled when the server shuts down: long-lived answers (live-status streams) end.
@@ -37,6 +39,7 @@ impl AppState {
             faults: Arc::default(),
             chain_health: Arc::default(),
             logos: Arc::default(),
+            live: Arc::default(),
             limits,
         }
     }

@@ -92,8 +92,10 @@ fn bad_configs_name_the_key() {
             "{bad}"
         );
     }
-    assert!(error_of("[networks.BSC.test]\nrpc_headers = { \"X Key\" = \"a\" }")
-        .starts_with("networks.BSC.test.rpc_headers.X Key: is not a valid header name"));
+    assert!(
+        error_of("[networks.BSC.test]\nrpc_headers = { \"X Key\" = \"a\" }")
+            .starts_with("networks.BSC.test.rpc_headers.X Key: is not a valid header name")
+    );
     let bad_value = "[networks.BSC.test]\nrpc_urls = [{ url = \"https://rpc.example\", headers = { X-Key = \"a\\nb\" } }]";
     assert!(error_of(bad_value).starts_with("networks.BSC.test.rpc_urls[0].headers.X-Key:"));
     assert!(error_of("[networks.BSC.live]\nmax_response_kib = 0")

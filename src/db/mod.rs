@@ -61,11 +61,25 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
     let pool = PgPoolOptions::new()
         .max_connections(20)
         .acquire_timeout(Duration::from_secs(5))
+        // A connection in steady use is not pinged before each use (a round trip per query);
+        // one idle for a while is, since Postgres or the network may have dropped it.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?;
     Ok(pool)

@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult};
 use super::i18n::{self, Text};
 use super::Routes;
 use crate::domain::ids::SessionId;
-use crate::domain::session::SessionStatus;
+use crate::domain::session::{SessionStatus, TransactionStatus};
 use crate::service::hosted::{self as service, network_label, PageView};
 use crate::state::AppState;
 use askama::Template;
@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 const CSS: &str = include_str!("../../assets/checkout.css");
 const JS: &str = include_str!("../../assets/checkout.js");
-/// How often the live stream looks for a change, and how long one stream lasts.
+/// How often a live stream looks for a change while no notifications arrive, and how long
+/// one stream lasts.
 const STREAM_POLL: Duration = Duration::from_secs(1);
 const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -210,61 +211,126 @@ async fn view(State(state): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 /// `session` events with the view whenever it changes; ends after a terminal status or ten
-/// minutes (the browser reconnects).
+/// minutes (the browser reconnects). Woken by Postgres's announcements (the session, and the
+/// chain head while a transfer awaits confirmations) and when the session's time runs out;
+/// it polls only while this process cannot listen.
 async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribed before the first read, so no change after it goes unseen.
+    let subscription = state.live.subscribe(&id);
     let first = load_public(&state, &id).await?;
-    let started = Instant::now();
-    let initial = (Some(first), None::<String>, false);
-    let s = stream::unfold(initial, move |(pending, last, done)| {
-        let state = state.clone();
-        let id = id.clone();
-        async move {
-            if done || started.elapsed() > STREAM_LIFETIME {
-                return None;
-            }
-            let mut next = pending;
-            loop {
-                let v = match next.take() {
-                    Some(v) => v,
-                    None => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(STREAM_POLL) => {}
-                            // Shutting down: end the stream; the browser reconnects elsewhere.
-                            _ = state.stopping.cancelled() => return None,
-                        }
-                        if started.elapsed() > STREAM_LIFETIME {
-                            return None;
-                        }
-                        match PageView::load(&state, &id).await {
-                            Ok(Some(v)) => v,
-                            Ok(None) => return None,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "page stream: database error");
-                                continue;
-                            }
-                        }
-                    }
-                };
-                let json = v.to_json();
-                // Changes are judged without the clock, which differs on every read.
-                let mut without_clock = json.clone();
-                if let Some(o) = without_clock.as_object_mut() {
-                    o.remove("server_time");
-                }
-                let comparable = without_clock.to_string();
-                if last.as_deref() == Some(comparable.as_str()) {
-                    continue;
-                }
-                let terminal = !v.status.is_open();
-                let event = Event::default().event("session").data(json.to_string());
-                return Some((Ok(event), (None, Some(comparable), terminal)));
-            }
-        }
+    let head = state.live.head(first.network, first.livemode);
+    let stream = LiveStream {
+        state,
+        subscription,
+        head,
+        started: Instant::now(),
+        shown: None,
+        watch_head: false,
+        time_up_at: None,
+    };
+    let s = stream::unfold((stream, Some(first)), |(mut live, pending)| async move {
+        let event = live.next(pending).await?;
+        Some((Ok(event), (live, None)))
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One page's live-status stream.
+struct LiveStream {
+    state: AppState,
+    subscription: crate::service::live_status::Subscription,
+    head: tokio::sync::watch::Receiver<()>,
+    started: Instant,
+    /// The last view sent, without its clock; `CLOSED` after a terminal one.
+    shown: Option<String>,
+    /// A transfer awaits confirmations: each new head changes the view.
+    watch_head: bool,
+    /// When the page's time runs out, if it has not yet.
+    time_up_at: Option<Instant>,
+}
+
+/// `LiveStream::shown` after a terminal status: nothing more will be sent.
+const CLOSED: &str = "closed";
+
+impl LiveStream {
+    /// The next changed view as an event; `None` ends the stream.
+    async fn next(&mut self, mut pending: Option<PageView>) -> Option<Event> {
+        if self.shown.as_deref() == Some(CLOSED) {
+            return None;
+        }
+        loop {
+            let v = match pending.take() {
+                Some(v) => v,
+                None => {
+                    self.wait().await?;
+                    self.load(Instant::now()).await?
+                }
+            };
+            self.watch_head = v
+                .transfers
+                .iter()
+                .any(|t| t.status == TransactionStatus::Unconfirmed);
+            self.time_up_at = (!v.time_up).then(|| {
+                let left = (v.expires_at - v.server_time).to_std().unwrap_or_default();
+                Instant::now() + left + Duration::from_millis(50)
+            });
+            let json = v.to_json();
+            // Changes are judged without the clock, which differs on every read.
+            let mut without_clock = json.clone();
+            if let Some(o) = without_clock.as_object_mut() {
+                o.remove("server_time");
+            }
+            let comparable = without_clock.to_string();
+            if self.shown.as_deref() == Some(comparable.as_str()) {
+                continue;
+            }
+            self.shown = Some(if v.status.is_open() {
+                comparable
+            } else {
+                CLOSED.to_owned()
+            });
+            return Some(Event::default().event("session").data(json.to_string()));
+        }
+    }
+
+    /// The view as of `woken` (shared with the session's other streams), read again after a
+    /// second while the database fails.
+    async fn load(&self, woken: Instant) -> Option<PageView> {
+        loop {
+            match self.subscription.view(&self.state, woken).await {
+                Ok(view) => return view,
+                Err(e) => tracing::warn!(error = %e, "page stream: database error"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(STREAM_POLL) => {}
+                _ = self.state.stopping.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Until something may have changed; `None` when the stream should end.
+    async fn wait(&mut self) -> Option<()> {
+        let end = self.started + STREAM_LIFETIME;
+        let mut wake = if self.state.live.listening() {
+            end
+        } else {
+            Instant::now() + STREAM_POLL
+        };
+        if let Some(at) = self.time_up_at {
+            wake = wake.min(at);
+        }
+        tokio::select! {
+            _ = self.subscription.changed.changed() => {}
+            _ = self.head.changed(), if self.watch_head => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            // Shutting down: end the stream; the browser reconnects elsewhere.
+            _ = self.state.stopping.cancelled() => return None,
+        }
+        (Instant::now() < end).then_some(())
+    }
 }
 
 /// The merchant's logo, from this origin (see `service::logos`).

@@ -4,6 +4,7 @@ pub mod chain_health;
 pub mod error;
 pub mod events;
 pub mod hosted;
+pub mod live_status;
 pub mod logos;
 pub mod merchants;
 pub mod payments;

@@ -152,8 +152,11 @@ pub async fn create(
         .map_err(Error::internal)?
         + state.config.session_ttl;
 
+    // The index is taken in its own statement, so the allocator's row is locked for that
+    // statement only, not until the session commits: creates on one key do not queue. A create
+    // that fails after this leaves its index unused (a gap of one).
+    let index = db::allocate_address_index(&state.db, family, xpub.key_id()).await?;
     let mut tx = state.db.begin().await?;
-    let index = db::allocate_address_index(&mut *tx, family, xpub.key_id()).await?;
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))

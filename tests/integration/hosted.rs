@@ -550,3 +550,157 @@ async fn logos_are_served_from_this_origin_raster_only_and_public_only_unless_al
         assert_eq!(body["error"]["code"], "resource_missing");
     }
 }
+
+/// Reads a live-status stream until it says `status`; false if it does not within `within`.
+async fn stream_says(res: &mut reqwest::Response, status: &str, within: Duration) -> bool {
+    let want = format!("\"status\":\"{status}\"");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = String::new();
+    while !seen.contains(&want) {
+        match tokio::time::timeout_at(deadline, res.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+async fn open_stream(app: &TestApp, id: &str) -> reqwest::Response {
+    let mut res = app
+        .client
+        .get(format!("{}/v1/checkout/sessions/{id}/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(stream_says(&mut res, "Pending", Duration::from_secs(5)).await);
+    res
+}
+
+/// Connections to the test database (other than this query's) that ran a statement within
+/// `window`; the listening connection does not count.
+async fn connections_busy_within(app: &TestApp, window: Duration) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()
+            AND query NOT LIKE 'LISTEN%' AND state_change > now() - make_interval(secs => $1)",
+    )
+    .bind(window.as_secs_f64())
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn idle_live_streams_run_no_queries_and_changes_reach_them_by_notification() {
+    let app = TestApp::spawn().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !app.state.live.listening() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener connects"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ids = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let id = session(&app, seed_request()).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for _ in 0..10 {
+            streams.push((id.clone(), open_stream(&app, &id).await));
+        }
+        ids.push(id);
+    }
+
+    // Idle: no stream queries (polling, each would read its session every second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let busy = connections_busy_within(&app, Duration::from_millis(2500)).await;
+    assert_eq!(
+        busy, 0,
+        "connections ran statements while 50 streams were idle"
+    );
+
+    // A change made by any process (here bare SQL, as another replica's watcher would) is
+    // announced by Postgres and reaches this process's streams at once.
+    sqlx::query("UPDATE checkout_sessions SET status = 'Expired' WHERE id = $1")
+        .bind(&ids[0])
+        .execute(&app.db)
+        .await
+        .unwrap();
+    for (id, res) in streams.iter_mut().filter(|(id, _)| *id == ids[0]) {
+        assert!(
+            stream_says(res, "Expired", Duration::from_secs(1)).await,
+            "{id}: the change arrives within a second"
+        );
+    }
+
+    // The listening connection is cut: streams still see changes (the listener reconnects
+    // and wakes them; meanwhile they poll).
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "one listening connection per process");
+    app.pay(&ids[1], "10.5").await;
+    for (id, res) in streams.iter_mut().filter(|(id, _)| *id == ids[1]) {
+        assert!(
+            stream_says(res, "Paid", Duration::from_secs(5)).await,
+            "{id}: Paid after the listener was cut"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_chain_head_updates_the_confirmations_of_a_waiting_transfer() {
+    let app = TestApp::spawn().await;
+    let id = session(&app, seed_request()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A transfer seen in block 100, as a watcher (in any process) records it.
+    sqlx::query(
+        "INSERT INTO chain_cursors (network, livemode, head_number) VALUES ('TRON', false, 100)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO transactions (session_id, network, livemode, tx_hash, log_index,
+                block_number, block_hash, to_address, amount)
+         SELECT id, 'TRON', false, 'aa', 0, 100, '0x01', pay_address, 10.5
+           FROM checkout_sessions WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut res = app
+        .client
+        .get(format!("{}/v1/checkout/sessions/{id}/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    let confirmations = |n: u64| format!("\"confirmations\":{n}");
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !seen.contains(&confirmations(1)) {
+        let chunk = tokio::time::timeout_at(deadline, res.chunk()).await;
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap().unwrap()));
+    }
+    sqlx::query("UPDATE chain_cursors SET head_number = 104 WHERE network = 'TRON'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !seen.contains(&confirmations(5)) {
+        let chunk = tokio::time::timeout_at(deadline, res.chunk())
+            .await
+            .expect("the new head's count within a second");
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap().unwrap()));
+    }
+}
