@@ -8,6 +8,7 @@ pub mod faults;
 pub mod http;
 pub mod limits;
 pub mod localdb;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod state;

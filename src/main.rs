@@ -233,13 +233,18 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
         // Session URLs must point at this server: http://localhost:<the port it listens on>.
         config.base_url = format!("http://localhost:{}", bind_addr.port());
     }
-    let state = AppState::new(pool.clone(), config);
+    let metrics_addr = config.metrics_addr;
+    let mut state = AppState::new(pool.clone(), config);
+    state.workers_db = db::connect(&state.config.database_url).await?;
     let app = Application::bind(state.clone(), bind_addr).await?;
     if demo {
         print_demo(&pool, app.local_addr()).await?;
     }
     let shutdown = CancellationToken::new();
     startup::cancel_on_signal(shutdown.clone());
+    if let Some(addr) = metrics_addr {
+        startup::serve_metrics(&state, addr, shutdown.clone()).await?;
+    }
     let workers = startup::spawn_workers(&state, shutdown.clone())?;
     let served = app.run(shutdown.clone()).await;
     shutdown.cancel();
@@ -248,6 +253,7 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     served?;
     pool.close().await;
+    state.workers_db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -247,6 +247,7 @@ pub fn spawn_workers(
     state: &AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let state = &state.for_workers();
     let mut handles = spawn_watchers(state, shutdown.clone())?;
     let dispatcher =
         crate::webhooks::dispatcher::Dispatcher::new(state.db.clone(), &state.config.webhooks)?;
@@ -254,6 +255,29 @@ pub fn spawn_workers(
     handles.push(spawn_expiry(state.clone(), shutdown.clone()));
     handles.push(spawn_idempotency_cleanup(state.clone(), shutdown));
     Ok(handles)
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown`.
+pub async fn serve_metrics(
+    state: &AppState,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot serve metrics on {addr} (METRICS_ADDR; off turns them off): {e}")
+    })?;
+    let local = listener.local_addr()?;
+    let router = crate::metrics::router(state.clone());
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    tracing::info!(addr = %local, "metrics on /metrics");
+    Ok(local)
 }
 
 /// Enables TRON and BSC as simulated test networks unless the config gives them test RPCs.

@@ -10,7 +10,10 @@ use std::sync::Arc;
 /// What every request handler and worker shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// Request handlers' pool (in the workers' copy of the state, the workers' pool).
     pub db: PgPool,
+    /// The background workers' own pool, so API load cannot starve crediting, nor the reverse.
+    pub workers_db: PgPool,
     pub config: Arc<Config>,
     pub rates: Arc<RateService>,
     pub xpubs: Arc<XpubCache>,
@@ -27,11 +30,20 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state the background workers run with: the same, on the workers' pool.
+    pub fn for_workers(&self) -> Self {
+        Self {
+            db: self.workers_db.clone(),
+            ..self.clone()
+        }
+    }
+
     pub fn new(db: PgPool, config: Config) -> Self {
         let rates = Arc::new(RateService::new(config.rates.clone()));
         let limits = Arc::new(crate::limits::Limiter::new(&config.rate_limits));
         Self {
             stopping: tokio_util::sync::CancellationToken::new(),
+            workers_db: db.clone(),
             db,
             config: Arc::new(config),
             rates,

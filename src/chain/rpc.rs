@@ -46,6 +46,23 @@ pub enum RpcError {
     AllPaused,
 }
 
+impl RpcError {
+    /// A short name for the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::Transport(_) => "transport",
+            RpcError::Http(_) => "http",
+            RpcError::RateLimited { .. } => "rate_limited",
+            RpcError::Node { .. } => "node",
+            RpcError::Malformed { .. } => "malformed",
+            RpcError::TooLarge { .. } => "too_large",
+            RpcError::BatchRefused => "batch_refused",
+            RpcError::WrongChain { .. } => "wrong_chain",
+            RpcError::AllPaused => "all_paused",
+        }
+    }
+}
+
 /// JSON-RPC calls in one batch request at most (java-tron takes 100 by default).
 pub const MAX_BATCH: usize = 100;
 /// Batch requests sent at once when a batch has more calls than [`MAX_BATCH`].
@@ -147,6 +164,8 @@ pub struct EndpointSpec {
 
 struct Endpoint {
     url: String,
+    /// The URL's host, as the metrics name it (never its path, which may hold a key).
+    host: String,
     headers: HeaderMap,
     /// With a rate limit: the gap between two requests, and when the next one may start.
     pacing: Option<(Duration, tokio::sync::Mutex<tokio::time::Instant>)>,
@@ -509,8 +528,13 @@ impl RpcClient {
                     let gap = Duration::from_secs(1) / rate.max(1);
                     (gap, tokio::sync::Mutex::new(tokio::time::Instant::now()))
                 });
+                let host = url::Url::parse(&spec.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
                 Ok(Endpoint {
                     url: spec.url.clone(),
+                    host,
                     headers,
                     pacing,
                     paused_until: std::sync::Mutex::new(None),
@@ -583,6 +607,21 @@ impl RpcClient {
         endpoint.wait_turn().await;
         endpoint.spend();
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let calls = body
+            .as_array()
+            .map_or(std::slice::from_ref(body), Vec::as_slice);
+        for call in calls {
+            let method = call["method"].as_str().unwrap_or("?");
+            crate::metrics::rpc_call(&endpoint.host, method);
+        }
+        let result = self.send(endpoint, body).await;
+        if let Err(e) = &result {
+            crate::metrics::rpc_error(&endpoint.host, e.kind());
+        }
+        result
+    }
+
+    async fn send(&self, endpoint: &Endpoint, body: &Value) -> Result<Vec<u8>, RpcError> {
         let response = self
             .http
             .post(&endpoint.url)

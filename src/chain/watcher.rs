@@ -1093,6 +1093,12 @@ impl Watcher {
                 Ok(Settled::Credit(c)) => match c {
                     Credit::Credited(status) => {
                         report.credited += 1;
+                        if status.is_paid() {
+                            crate::metrics::session_completed(
+                                self.net.network,
+                                self.net.mode.livemode(),
+                            );
+                        }
                         tracing::info!(watcher = %self.name(), session.id = %transfer.session_id,
                             tx = %transfer.tx_hash, amount = %transfer.amount, status = status.as_str(),
                             "payment confirmed");

@@ -105,6 +105,8 @@ pub struct Config {
     pub database_url: String,
     pub database_url_is_default: bool,
     pub bind_addr: SocketAddr,
+    /// Where `GET /metrics` is served (`METRICS_ADDR`, `off` for nowhere); keep it private.
+    pub metrics_addr: Option<SocketAddr>,
     /// Without a trailing slash.
     pub base_url: String,
     /// No base URL was configured: `serve` derives it from the bound port.
@@ -145,6 +147,7 @@ impl Wallets {
 struct RawConfig {
     database_url: Option<String>,
     bind_addr: Option<String>,
+    metrics_addr: Option<String>,
     base_url: Option<String>,
     session_ttl_minutes: Option<i64>,
     wallets: RawWallets,
@@ -212,6 +215,17 @@ impl Config {
             err("BIND_ADDR", message)
         })?;
 
+        let metrics_text = env("METRICS_ADDR").or(raw.metrics_addr);
+        let metrics_text =
+            metrics_text.unwrap_or_else(|| crate::metrics::DEFAULT_METRICS_ADDR.into());
+        let metrics_addr = match metrics_text.as_str() {
+            "off" => None,
+            text => Some(text.parse().map_err(|_| {
+                let message = format!("'{text}' is not an address such as 127.0.0.1:9090, or off");
+                err("METRICS_ADDR", message)
+            })?),
+        };
+
         let base_url = env("CHECKOUT_BASE_URL").or(raw.base_url);
         let base_url_is_default = base_url.is_none();
         let base_url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.into());
@@ -225,6 +239,7 @@ impl Config {
             database_url,
             database_url_is_default,
             bind_addr,
+            metrics_addr,
             base_url: base_url.trim_end_matches('/').to_owned(),
             base_url_is_default,
             session_ttl: chrono::Duration::minutes(ttl),

@@ -41,6 +41,35 @@ pub async fn head_number(
     .map(Option::flatten)
 }
 
+/// How far one network's watcher trails, for the metrics.
+#[derive(Debug, Clone)]
+pub struct CursorLag {
+    pub network: Network,
+    pub livemode: bool,
+    pub lag_blocks: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    pub since_success_seconds: Option<f64>,
+    pub oldest_unconfirmed_seconds: Option<f64>,
+}
+
+/// Every watcher's lag behind its head and the clock, and its oldest unconfirmed transfer.
+pub async fn cursor_lags(db: &PgPool) -> sqlx::Result<Vec<CursorLag>> {
+    sqlx::query_as!(
+        CursorLag,
+        r#"SELECT c.network AS "network: _", c.livemode,
+                  c.head_number - c.block_number AS lag_blocks,
+                  extract(epoch FROM now() - c.block_time)::float8 AS lag_seconds,
+                  extract(epoch FROM now() - c.last_success_at)::float8 AS since_success_seconds,
+                  (SELECT extract(epoch FROM now() - min(t.created_at))::float8
+                     FROM transactions t
+                    WHERE t.network = c.network AND t.livemode = c.livemode
+                      AND t.status = 'Unconfirmed') AS oldest_unconfirmed_seconds
+             FROM chain_cursors c"#
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Takes or renews the lease on a network's watcher. True when `owner` holds it afterwards.
 pub async fn acquire_lease(
     db: &PgPool,

@@ -361,3 +361,13 @@ pub async fn resend(db: &PgPool, event_id: &str) -> sqlx::Result<Resend> {
     tx.commit().await?;
     Ok(Resend::Due(due.rows_affected()))
 }
+
+/// Deliveries waiting for their attempt now.
+pub async fn due_count(db: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM webhook_deliveries
+            WHERE status = 'pending' AND next_attempt_at <= now()"#
+    )
+    .fetch_one(db)
+    .await
+}

@@ -19,6 +19,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
@@ -26,7 +27,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::{Instrument, Level};
 
 /// The router under construction, with the table of (method, path) it serves.
 pub struct Routes {
@@ -71,6 +72,17 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
+/// Runs the request in a task of its own, so that neither a client that goes away nor the
+/// request timeout can stop it between two statements: a future dropped there could hand its
+/// pooled connection back inside an open transaction.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    let run = next.run(req).instrument(tracing::Span::current());
+    match tokio::spawn(run).await {
+        Ok(response) => response,
+        Err(_) => ApiError::internal("a request handler panicked").into_response(),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let limits = state.config.http.clone();
     all_routes()
@@ -80,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             idempotency::layer,
         ))
         .route_layer(axum::middleware::from_fn(no_stray_query))
+        .route_layer(axum::middleware::from_fn(run_to_completion))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
@@ -104,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         // Inside the trace span and after the request id is set; around everything that can
         // answer with an internal error (the panic layer, the rate limiter's key lookup).
         .layer(axum::middleware::from_fn(error::log_internal_errors))
+        .layer(axum::middleware::from_fn(crate::metrics::record_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()

@@ -10,7 +10,7 @@ use crate::state::AppState;
 use dashmap::DashMap;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Mutex};
@@ -25,6 +25,7 @@ pub struct LiveStatus {
     sessions: DashMap<String, Arc<Watched>>,
     heads: DashMap<(Network, bool), watch::Sender<()>>,
     listening: AtomicBool,
+    streams: AtomicUsize,
 }
 
 /// One watched session: its wake-up signal, and the view last read for its streams.
@@ -46,6 +47,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.hub.streams.fetch_sub(1, Ordering::Relaxed);
         // This receiver still counts: the last one leaves one.
         self.hub
             .sessions
@@ -86,6 +88,7 @@ impl LiveStatus {
                 })
             })
             .clone();
+        self.streams.fetch_add(1, Ordering::Relaxed);
         Subscription {
             hub: self.clone(),
             id: session_id.to_owned(),
@@ -103,8 +106,8 @@ impl LiveStatus {
     }
 
     /// Streams open now.
-    pub fn watched_sessions(&self) -> usize {
-        self.sessions.len()
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
     }
 
     fn announce(&self, channel: &str, payload: &str) {

@@ -192,6 +192,9 @@ pub async fn simulate(
     )
     .await?;
     tx.commit().await?;
+    if matches!(outcome, Credit::Credited(status) if status.is_paid()) {
+        crate::metrics::session_completed(target.network, false);
+    }
     Ok(outcome)
 }
 

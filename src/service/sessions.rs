@@ -214,6 +214,7 @@ pub async fn create(
     state.faults.hit(FaultPoint::SessionWritten);
     tx.commit().await?;
     state.faults.hit(FaultPoint::SessionCommitted);
+    crate::metrics::session_created(row.network, row.livemode);
     tracing::info!(session.id = %row.id, network = %row.network, amount = %row.amount, "session created");
     Ok(row)
 }

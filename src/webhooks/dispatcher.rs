@@ -140,6 +140,7 @@ impl Dispatcher {
             Err(outcome) => (None, outcome),
         };
         let ok = outcome == AttemptOutcome::Delivered;
+        crate::metrics::webhook_attempt(outcome.as_str());
         let attempt = AttemptRecord {
             delivery_id: d.id,
             claim_token: d.claim_token,

@@ -8,6 +8,7 @@ mod common;
 mod conformance;
 mod hosted;
 mod idempotency;
+mod metrics;
 mod migrations;
 mod money_safety;
 mod openapi;
