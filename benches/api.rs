@@ -12,7 +12,8 @@
 //! merchant and one xpub (the worst case: every create takes an index of the same key).
 //! `scripts/bench` installs `wrk` and runs this (`cargo bench --bench api`). Settings:
 //! BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
-//! BENCH_SECONDS (per load run, default 10), BENCH_STREAMS (default 10000).
+//! BENCH_SECONDS (per load run, default 10), BENCH_STREAMS (default 10000), BENCH_LOAD=0 (the
+//! streams only).
 
 use anyhow::{bail, Context};
 use checkout_server::domain::address::PUBLIC_TEST_TRON_XPUB;
@@ -131,7 +132,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\n| | clients | req/s | p50 ms | p99 ms | floor tps (pgbench) | ratio |\n|---|---|---|---|---|---|---|"
     );
-    for clients in [1, 8, 32] {
+    let load_runs: &[usize] = if std::env::var("BENCH_LOAD").is_ok_and(|v| v == "0") {
+        &[]
+    } else {
+        &[1, 8, 32]
+    };
+    for &clients in load_runs {
         let rows = [
             ("create", &create, &sessions_url, floors.write.as_str()),
             (
@@ -157,8 +163,8 @@ async fn main() -> anyhow::Result<()> {
 
     streams_run(&client, &base, &key, &mut server, streams).await?;
     println!(
-        "\nserver peak RSS: {:.0} MB",
-        server.peak_rss_kib()? as f64 / 1024.0
+        "\nserver peak RSS over the whole run: {:.0} MB",
+        server.rss_kib("VmHWM")? as f64 / 1024.0
     );
 
     server.stop();
@@ -186,13 +192,17 @@ async fn streams_run(
     let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
     let opened = Arc::new(AtomicUsize::new(0));
     let paid = Arc::new(AtomicUsize::new(0));
+    // When each stream saw Paid, by session.
+    let seen: Arc<std::sync::Mutex<Vec<(usize, Instant)>>> = Arc::default();
     let mut tasks = Vec::new();
     for i in 0..streams {
-        let id = sessions[i % sessions_count].clone();
-        let (opened, paid) = (opened.clone(), paid.clone());
+        let session = i % sessions_count;
+        let id = sessions[session].clone();
+        let (opened, paid, seen) = (opened.clone(), paid.clone(), seen.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = watch_stream(addr, &id, &opened, &paid).await {
-                eprintln!("stream {i}: {e:#}");
+            match watch_stream(addr, &id, &opened, &paid).await {
+                Ok(at) => seen.lock().unwrap().push((session, at)),
+                Err(e) => eprintln!("stream {i}: {e:#}"),
             }
         }));
         if i % 500 == 499 {
@@ -218,11 +228,14 @@ async fn streams_run(
     let server_share = (server_after - server_before) / window.as_secs_f64() * 100.0;
     let pg_share = (pg_after - pg_before) / window.as_secs_f64() * 100.0;
     println!(
-        "\n{streams} open live-status streams on {sessions_count} sessions, idle for {} s: server {server_share:.1} % of one core, Postgres {pg_share:.1} %, together {:.1} %",
+        "\n{streams} open live-status streams on {sessions_count} sessions, idle for {} s: server {server_share:.1} % of one core, Postgres {pg_share:.1} %, together {:.1} %; server RSS {:.0} MB",
         window.as_secs(),
-        server_share + pg_share
+        server_share + pg_share,
+        server.rss_kib("VmRSS")? as f64 / 1024.0
     );
 
+    // One payment per session, all at once; each session's delay is from its payment's answer
+    // (the change committed) to the last of its streams seeing it.
     let started = Instant::now();
     let pays: Vec<_> = sessions
         .iter()
@@ -237,22 +250,36 @@ async fn streams_run(
                     .send()
                     .await
                     .and_then(|r| r.error_for_status())
+                    .map(|_| Instant::now())
             })
         })
         .collect();
+    let mut paid_at = Vec::new();
     for pay in pays {
-        pay.await??;
+        paid_at.push(pay.await??);
     }
-    let paid_in = started.elapsed();
     let deadline = started + Duration::from_secs(60);
     while paid.load(Ordering::Relaxed) < streams && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let seen = paid.load(Ordering::Relaxed);
+    let seen = seen.lock().unwrap().clone();
+    let mut delays: Vec<Duration> = seen
+        .iter()
+        .map(|(session, at)| at.saturating_duration_since(paid_at[*session]))
+        .collect();
+    delays.sort();
+    let at = |q: f64| {
+        delays
+            .get(((delays.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
-        "one payment on each of the {sessions_count} sessions (all sent within {:.0} ms): {seen} of {streams} streams saw Paid within {:.2} s",
-        paid_in.as_secs_f64() * 1000.0,
-        started.elapsed().as_secs_f64()
+        "one payment on each of the {sessions_count} sessions at once: {} of {streams} streams saw Paid; after the payment's answer: p50 {:.0} ms, p99 {:.0} ms, slowest {:.0} ms",
+        seen.len(),
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+        at(1.0).as_secs_f64() * 1000.0,
     );
     for task in tasks {
         task.abort();
@@ -260,14 +287,26 @@ async fn streams_run(
     Ok(())
 }
 
-/// Reads one session's live-status stream until it says `Paid`.
+/// Reads one session's live-status stream until it says `Paid`; returns when it did.
 async fn watch_stream(
     addr: SocketAddr,
     id: &str,
     opened: &AtomicUsize,
     paid: &AtomicUsize,
-) -> anyhow::Result<()> {
-    let mut socket = tokio::net::TcpStream::connect(addr).await?;
+) -> anyhow::Result<Instant> {
+    // 10,000 connections at once can overflow the listen backlog: try again.
+    let mut tries = 0;
+    let mut socket = loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(socket) => break socket,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                let _ = e;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let request = format!(
         "GET /v1/checkout/sessions/{id}/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
     );
@@ -287,7 +326,7 @@ async fn watch_stream(
         }
         if seen.windows(15).any(|w| w == b"\"status\":\"Paid\"") {
             paid.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(Instant::now());
         }
         if seen.len() > 64 * 1024 {
             seen.drain(..seen.len() - 1024);
@@ -436,11 +475,12 @@ impl Server {
         process_cpu_seconds(self.child.id())
     }
 
-    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+    /// `VmRSS` (now) or `VmHWM` (the peak) from the process's status.
+    fn rss_kib(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .context("no VmHWM")

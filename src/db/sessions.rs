@@ -173,6 +173,23 @@ pub async fn find(db: &PgPool, scope: Scope, id: &str) -> sqlx::Result<Option<Se
         .filter(|row| row.merchant_id == scope.merchant_id && row.livemode == scope.livemode))
 }
 
+/// The session with its transactions, read on one connection.
+pub async fn find_with_transactions(
+    db: &PgPool,
+    scope: Scope,
+    id: &str,
+) -> sqlx::Result<Option<(SessionRow, Vec<TransactionRow>)>> {
+    let mut conn = db.acquire().await?;
+    let Some(row) = by_id(&mut *conn, id).await? else {
+        return Ok(None);
+    };
+    if row.merchant_id != scope.merchant_id || row.livemode != scope.livemode {
+        return Ok(None);
+    }
+    let transactions = transactions_of(&mut *conn, std::slice::from_ref(&row.id)).await?;
+    Ok(Some((row, transactions)))
+}
+
 /// A transfer as the public page shows it.
 #[derive(Debug, Clone)]
 pub struct PageTransfer {

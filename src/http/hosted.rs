@@ -7,6 +7,7 @@ use super::Routes;
 use crate::domain::ids::SessionId;
 use crate::domain::session::{SessionStatus, TransactionStatus};
 use crate::service::hosted::{self as service, network_label, PageView};
+use crate::service::live_status::LiveView;
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
@@ -21,6 +22,7 @@ use axum::routing::get;
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CSS: &str = include_str!("../../assets/checkout.css");
@@ -222,6 +224,7 @@ async fn events(
     let subscription = state.live.subscribe(&id);
     let first = load_public(&state, &id).await?;
     let head = state.live.head(first.network, first.livemode);
+    let first = Arc::new(LiveView::render(first));
     let stream = LiveStream {
         state,
         subscription,
@@ -257,18 +260,19 @@ const CLOSED: &str = "closed";
 
 impl LiveStream {
     /// The next changed view as an event; `None` ends the stream.
-    async fn next(&mut self, mut pending: Option<PageView>) -> Option<Event> {
+    async fn next(&mut self, mut pending: Option<Arc<LiveView>>) -> Option<Event> {
         if self.shown.as_deref() == Some(CLOSED) {
             return None;
         }
         loop {
-            let v = match pending.take() {
-                Some(v) => v,
+            let live = match pending.take() {
+                Some(live) => live,
                 None => {
                     self.wait().await?;
                     self.load(Instant::now()).await?
                 }
             };
+            let v = &live.view;
             self.watch_head = v
                 .transfers
                 .iter()
@@ -277,28 +281,22 @@ impl LiveStream {
                 let left = (v.expires_at - v.server_time).to_std().unwrap_or_default();
                 Instant::now() + left + Duration::from_millis(50)
             });
-            let json = v.to_json();
             // Changes are judged without the clock, which differs on every read.
-            let mut without_clock = json.clone();
-            if let Some(o) = without_clock.as_object_mut() {
-                o.remove("server_time");
-            }
-            let comparable = without_clock.to_string();
-            if self.shown.as_deref() == Some(comparable.as_str()) {
+            if self.shown.as_deref() == Some(live.comparable.as_str()) {
                 continue;
             }
             self.shown = Some(if v.status.is_open() {
-                comparable
+                live.comparable.clone()
             } else {
                 CLOSED.to_owned()
             });
-            return Some(Event::default().event("session").data(json.to_string()));
+            return Some(Event::default().event("session").data(live.data.as_str()));
         }
     }
 
     /// The view as of `woken` (shared with the session's other streams), read again after a
     /// second while the database fails.
-    async fn load(&self, woken: Instant) -> Option<PageView> {
+    async fn load(&self, woken: Instant) -> Option<Arc<LiveView>> {
         loop {
             match self.subscription.view(&self.state, woken).await {
                 Ok(view) => return view,

@@ -32,8 +32,32 @@ pub struct LiveStatus {
 struct Watched {
     changed: watch::Sender<()>,
     /// When the read began, and what it found: streams woken before that moment share it,
-    /// so a change read once reaches all of a session's pages.
-    latest: Mutex<Option<(Instant, Option<PageView>)>>,
+    /// so a change read (and rendered) once reaches all of a session's pages.
+    latest: Mutex<Option<(Instant, Option<Arc<LiveView>>)>>,
+}
+
+/// A session's public view as the streams send it, rendered once.
+pub struct LiveView {
+    pub view: PageView,
+    /// The event's data: the view's JSON.
+    pub data: String,
+    /// The JSON without the clock, to tell a change from a mere re-read.
+    pub comparable: String,
+}
+
+impl LiveView {
+    pub fn render(view: PageView) -> Self {
+        let mut json = view.to_json();
+        let data = json.to_string();
+        if let Some(o) = json.as_object_mut() {
+            o.remove("server_time");
+        }
+        Self {
+            comparable: json.to_string(),
+            data,
+            view,
+        }
+    }
 }
 
 /// A stream's interest in one session; dropping it forgets the session when no one else
@@ -57,7 +81,11 @@ impl Drop for Subscription {
 
 impl Subscription {
     /// The session's view as of `woken` or later: read once for all its streams.
-    pub async fn view(&self, state: &AppState, woken: Instant) -> Result<Option<PageView>, Error> {
+    pub async fn view(
+        &self,
+        state: &AppState,
+        woken: Instant,
+    ) -> Result<Option<Arc<LiveView>>, Error> {
         let mut latest = self.watched.latest.lock().await;
         if let Some((read_at, view)) = &*latest {
             if *read_at >= woken {
@@ -65,7 +93,9 @@ impl Subscription {
             }
         }
         let read_at = Instant::now();
-        let view = PageView::load(state, &self.id).await?;
+        let view = PageView::load(state, &self.id)
+            .await?
+            .map(|v| Arc::new(LiveView::render(v)));
         *latest = Some((read_at, view.clone()));
         Ok(view)
     }

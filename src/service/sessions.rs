@@ -17,6 +17,7 @@ use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
 use rust_decimal::Decimal;
+use sqlx::Connection;
 use std::collections::HashMap;
 
 /// A create request whose fields each parsed; the rules between them are checked here.
@@ -155,8 +156,9 @@ pub async fn create(
     // The index is taken in its own statement, so the allocator's row is locked for that
     // statement only, not until the session commits: creates on one key do not queue. A create
     // that fails after this leaves its index unused (a gap of one).
-    let index = db::allocate_address_index(&state.db, family, xpub.key_id()).await?;
-    let mut tx = state.db.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let index = db::allocate_address_index(&mut *conn, family, xpub.key_id()).await?;
+    let mut tx = conn.begin().await?;
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))
@@ -241,10 +243,14 @@ async fn with_transactions(
 
 pub async fn retrieve(caller: &Caller, id: &str) -> Result<SessionWithTransactions, Error> {
     let id = parse_id(id)?;
-    let row = db::find(&caller.state.db, caller.scope(), id.as_str())
-        .await?
-        .ok_or_else(|| session_missing(id.as_str()))?;
-    with_transactions(&caller.state, row).await
+    let (session, transactions) =
+        db::find_with_transactions(&caller.state.db, caller.scope(), id.as_str())
+            .await?
+            .ok_or_else(|| session_missing(id.as_str()))?;
+    Ok(SessionWithTransactions {
+        session,
+        transactions,
+    })
 }
 
 pub async fn list(
