@@ -49,11 +49,21 @@ pub fn bearer_key(headers: &HeaderMap) -> ApiResult<ApiKey> {
     })
 }
 
-/// The merchant behind an active key: one indexed lookup.
+/// The merchant behind an active key: one indexed lookup, or none for a key that
+/// authenticated within the last few seconds (`live_status::AuthCache`).
 pub async fn authenticate(state: &AppState, key: &ApiKey) -> ApiResult<Caller> {
-    let merchant = merchants::authenticate(&state.db, &key.hash(), key.mode())
-        .await?
-        .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
+    let hash = key.hash();
+    // The hash covers the key's text, mode prefix included: one entry serves one mode.
+    let merchant = match state.live.auth.get(&hash) {
+        Some(merchant) => merchant,
+        None => {
+            let merchant = merchants::authenticate(&state.db, &hash, key.mode())
+                .await?
+                .ok_or_else(|| ApiError::unauthenticated("invalid or revoked API key"))?;
+            state.live.auth.insert(hash, merchant.clone());
+            merchant
+        }
+    };
     tracing::Span::current().record("merchant.id", tracing::field::display(merchant.id));
     Ok(Caller {
         state: state.clone(),

@@ -1,8 +1,11 @@
 //! Live status for open payment pages: one `LISTEN` connection per process, fanned out to the
 //! streams that watch each session. Postgres announces every change a page shows (see the
 //! `live_status` migration); an idle stream holds no database connection and runs no query.
-//! While the listener is down, streams fall back to polling.
+//! While the listener is down, streams fall back to polling. The same connection hears key
+//! revocations, for the authentication cache.
 
+use crate::db::merchants::Merchant;
+use crate::domain::api_key::KeyHash;
 use crate::domain::network::Network;
 use crate::service::hosted::PageView;
 use crate::service::Error;
@@ -18,6 +21,41 @@ use tokio_util::sync::CancellationToken;
 
 const SESSION_CHANNEL: &str = "checkout_session";
 const HEAD_CHANNEL: &str = "checkout_head";
+const KEY_REVOKED_CHANNEL: &str = "checkout_key_revoked";
+
+/// How long an authenticated key is trusted without asking Postgres again. A revocation is
+/// announced and forgotten at once; this bounds it when the announcement is lost.
+pub const AUTH_TTL: Duration = Duration::from_secs(5);
+
+/// Keys that authenticated lately, by their hash: most requests then skip the key lookup.
+#[derive(Default)]
+pub struct AuthCache {
+    keys: DashMap<KeyHash, (Instant, Merchant)>,
+}
+
+impl AuthCache {
+    pub fn get(&self, hash: &KeyHash) -> Option<Merchant> {
+        let entry = self.keys.get(hash)?;
+        let (at, merchant) = &*entry;
+        (at.elapsed() < AUTH_TTL).then(|| merchant.clone())
+    }
+
+    pub fn insert(&self, hash: KeyHash, merchant: Merchant) {
+        // Bounded by the keys that exist: unknown keys are never cached. Stale entries go when
+        // the map grows.
+        if self.keys.len() >= 10_000 {
+            self.keys.retain(|_, (at, _)| at.elapsed() < AUTH_TTL);
+        }
+        self.keys.insert(hash, (Instant::now(), merchant));
+    }
+
+    fn forget(&self, hex_hash: &str) {
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(hex_hash, &mut hash).is_ok() {
+            self.keys.remove(&hash);
+        }
+    }
+}
 
 /// The senders the listener wakes: one per watched session, one per chain head.
 #[derive(Default)]
@@ -26,6 +64,8 @@ pub struct LiveStatus {
     heads: DashMap<(Network, bool), watch::Sender<()>>,
     listening: AtomicBool,
     streams: AtomicUsize,
+    /// Forgets revoked keys as their revocation is announced.
+    pub auth: AuthCache,
 }
 
 /// One watched session: its wake-up signal, and the view last read for its streams.
@@ -147,6 +187,7 @@ impl LiveStatus {
                     w.changed.send_replace(());
                 }
             }
+            KEY_REVOKED_CHANNEL => self.auth.forget(payload),
             HEAD_CHANNEL => {
                 let head = payload
                     .split_once(':')
@@ -159,8 +200,10 @@ impl LiveStatus {
         }
     }
 
-    /// Every stream looks again: notifications may have been missed.
+    /// Every stream looks again, and every key is asked again: notifications may have been
+    /// missed.
     fn wake_all(&self) {
+        self.auth.keys.clear();
         for w in self.sessions.iter() {
             w.changed.send_replace(());
         }
@@ -214,6 +257,8 @@ impl LiveStatus {
 
 async fn connect(db: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(db).await?;
-    listener.listen_all([SESSION_CHANNEL, HEAD_CHANNEL]).await?;
+    listener
+        .listen_all([SESSION_CHANNEL, HEAD_CHANNEL, KEY_REVOKED_CHANNEL])
+        .await?;
     Ok(listener)
 }

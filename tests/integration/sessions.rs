@@ -694,3 +694,43 @@ async fn health_readiness_and_request_ids() {
         .await;
     assert_error(status, &body, 405, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_within_a_second_though_keys_are_cached() {
+    let app = TestApp::spawn().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !app.state.live.listening() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener connects"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let key = app.merchant.test_key.clone();
+    // Authenticated once: cached for AUTH_TTL (5 s).
+    let (status, _) = app.get("/v1/checkout/sessions", &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        checkout_server::service::live_status::AUTH_TTL,
+        std::time::Duration::from_secs(5)
+    );
+    checkout_server::service::merchants::revoke_key(&app.db, &key)
+        .await
+        .unwrap();
+    // The revocation is announced: refused long before the cache entry would lapse.
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let (status, body) = app.get("/v1/checkout/sessions", &key).await;
+        if status == 401 {
+            assert_error(status, &body, 401, "authentication_failed");
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(1),
+            "still accepted a second after its revocation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, body) = app.create_session(&key, seed_request()).await;
+    assert_error(status, &body, 401, "authentication_failed");
+}
