@@ -220,11 +220,16 @@ async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    // Subscribed before the first read, so no change after it goes unseen.
+    let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
+    SessionId::parse(&id).ok_or_else(missing)?;
+    // Subscribed before the first read, so no change after it goes unseen; the read is shared
+    // with the session's other streams (a burst of pages opening costs one or two reads).
     let subscription = state.live.subscribe(&id);
-    let first = load_public(&state, &id).await?;
-    let head = state.live.head(first.network, first.livemode);
-    let first = Arc::new(LiveView::render(first));
+    let first = subscription
+        .view(&state, Instant::now())
+        .await?
+        .ok_or_else(missing)?;
+    let head = state.live.head(first.view.network, first.view.livemode);
     let stream = LiveStream {
         state,
         subscription,
