@@ -38,6 +38,16 @@ async fn metrics_count_requests_sessions_and_read_the_pools_streams_and_queues()
         .await
         .unwrap();
 
+    // Any method name reaches the server; only the standard ones become labels.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let res = app
+        .client
+        .request(brew, format!("{}/v1/checkout/sessions", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
     let res = app
         .client
         .get(format!("{metrics}/metrics"))
@@ -71,6 +81,11 @@ async fn metrics_count_requests_sessions_and_read_the_pools_streams_and_queues()
     );
     at_least_one("checkout_http_request_duration_seconds_count", &create);
     assert!(!text.contains(id), "no session id in a label");
+    assert!(!text.contains("BREW"), "no client-chosen method in a label");
+    at_least_one(
+        "checkout_http_requests_total",
+        &["method=\"other\"", "status=\"401\""],
+    );
     at_least_one(
         "checkout_sessions_created_total",
         &["network=\"TRON\"", "mode=\"test\""],
