@@ -243,7 +243,14 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     startup::cancel_on_signal(shutdown.clone());
     if let Some(addr) = metrics_addr {
-        startup::serve_metrics(&state, addr, shutdown.clone()).await?;
+        match startup::serve_metrics(&state, addr, shutdown.clone()).await {
+            Ok(_) => {}
+            // Only the default address (often Prometheus's own port) may be given up.
+            Err(e) if state.config.metrics_addr_is_default => {
+                tracing::warn!(error = %e, "serving without metrics: set METRICS_ADDR to serve them")
+            }
+            Err(e) => return Err(e),
+        }
     }
     let workers = startup::spawn_workers(&state, shutdown.clone())?;
     let served = app.run(shutdown.clone()).await;

@@ -107,6 +107,8 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// Where `GET /metrics` is served (`METRICS_ADDR`, `off` for nowhere); keep it private.
     pub metrics_addr: Option<SocketAddr>,
+    /// No metrics address was configured: if the default one is taken, serving goes on without.
+    pub metrics_addr_is_default: bool,
     /// Without a trailing slash.
     pub base_url: String,
     /// No base URL was configured: `serve` derives it from the bound port.
@@ -216,6 +218,7 @@ impl Config {
         })?;
 
         let metrics_text = env("METRICS_ADDR").or(raw.metrics_addr);
+        let metrics_addr_is_default = metrics_text.is_none();
         let metrics_text =
             metrics_text.unwrap_or_else(|| crate::metrics::DEFAULT_METRICS_ADDR.into());
         let metrics_addr = match metrics_text.as_str() {
@@ -240,6 +243,7 @@ impl Config {
             database_url_is_default,
             bind_addr,
             metrics_addr,
+            metrics_addr_is_default,
             base_url: base_url.trim_end_matches('/').to_owned(),
             base_url_is_default,
             session_ttl: chrono::Duration::minutes(ttl),

@@ -203,10 +203,12 @@ fn bad_rate_limits_name_the_key() {
 fn the_metrics_address_defaults_to_loopback_and_can_be_turned_off() {
     let c = Config::defaults();
     assert_eq!(c.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
+    assert!(c.metrics_addr_is_default);
     let off = Config::from_parts(|n| (n == "METRICS_ADDR").then(|| "off".into()), None).unwrap();
     assert_eq!(off.metrics_addr, None);
     let file = Config::from_toml("metrics_addr = \"10.0.0.5:9100\"").unwrap();
     assert_eq!(file.metrics_addr, Some("10.0.0.5:9100".parse().unwrap()));
+    assert!(!file.metrics_addr_is_default);
     assert!(error_of("metrics_addr = \"everywhere\"").starts_with("METRICS_ADDR:"));
 }
 

@@ -386,3 +386,65 @@ fn serve_demo_without_postgres_runs_a_private_one_under_dot_data() {
     assert!(!pid_file.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn serve_goes_on_without_metrics_when_only_the_default_metrics_port_is_taken() {
+    // Prometheus itself listens on 9090: held here (or already held by something else).
+    let _held = std::net::TcpListener::bind("127.0.0.1:9090");
+    let db = fresh_database().await;
+    let dir = std::env::temp_dir().join(format!("cs-metrics-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut child, key, url) = start_demo(&dir, &db);
+    let res = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&seed_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn serve_exposes_metrics_on_metrics_addr_and_refuses_a_taken_one() {
+    let db = fresh_database().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env_remove("CHECKOUT_CONFIG")
+        .env("DATABASE_URL", &db)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("METRICS_ADDR", taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(one_line_error(&out).contains("METRICS_ADDR"));
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let mut child = Command::new(BIN)
+        .args(["serve"])
+        .env_remove("CHECKOUT_CONFIG")
+        .env("DATABASE_URL", &db)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("METRICS_ADDR", addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(res) = reqwest::get(format!("http://{addr}/metrics")).await {
+            break res.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no metrics on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(text.contains("checkout_db_pool_max_connections"), "{text}");
+}
