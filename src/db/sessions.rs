@@ -167,7 +167,11 @@ pub async fn by_id(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Ses
 }
 
 /// A session owned by this merchant in this mode.
-pub async fn find(db: &PgPool, scope: Scope, id: &str) -> sqlx::Result<Option<SessionRow>> {
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    scope: Scope,
+    id: &str,
+) -> sqlx::Result<Option<SessionRow>> {
     Ok(by_id(db, id)
         .await?
         .filter(|row| row.merchant_id == scope.merchant_id && row.livemode == scope.livemode))
@@ -180,12 +184,9 @@ pub async fn find_with_transactions(
     id: &str,
 ) -> sqlx::Result<Option<(SessionRow, Vec<TransactionRow>)>> {
     let mut conn = db.acquire().await?;
-    let Some(row) = by_id(&mut *conn, id).await? else {
+    let Some(row) = find(&mut *conn, scope, id).await? else {
         return Ok(None);
     };
-    if row.merchant_id != scope.merchant_id || row.livemode != scope.livemode {
-        return Ok(None);
-    }
     let transactions = transactions_of(&mut *conn, std::slice::from_ref(&row.id)).await?;
     Ok(Some((row, transactions)))
 }

@@ -199,12 +199,19 @@ async fn page(
     Ok((page_headers(&state, true), Html(body)).into_response())
 }
 
+fn no_session(id: &str) -> ApiError {
+    ApiError::not_found(format!("no checkout session '{id}'"))
+}
+
+/// `id` if it has a session id's form: a malformed one is as missing as an unknown one.
+fn public_id(id: &str) -> ApiResult<SessionId> {
+    SessionId::parse(id).ok_or_else(|| no_session(id))
+}
+
 async fn load_public(state: &AppState, id: &str) -> ApiResult<PageView> {
-    let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
-    let id = SessionId::parse(id).ok_or_else(missing)?;
-    PageView::load(state, id.as_str())
+    PageView::load(state, public_id(id)?.as_str())
         .await?
-        .ok_or_else(missing)
+        .ok_or_else(|| no_session(id))
 }
 
 async fn view(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -220,15 +227,14 @@ async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let missing = || ApiError::not_found(format!("no checkout session '{id}'"));
-    SessionId::parse(&id).ok_or_else(missing)?;
+    public_id(&id)?;
     // Subscribed before the first read, so no change after it goes unseen; the read is shared
     // with the session's other streams (a burst of pages opening costs one or two reads).
     let subscription = state.live.subscribe(&id);
     let first = subscription
         .view(&state, Instant::now())
         .await?
-        .ok_or_else(missing)?;
+        .ok_or_else(|| no_session(&id))?;
     let head = state.live.head(first.view.network, first.view.livemode);
     let stream = LiveStream {
         state,
