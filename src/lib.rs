@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod state;
+pub mod sweep;
 pub mod telemetry;
 pub mod views;
 pub mod webhooks;

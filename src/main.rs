@@ -3,9 +3,10 @@ use checkout_server::config::Config;
 use checkout_server::domain::api_key::Mode;
 use checkout_server::localdb::{self, LocalPostgres};
 use checkout_server::service::merchants::{self, MerchantSpec};
+use checkout_server::service::sweeps as service_sweeps;
 use checkout_server::startup::{self, Application};
 use checkout_server::state::AppState;
-use checkout_server::{db, telemetry};
+use checkout_server::{db, sweep, telemetry};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::io::Write;
@@ -41,6 +42,67 @@ enum Command {
     ApiKey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Collect deposit balances into the treasury (EVM networks, EIP-7702).
+    Sweep {
+        #[command(subcommand)]
+        command: SweepCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Offline: sign EIP-7702 authorizations for address indexes [from, to). Needs no
+    /// database and no network; reads the mnemonic from a file or stdin, never an argument.
+    Authorize {
+        /// The merchant's EVM account xpub (m/44'/60'/account'), as the server holds it.
+        #[arg(long)]
+        xpub: String,
+        #[arg(long)]
+        chain_id: u64,
+        /// The treasury: the delegate is its deterministic SweepDelegate address.
+        #[arg(
+            long,
+            conflicts_with = "delegate",
+            required_unless_present = "delegate"
+        )]
+        treasury: Option<String>,
+        /// Or the delegate's address itself.
+        #[arg(long)]
+        delegate: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        from: u32,
+        #[arg(long)]
+        to: u32,
+        /// A file holding the mnemonic; `-` (the default) reads it from stdin.
+        #[arg(long, default_value = "-")]
+        mnemonic_file: String,
+        /// A file holding the BIP-39 passphrase, if the wallet has one.
+        #[arg(long)]
+        passphrase_file: Option<String>,
+        /// Where to write the authorizations (default: stdout).
+        #[arg(long)]
+        out: Option<String>,
+    },
+    /// Store a file of authorizations (checked against the merchant's xpub).
+    ImportAuthorizations {
+        file: String,
+        #[arg(long)]
+        merchant: Uuid,
+    },
+    /// Deploy the SweepDelegate of a `[sweep.NETWORK.mode]` table's treasury (once).
+    DeployDelegate {
+        #[arg(long)]
+        network: String,
+        #[arg(long, default_value = "live")]
+        mode: Mode,
+    },
+    /// Sweep now: settle sent sweeps, send the due ones, and wait until they settle.
+    Run {
+        #[arg(long)]
+        network: String,
+        #[arg(long, default_value = "live")]
+        mode: Mode,
     },
 }
 
@@ -83,6 +145,19 @@ enum ApiKeyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    // Offline signing reads no configuration and opens no connection.
+    if let Command::Sweep {
+        command: command @ SweepCommand::Authorize { .. },
+    } = cli.command
+    {
+        return match authorize(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -165,6 +240,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }));
             Ok(())
         }
+        Command::Sweep { command } => sweep_command(command, config).await,
         Command::ApiKey { command } => {
             let pool = connect(&config).await?;
             match command {
@@ -180,6 +256,135 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+    }
+}
+
+fn read_secret(path: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if path == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the mnemonic from stdin")?;
+    } else {
+        *text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    }
+    Ok(text)
+}
+
+fn evm_address(flag: &str, text: &str) -> anyhow::Result<alloy_primitives::Address> {
+    checkout_server::domain::address::parse_evm_address(text)
+        .map(alloy_primitives::Address::from)
+        .map_err(|m| anyhow::anyhow!("--{flag} {m}"))
+}
+
+fn authorize(command: SweepCommand) -> anyhow::Result<()> {
+    let SweepCommand::Authorize {
+        xpub,
+        chain_id,
+        treasury,
+        delegate,
+        from,
+        to,
+        mnemonic_file,
+        passphrase_file,
+        out,
+    } = command
+    else {
+        unreachable!("only authorize is offline");
+    };
+    let delegate = match (treasury, delegate) {
+        (_, Some(d)) => evm_address("delegate", &d)?,
+        (Some(t), None) => sweep::delegate::delegate_address(evm_address("treasury", &t)?),
+        (None, None) => anyhow::bail!("give --treasury or --delegate"),
+    };
+    let mnemonic = read_secret(&mnemonic_file)?;
+    let passphrase = match passphrase_file {
+        Some(path) => read_secret(&path)?,
+        None => zeroize::Zeroizing::new(String::new()),
+    };
+    let passphrase = passphrase.trim_end_matches(['\r', '\n']);
+    let file =
+        sweep::authorize::authorize(&mnemonic, passphrase, &xpub, chain_id, delegate, from, to)?;
+    let text = serde_json::to_string_pretty(&file)?;
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text + "\n").with_context(|| format!("cannot write {path}"))?;
+            eprintln!(
+                "{} authorizations for chain {chain_id}, delegate {delegate}, written to {path}",
+                file.authorizations.len()
+            );
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn sweep_config(
+    config: &Config,
+    network: &str,
+    mode: Mode,
+) -> anyhow::Result<checkout_server::config::SweepConfig> {
+    let network = checkout_server::domain::network::Network::parse(network)
+        .ok_or_else(|| anyhow::anyhow!("--network '{network}' is not a network"))?;
+    config
+        .sweeps
+        .iter()
+        .find(|s| s.network == network && s.mode == mode)
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no [sweep.{network}.{}] table in the configuration",
+                mode.as_str()
+            )
+        })
+}
+
+async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<()> {
+    match command {
+        SweepCommand::Authorize { .. } => authorize(command),
+        SweepCommand::ImportAuthorizations { file, merchant } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?;
+            let parsed: sweep::authorize::AuthorizationFile = serde_json::from_str(&text)
+                .with_context(|| format!("{file} is not an authorization file"))?;
+            let pool = connect(&config).await?;
+            let stored = service_sweeps::import_authorizations(&pool, merchant, &parsed).await?;
+            print_json(
+                json!({ "imported": stored, "chain_id": parsed.chain_id, "delegate": parsed.delegate }),
+            );
+            Ok(())
+        }
+        SweepCommand::DeployDelegate { network, mode } => {
+            let sweep = sweep_config(&config, &network, mode)?;
+            let pool = connect(&config).await?;
+            let state = AppState::new(pool, config);
+            let sweeper = sweep::sweeper::Sweeper::new(&state, &sweep)?;
+            let address = sweeper.deploy_delegate().await?;
+            print_json(json!({ "delegate": address, "treasury": sweep.treasury }));
+            Ok(())
+        }
+        SweepCommand::Run { network, mode } => {
+            let sweep = sweep_config(&config, &network, mode)?;
+            let pool = connect(&config).await?;
+            let state = AppState::new(pool, config);
+            let sweeper = sweep::sweeper::Sweeper::new(&state, &sweep)?;
+            let poll = state.config.network(sweep.network, mode).poll_interval;
+            let (mut sent, mut settled) = (Vec::new(), Vec::new());
+            loop {
+                let report = sweeper.tick().await?;
+                sent.extend(report.sent);
+                settled.extend(report.settled);
+                if report.in_flight == 0 {
+                    print_json(json!({
+                        "sent": sent, "settled": settled,
+                        "below_minimum": report.below_minimum,
+                        "unauthorized": report.unauthorized, "stale": report.stale,
+                        "gas_price_too_high": report.gas_price_too_high,
+                    }));
+                    return Ok(());
+                }
+                tokio::time::sleep(poll.max(std::time::Duration::from_millis(200))).await;
+            }
         }
     }
 }

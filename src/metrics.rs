@@ -156,3 +156,15 @@ pub fn rpc_error(host: &str, kind: &'static str) {
 pub fn webhook_attempt(outcome: &'static str) {
     counter!("checkout_webhook_attempts_total", "outcome" => outcome).increment(1);
 }
+
+/// The sweeper's gas tank balance, in the native coin (read each sweep tick).
+pub fn gas_tank_balance(
+    network: Network,
+    mode: crate::domain::api_key::Mode,
+    balance: rust_decimal::Decimal,
+) {
+    use rust_decimal::prelude::ToPrimitive;
+    gauge!("checkout_sweep_gas_tank_balance",
+        "network" => network.as_str(), "mode" => mode.as_str())
+    .set(balance.to_f64().unwrap_or(f64::MAX));
+}

@@ -253,7 +253,11 @@ pub fn spawn_workers(
         crate::webhooks::dispatcher::Dispatcher::new(state.db.clone(), &state.config.webhooks)?;
     handles.push(tokio::spawn(dispatcher.run(shutdown.clone())));
     handles.push(spawn_expiry(state.clone(), shutdown.clone()));
-    handles.push(spawn_idempotency_cleanup(state.clone(), shutdown));
+    handles.push(spawn_idempotency_cleanup(state.clone(), shutdown.clone()));
+    for sweep in &state.config.sweeps {
+        let sweeper = crate::sweep::sweeper::Sweeper::new(state, sweep)?;
+        handles.push(tokio::spawn(sweeper.run(shutdown.clone())));
+    }
     Ok(handles)
 }
 

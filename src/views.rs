@@ -75,3 +75,51 @@ pub fn event_json(e: &crate::db::events::EventRow) -> Value {
         "data": e.data,
     })
 }
+
+/// The sweep object of the API: the transaction, and what each address sent the treasury.
+pub fn sweep_json<'a>(
+    row: &crate::db::sweeps::SweepRow,
+    items: impl IntoIterator<Item = &'a crate::db::sweeps::ItemRow>,
+) -> Value {
+    let mut totals: std::collections::BTreeMap<&str, rust_decimal::Decimal> = Default::default();
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|i| {
+            if let Some(swept) = i.swept {
+                *totals.entry(i.currency.as_str()).or_default() += swept;
+            }
+            json!({
+                "address": i.address,
+                "address_index": i.address_index,
+                "currency": i.currency,
+                "contract": i.contract,
+                "expected_amount": format_amount(i.expected),
+                "swept_amount": i.swept.map(format_amount),
+                "authorized": i.authorized,
+            })
+        })
+        .collect();
+    let totals: serde_json::Map<String, Value> = totals
+        .into_iter()
+        .map(|(currency, amount)| (currency.to_owned(), json!(format_amount(amount))))
+        .collect();
+    json!({
+        "id": row.id,
+        "object": "sweep",
+        "livemode": row.livemode,
+        "network": row.network,
+        "status": row.status,
+        "treasury": row.treasury,
+        "delegate": row.delegate,
+        "gas_tank": row.gas_tank,
+        "tx_hash": row.tx_hash,
+        "block_number": row.block_number,
+        "authorizations": row.authorizations,
+        "gas_used": row.gas_used,
+        "fee_wei": row.fee.map(|f| f.normalize().to_string()),
+        "totals": totals,
+        "items": items,
+        "created_at": timestamp(row.created_at),
+        "finished_at": row.finished_at.map(timestamp),
+    })
+}

@@ -262,28 +262,33 @@ fn to_i64(n: u64) -> Result<i64, WatchError> {
     i64::try_from(n).map_err(|_| WatchError::OutOfRange(n))
 }
 
+/// A client for the network's RPC URLs, as configured (headers, rates, batching, chain id).
+pub fn rpc_client(net: &NetworkConfig, policy: RetryPolicy) -> anyhow::Result<RpcClient> {
+    let endpoints: Vec<EndpointSpec> = net
+        .rpc_urls
+        .iter()
+        .map(|u| EndpointSpec {
+            url: u.url.clone(),
+            headers: net
+                .rpc_headers
+                .iter()
+                .chain(&u.headers)
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            max_requests_per_second: u.max_requests_per_second,
+            max_requests_per_day: u.max_requests_per_day,
+        })
+        .collect();
+    Ok(RpcClient::new(&endpoints, policy, net.max_block_range)?
+        .with_max_response_bytes(net.max_response_bytes)
+        .with_batches(net.batch)
+        .with_chain_id(net.chain_id))
+}
+
 impl Watcher {
     pub fn new(state: &AppState, net: &NetworkConfig, policy: RetryPolicy) -> anyhow::Result<Self> {
         let config = &state.config.watcher;
-        let endpoints: Vec<EndpointSpec> = net
-            .rpc_urls
-            .iter()
-            .map(|u| EndpointSpec {
-                url: u.url.clone(),
-                headers: net
-                    .rpc_headers
-                    .iter()
-                    .chain(&u.headers)
-                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
-                    .collect(),
-                max_requests_per_second: u.max_requests_per_second,
-                max_requests_per_day: u.max_requests_per_day,
-            })
-            .collect();
-        let rpc = RpcClient::new(&endpoints, policy, net.max_block_range)?
-            .with_max_response_bytes(net.max_response_bytes)
-            .with_batches(net.batch)
-            .with_chain_id(net.chain_id);
+        let rpc = rpc_client(net, policy)?;
         let family = family_of(net);
         let contracts = net
             .tokens

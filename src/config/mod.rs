@@ -4,6 +4,7 @@
 mod http;
 mod networks;
 mod rates;
+mod sweep;
 #[cfg(test)]
 mod tests;
 mod watcher;
@@ -12,6 +13,7 @@ mod webhooks;
 pub use http::{HostedConfig, HttpConfig, IdempotencyConfig, RateLimit, RateLimitConfig};
 pub use networks::{NetworkConfig, RpcUrl, Scan, TokenConfig, DEFAULT_MIN_AMOUNT};
 pub use rates::{FeeConfig, RateSourceConfig, RatesConfig};
+pub use sweep::SweepConfig;
 pub use watcher::WatcherConfig;
 pub use webhooks::WebhooksConfig;
 
@@ -125,6 +127,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Every (network, mode) pair, enabled or not.
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
+    /// Sweeps into treasuries, one per `[sweep.NETWORK.mode]` table.
+    pub sweeps: Vec<SweepConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -162,6 +166,7 @@ struct RawConfig {
     http: HttpConfig,
     rate_limits: http::RawRateLimits,
     networks: BTreeMap<String, BTreeMap<String, networks::RawNetwork>>,
+    sweep: BTreeMap<String, BTreeMap<String, sweep::RawSweep>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -238,7 +243,10 @@ impl Config {
         let ttl = bounded("session_ttl_minutes", ttl, 1..=7 * 24 * 60)
             .map_err(|e| err(e.key, e.message + " (7 days)"))?;
 
+        let networks = networks::parse(raw.networks)?;
+        let sweeps = sweep::parse(raw.sweep, &networks)?;
         Ok(Self {
+            sweeps,
             database_url,
             database_url_is_default,
             bind_addr,
@@ -254,7 +262,7 @@ impl Config {
             fees: raw.fees.try_into()?,
             rates: raw.rates.try_into()?,
             webhooks: raw.webhooks.checked()?,
-            networks: networks::parse(raw.networks)?,
+            networks,
             watcher: raw.watcher.checked()?,
             rate_limits: raw.rate_limits.try_into()?,
             hosted: raw.hosted.checked()?,

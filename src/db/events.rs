@@ -14,7 +14,8 @@ pub struct EventRow {
     pub merchant_id: Uuid,
     pub livemode: bool,
     pub event_type: EventType,
-    pub session_id: String,
+    /// `None` for a sweep's event.
+    pub session_id: Option<String>,
     pub data: Value,
     pub created_at: DateTime<Utc>,
 }
@@ -33,6 +34,13 @@ pub async fn session_snapshot(
     Ok((row, txs))
 }
 
+/// What an event is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    Session(&'a str),
+    Sweep(&'a str),
+}
+
 /// Inserts the event and, in the same statement, one pending delivery per live endpoint of
 /// the merchant and mode that subscribes to its type.
 pub async fn insert(
@@ -41,13 +49,17 @@ pub async fn insert(
     merchant_id: Uuid,
     livemode: bool,
     event_type: EventType,
-    session_id: &str,
+    subject: Subject<'_>,
     data: &Value,
 ) -> sqlx::Result<()> {
+    let (session_id, sweep_id) = match subject {
+        Subject::Session(id) => (Some(id), None),
+        Subject::Sweep(id) => (None, Some(id)),
+    };
     sqlx::query!(
         "WITH e AS (
-            INSERT INTO events (id, merchant_id, livemode, event_type, session_id, data)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO events (id, merchant_id, livemode, event_type, session_id, sweep_id, data)
+            VALUES ($1, $2, $3, $4, $5, $7, $6)
             RETURNING id
          )
          INSERT INTO webhook_deliveries (event_id, endpoint_id)
@@ -60,6 +72,7 @@ pub async fn insert(
         event_type as EventType,
         session_id,
         data,
+        sweep_id,
     )
     .execute(&mut **tx)
     .await?;

@@ -7,6 +7,7 @@ pub mod merchants;
 pub mod payments;
 pub mod sessions;
 pub mod sub_merchants;
+pub mod sweeps;
 pub mod webhooks;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -155,7 +155,8 @@ pub async fn claim_due(
          ), share AS (
             SELECT greatest($1, $3 / greatest(count(*), 1)) AS per_endpoint FROM due_endpoints
          ), candidates AS (
-            SELECT c.id, c.endpoint_id, c.next_attempt_at, e.session_id
+            SELECT c.id, c.endpoint_id, c.next_attempt_at,
+                   coalesce(e.session_id, e.sweep_id) AS session_id
               FROM due_endpoints p
              CROSS JOIN LATERAL (
                 SELECT d.id, d.endpoint_id, d.next_attempt_at, d.event_id

@@ -33,7 +33,17 @@ const TPRV_VERSION: u32 = 0x0435_8394;
 pub struct AccountXpub {
     text: String,
     key_id: String,
+    /// `account` in `m/44'/coin'/account'` (the xpub's child number, without the hardened bit).
+    account_index: u32,
     external: XPub,
+}
+
+/// The only fields a key's addresses depend on: chain code and compressed public key, in hex.
+fn key_id_of(xpub: &XPub) -> String {
+    let mut material = Vec::with_capacity(65);
+    material.extend_from_slice(&xpub.attrs().chain_code);
+    material.extend_from_slice(&xpub.to_bytes());
+    hex::encode(material)
 }
 
 impl AccountXpub {
@@ -67,12 +77,10 @@ impl AccountXpub {
         let external = xpub
             .derive_child(ChildNumber(0))
             .map_err(|_| "cannot derive the external chain from this xpub".to_string())?;
-        let mut material = Vec::with_capacity(65);
-        material.extend_from_slice(&xpub.attrs().chain_code);
-        material.extend_from_slice(&xpub.to_bytes());
         Ok(Self {
             text: s.to_owned(),
-            key_id: hex::encode(material),
+            key_id: key_id_of(&xpub),
+            account_index: xpub.attrs().child_number.index(),
             external,
         })
     }
@@ -89,6 +97,16 @@ impl AccountXpub {
     /// encoding of one key; the address allocator is keyed on it.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// `account` in `m/44'/coin'/account'`.
+    pub fn account_index(&self) -> u32 {
+        self.account_index
+    }
+
+    /// Whether `xpub` (derived from a seed, say) is this very key.
+    pub fn is_key_of(&self, xpub: &XPub) -> bool {
+        key_id_of(xpub) == self.key_id
     }
 
     /// One of the public test keys (in any encoding): fine for test mode, refused live.

@@ -4,6 +4,7 @@ crate::domain::names::string_enum! {
         Completed = "session.completed", Expired = "session.expired",
         Underpaid = "session.underpaid", LatePayment = "session.late_payment",
         Blocked = "session.blocked", UnexpectedPayment = "session.unexpected_payment",
+        SweepCompleted = "sweep.completed",
     }
 }
 

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod rate_limit;
 pub mod sessions;
 pub mod sub_merchants;
+pub mod sweeps;
 pub mod webhook_endpoints;
 
 use crate::http::error::ApiError;
@@ -62,7 +63,8 @@ fn all_routes() -> Routes {
     let r = events::routes(r);
     let r = webhook_endpoints::routes(r);
     let r = hosted::routes(r);
-    sub_merchants::routes(r)
+    let r = sub_merchants::routes(r);
+    sweeps::routes(r)
 }
 
 /// Every (method, path) the server answers; the OpenAPI test checks each has a spec entry.

@@ -49,7 +49,7 @@ pub async fn record_with(
         row.merchant_id,
         row.livemode,
         event_type,
-        session_id,
+        db::Subject::Session(session_id),
         &data,
     )
     .await?;

@@ -11,6 +11,7 @@ pub mod payments;
 pub mod pricing;
 pub mod sessions;
 pub mod sub_merchants;
+pub mod sweeps;
 pub mod webhooks;
 
 pub use crate::db::PageRequest;

@@ -1,15 +1,23 @@
-// Compiles TestToken.sol with solc-js (offline) and prints {"abi": [...], "bytecode": "0x..."}.
+// Compiles one contract with solc-js (offline) and prints {"abi": [...], "bytecode": "0x..."}.
+// Usage: node compile.mjs [SOURCE.sol [CONTRACT]]; the default is TestToken.sol's TestToken.
+// The settings here are the ones the committed SweepDelegate bytecode was built with.
 import { readFileSync } from "node:fs";
+import { basename, resolve } from "node:path";
 import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 const solc = createRequire(import.meta.url)("solc");
-const dir = new URL(".", import.meta.url);
+const here = fileURLToPath(new URL(".", import.meta.url));
+const path = resolve(here, process.argv[2] || "TestToken.sol");
+const name = basename(path);
+const contractName = process.argv[3] || "TestToken";
 const input = {
   language: "Solidity",
-  sources: { "TestToken.sol": { content: readFileSync(new URL("TestToken.sol", dir), "utf8") } },
+  sources: { [name]: { content: readFileSync(path, "utf8") } },
   settings: {
     optimizer: { enabled: true, runs: 200 },
     evmVersion: "paris",
-    outputSelection: { "*": { TestToken: ["abi", "evm.bytecode.object"] } },
+    metadata: { bytecodeHash: "none" },
+    outputSelection: { "*": { [contractName]: ["abi", "evm.bytecode.object"] } },
   },
 };
 const output = JSON.parse(solc.compile(JSON.stringify(input)));
@@ -18,5 +26,7 @@ if (errors.length) {
   console.error(errors.map((e) => e.formattedMessage).join("\n"));
   process.exit(1);
 }
-const contract = output.contracts["TestToken.sol"].TestToken;
-process.stdout.write(JSON.stringify({ abi: contract.abi, bytecode: "0x" + contract.evm.bytecode.object }));
+const contract = output.contracts[name][contractName];
+process.stdout.write(
+  JSON.stringify({ compiler: solc.version(), abi: contract.abi, bytecode: "0x" + contract.evm.bytecode.object }),
+);

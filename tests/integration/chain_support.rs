@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 fn chain_dir() -> PathBuf {
@@ -18,34 +17,44 @@ fn anvil_bin() -> PathBuf {
     chain_dir().join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 }
 
-/// The token's creation bytecode, compiled once per test run (and cached by source hash).
-fn token_bytecode() -> &'static str {
-    static CODE: OnceLock<String> = OnceLock::new();
-    CODE.get_or_init(|| {
-        let source = std::fs::read(chain_dir().join("TestToken.sol")).unwrap();
-        let script = std::fs::read(chain_dir().join("compile.mjs")).unwrap();
-        let key = keccak256([source, script].concat());
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("TestToken-{key:x}.json"));
-        let json = match std::fs::read_to_string(&cache) {
-            Ok(text) => text,
-            Err(_) => {
-                let out = Command::new("node")
-                    .arg(chain_dir().join("compile.mjs"))
-                    .output()
-                    .expect("node runs (npm ci --prefix tests/chain first)");
-                assert!(
-                    out.status.success(),
-                    "solc failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let text = String::from_utf8(out.stdout).unwrap();
-                std::fs::write(&cache, &text).unwrap();
-                text
-            }
-        };
-        let v: Value = serde_json::from_str(&json).unwrap();
-        v["bytecode"].as_str().unwrap().to_owned()
-    })
+/// A contract's creation bytecode from `source` (relative to `tests/chain`), compiled with
+/// solc-js once per test run and cached by source hash.
+pub fn compiled(source: &str, contract: &str) -> String {
+    static CODE: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let id = format!("{source}:{contract}");
+    if let Some((_, code)) = CODE.lock().unwrap().iter().find(|(k, _)| *k == id) {
+        return code.clone();
+    }
+    let text = std::fs::read(chain_dir().join(source)).unwrap();
+    let script = std::fs::read(chain_dir().join("compile.mjs")).unwrap();
+    let key = keccak256([text, script, contract.as_bytes().to_vec()].concat());
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{contract}-{key:x}.json"));
+    let json = match std::fs::read_to_string(&cache) {
+        Ok(text) => text,
+        Err(_) => {
+            let out = Command::new("node")
+                .arg(chain_dir().join("compile.mjs"))
+                .args([source, contract])
+                .output()
+                .expect("node runs (npm ci --prefix tests/chain first)");
+            assert!(
+                out.status.success(),
+                "solc failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            std::fs::write(&cache, &text).unwrap();
+            text
+        }
+    };
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let code = v["bytecode"].as_str().unwrap().to_owned();
+    CODE.lock().unwrap().push((id, code.clone()));
+    code
+}
+
+fn token_bytecode() -> String {
+    compiled("TestToken.sol", "TestToken")
 }
 
 fn free_port() -> u16 {
@@ -60,15 +69,15 @@ pub fn hex20(raw: &[u8; 20]) -> String {
     format!("0x{}", hex::encode(raw))
 }
 
-fn word_address(raw: &[u8; 20]) -> String {
+pub fn word_address(raw: &[u8; 20]) -> String {
     format!("{:0>64}", hex::encode(raw))
 }
 
-fn word_u256(v: U256) -> String {
+pub fn word_u256(v: U256) -> String {
     format!("{v:064x}")
 }
 
-fn selector(signature: &str) -> String {
+pub fn selector(signature: &str) -> String {
     hex::encode(&keccak256(signature.as_bytes())[..4])
 }
 
@@ -90,6 +99,11 @@ impl Drop for Anvil {
 
 impl Anvil {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With more command-line arguments (`--hardfork prague`, say).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let bin = anvil_bin();
         assert!(
             bin.exists(),
@@ -104,6 +118,7 @@ impl Anvil {
                 .args(["--accounts", "4", "--chain-id", "31337"])
                 // `finalized` = head − 2 × slots: as deep as the tests' 3 confirmations.
                 .args(["--slots-in-an-epoch", "1"])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -151,6 +166,11 @@ impl Anvil {
         }
     }
 
+    /// The node's answer, or its error.
+    pub async fn rpc_result(&self, method: &str, params: Value) -> Result<Value, String> {
+        self.try_rpc(method, params).await
+    }
+
     pub async fn rpc(&self, method: &str, params: Value) -> Value {
         self.try_rpc(method, params)
             .await
@@ -190,11 +210,13 @@ impl Anvil {
 
     /// Deploys a test token with `decimals`; returns its address.
     pub async fn deploy_token(&self, decimals: u8) -> [u8; 20] {
-        let data = format!(
-            "{}{}",
-            token_bytecode().trim_start_matches("0x"),
-            word_u256(U256::from(decimals))
-        );
+        self.deploy(&token_bytecode(), &word_u256(U256::from(decimals)))
+            .await
+    }
+
+    /// Deploys creation `code` with hex-encoded constructor `args`; returns its address.
+    pub async fn deploy(&self, code: &str, args: &str) -> [u8; 20] {
+        let data = format!("{}{args}", code.trim_start_matches("0x"));
         let hash = self.send(&self.accounts[0], None, data).await;
         let receipt = self.receipt(&hash).await;
         checkout_server::chain::rpc::parse_address_hex(receipt["contractAddress"].as_str().unwrap())

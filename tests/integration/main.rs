@@ -16,6 +16,7 @@ mod pricing;
 mod public_surface;
 mod rate_limits;
 mod sessions;
+mod sweeps;
 mod tron_replay;
 mod watcher;
 mod webhooks;

@@ -735,7 +735,7 @@ async fn queue_events(app: &TestApp, session: &str, n: usize) {
             merchant,
             false,
             checkout_server::domain::event::EventType::LatePayment,
-            session,
+            checkout_server::db::events::Subject::Session(session),
             &json!({ "id": session }),
         )
         .await

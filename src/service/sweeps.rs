@@ -1,0 +1,82 @@
+//! Sweeps as merchants see them, and the import of offline-signed authorizations.
+
+use crate::db::sweeps::{self as db, NewAuthorization};
+use crate::domain::address::AccountXpub;
+use crate::domain::ids::is_random_id;
+use crate::service::{Caller, Error, Page, PageRequest};
+use crate::sweep::authorize::{verify, AuthorizationFile};
+use crate::views::sweep_json;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Stores a file of `sweep authorize`, after checking every signature against the merchant's
+/// EVM xpub; returns how many authorizations were stored.
+pub async fn import_authorizations(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    file: &AuthorizationFile,
+) -> anyhow::Result<u64> {
+    let merchant = crate::db::merchants::find(pool, merchant_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no merchant {merchant_id}"))?;
+    let xpub = merchant
+        .evm_xpub
+        .as_deref()
+        .map(AccountXpub::parse)
+        .transpose()
+        .map_err(|m| anyhow::anyhow!("the merchant's EVM xpub {m}"))?
+        .or_else(|| {
+            // Test-mode merchants without a wallet use the public test key.
+            AccountXpub::parse(crate::domain::address::PUBLIC_TEST_EVM_XPUB).ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("the merchant has no EVM xpub"))?;
+    verify(file, &xpub)?;
+    let entries: Vec<NewAuthorization> = file
+        .authorizations
+        .iter()
+        .map(|e| NewAuthorization {
+            address: e.address.to_checksum(None),
+            address_index: i64::from(e.index),
+            nonce: i64::try_from(e.nonce).unwrap_or(i64::MAX),
+            y_parity: i16::from(e.y_parity),
+            r: e.r.to_be_bytes::<32>().to_vec(),
+            s: e.s.to_be_bytes::<32>().to_vec(),
+        })
+        .collect();
+    let chain_id = i64::try_from(file.chain_id)?;
+    let delegate = file.delegate.to_checksum(None);
+    Ok(db::import_authorizations(pool, merchant_id, chain_id, &delegate, &entries).await?)
+}
+
+/// One page of the merchant's sweeps (newest first), each with its items.
+pub async fn list(caller: &Caller, rows: PageRequest) -> Result<Page<Value>, Error> {
+    let pool = &caller.state.db;
+    let (sweeps, total) = db::list(pool, caller.scope(), rows).await?;
+    let ids: Vec<String> = sweeps.iter().map(|s| s.id.clone()).collect();
+    let items = db::items(pool, &ids).await?;
+    let items = sweeps
+        .iter()
+        .map(|s| {
+            sweep_json(
+                s,
+                items.iter().filter(|(id, _)| *id == s.id).map(|(_, i)| i),
+            )
+        })
+        .collect();
+    Ok(Page { items, total })
+}
+
+/// The merchant's sweep `id`; a malformed id is as missing as an unknown one.
+pub async fn find(caller: &Caller, id: &str) -> Result<Value, Error> {
+    let missing = || Error::NotFound(format!("no sweep '{id}'"));
+    if !is_random_id("sw_", id) {
+        return Err(missing());
+    }
+    let pool = &caller.state.db;
+    let row = db::find(pool, caller.scope(), id)
+        .await?
+        .ok_or_else(missing)?;
+    let items = db::items(pool, std::slice::from_ref(&row.id)).await?;
+    Ok(sweep_json(&row, items.iter().map(|(_, i)| i)))
+}
