@@ -25,6 +25,8 @@ pub struct AppState {
     pub live: Arc<crate::service::live_status::LiveStatus>,
     /// Request limits (per process).
     pub limits: Arc<crate::limits::Limiter>,
+    /// The sweepers' last gas-tank readings.
+    pub gas_tanks: Arc<crate::sweep::GasTanks>,
     /// Cancelled when the server shuts down: long-lived answers (live-status streams) end.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -52,6 +54,7 @@ impl AppState {
             chain_health: Arc::default(),
             logos: Arc::default(),
             live: Arc::default(),
+            gas_tanks: Arc::default(),
             limits,
         }
     }

@@ -372,3 +372,66 @@ fn test_mode_reads_testnets_and_asks_for_a_token_where_none_is_documented() {
     let bsc = c.network(Network::Bsc, Mode::Test);
     assert_eq!(bsc.token(Token::Usdt).unwrap().decimals, 18);
 }
+
+#[test]
+fn sweep_tables_name_the_key_and_default_the_delegate() {
+    let dir = std::env::temp_dir().join(format!("sweep-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("tank");
+    std::fs::write(
+        &key,
+        "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6\n",
+    )
+    .unwrap();
+    let net = "[networks.BSC.live]\nrpc_urls = [\"https://bsc.example\"]\n";
+    let table = |body: &str| {
+        format!(
+            "{net}[sweep.BSC.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\n{body}"
+        )
+    };
+    let ok = table(&format!(
+        "treasury = \"0x00000000000000000000000000000000000000aa\"\ngas_tank_key_file = \"{}\"\nmax_gas_price_gwei = \"3\"",
+        key.display()
+    ));
+    let config = Config::from_toml(&ok).unwrap();
+    let sweep = &config.sweeps[0];
+    assert_eq!(
+        sweep.delegate,
+        crate::sweep::delegate::delegate_address(sweep.treasury)
+    );
+    assert_eq!(sweep.max_gas_price_wei(), 3_000_000_000);
+    assert_eq!(sweep.batch_size, 30);
+    assert!(
+        !format!("{config:?}").contains("7c852118"),
+        "the key is never shown"
+    );
+
+    let bad = |body: String| error_of(&table(&body));
+    let tank = format!(
+        "gas_tank_key_file = \"{}\"\nmax_gas_price_gwei = \"3\"",
+        key.display()
+    );
+    assert!(bad(format!("treasury = \"0x12\"\n{tank}")).starts_with("sweep.BSC.live.treasury:"));
+    assert!(bad(format!(
+        "treasury = \"0x00000000000000000000000000000000000000aa\"\ngas_tank_key_file = \"/nonexistent\"\nmax_gas_price_gwei = \"3\""
+    ))
+    .starts_with("sweep.BSC.live.gas_tank_key_file: cannot read"));
+    assert!(bad(format!(
+        "treasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}\nbatch_size = 0"
+    ))
+    .starts_with("sweep.BSC.live.batch_size:"));
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(bad(format!(
+        "treasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}"
+    ))
+    .starts_with("sweep.BSC.live.gas_tank_key_file: must hold one private key"));
+    assert!(error_of(&format!(
+        "[sweep.BSC.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\ntreasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}"
+    ))
+    .starts_with("sweep.BSC.live: networks.BSC.live has no rpc_urls"));
+    assert!(error_of(&format!(
+        "[networks.TRON.live]\nrpc_urls = [\"https://t.example/jsonrpc\"]\n[sweep.TRON.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\ntreasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}"
+    ))
+    .starts_with("sweep.TRON.live: sweeps run on EVM networks only"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

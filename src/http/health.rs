@@ -33,10 +33,27 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            let body = json!({
+            let mut body = json!({
                 "status": if all_ok { "ready" } else { "unready" },
                 "checks": { "database": "ok", "watchers": watchers },
             });
+            let tanks = state.gas_tanks.readings();
+            if !tanks.is_empty() {
+                let sweeps: serde_json::Map<String, serde_json::Value> = tanks
+                    .into_iter()
+                    .map(|(name, r)| {
+                        let low = r.balance < r.low_gas_balance;
+                        let entry = json!({
+                            "status": if low { "low" } else { "ok" },
+                            "gas_tank": r.address,
+                            "balance": crate::domain::money::format_amount(r.balance),
+                            "low_gas_balance": crate::domain::money::format_amount(r.low_gas_balance),
+                        });
+                        (name, entry)
+                    })
+                    .collect();
+                body["checks"]["sweeps"] = serde_json::Value::Object(sweeps);
+            }
             Ok((status, Json(body)))
         }
         Ok(Err(e)) => {

@@ -8,3 +8,40 @@
 pub mod authorize;
 pub mod delegate;
 pub mod sweeper;
+
+use crate::domain::api_key::Mode;
+use crate::domain::network::Network;
+use rust_decimal::Decimal;
+
+/// The last gas-tank balance each sweeper read (for readiness).
+#[derive(Default)]
+pub struct GasTanks(dashmap::DashMap<(Network, Mode), GasTankReading>);
+
+#[derive(Debug, Clone)]
+pub struct GasTankReading {
+    pub address: String,
+    pub balance: Decimal,
+    pub low_gas_balance: Decimal,
+}
+
+impl GasTanks {
+    pub fn record(&self, network: Network, mode: Mode, reading: GasTankReading) {
+        self.0.insert((network, mode), reading);
+    }
+
+    /// `NETWORK/mode` → its reading, in a stable order.
+    pub fn readings(&self) -> Vec<(String, GasTankReading)> {
+        let mut out: Vec<_> = self
+            .0
+            .iter()
+            .map(|e| {
+                (
+                    format!("{}/{}", e.key().0, e.key().1.as_str()),
+                    e.value().clone(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}

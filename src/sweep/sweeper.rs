@@ -84,6 +84,7 @@ struct Planned {
 
 pub struct Sweeper {
     db: PgPool,
+    gas_tanks: std::sync::Arc<super::GasTanks>,
     base_url: String,
     config: SweepConfig,
     net: NetworkConfig,
@@ -161,6 +162,7 @@ impl Sweeper {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             db: state.db.clone(),
+            gas_tanks: state.gas_tanks.clone(),
             base_url: state.config.base_url.clone(),
             tank: config.gas_tank(),
             confirmations: u64::from(net.confirmations.max(1)),
@@ -308,9 +310,33 @@ impl Sweeper {
         Ok(u64_of(&v, "eth_getTransactionCount")?)
     }
 
+    /// Records the gas tank's balance for `/metrics` and readiness; warns when it runs low.
+    async fn read_gas_tank(&self) {
+        let balance = match self.gas_tank_balance().await {
+            Ok(wei) => native_units(wei),
+            Err(e) => {
+                tracing::warn!(sweeper = %self.name(), error = %e, "cannot read the gas tank's balance");
+                return;
+            }
+        };
+        crate::metrics::gas_tank_balance(self.config.network, self.config.mode, balance);
+        if balance < self.config.low_gas_balance {
+            tracing::warn!(sweeper = %self.name(), gas_tank = %self.gas_tank(), %balance,
+                low_gas_balance = %self.config.low_gas_balance, "the gas tank runs low: top it up");
+        }
+        let reading = super::GasTankReading {
+            address: self.gas_tank().to_checksum(None),
+            balance,
+            low_gas_balance: self.config.low_gas_balance,
+        };
+        self.gas_tanks
+            .record(self.config.network, self.config.mode, reading);
+    }
+
     /// One round: settle what was sent, then sweep what is due. Only one process sweeps a
     /// merchant's network at a time (an advisory lock).
     pub async fn tick(&self) -> Result<SweepReport, SweepError> {
+        self.read_gas_tank().await;
         let mut lock = self.db.begin().await?;
         let key = format!(
             "sweep:{}:{}:{}",
@@ -332,13 +358,6 @@ impl Sweeper {
 
     async fn tick_locked(&self) -> Result<SweepReport, SweepError> {
         self.check_delegate().await?;
-        if let Ok(balance) = self.gas_tank_balance().await {
-            crate::metrics::gas_tank_balance(
-                self.config.network,
-                self.config.mode,
-                native_units(balance),
-            );
-        }
         let mut report = SweepReport::default();
         self.settle(&mut report).await?;
         self.sweep_due(&mut report).await?;

@@ -448,3 +448,106 @@ async fn serve_exposes_metrics_on_metrics_addr_and_refuses_a_taken_one() {
     let _ = child.wait();
     assert!(text.contains("checkout_db_pool_max_connections"), "{text}");
 }
+
+fn authorize_with(stdin: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["sweep", "authorize"])
+        .args(args)
+        // Offline: no database, and a configuration that would not even load.
+        .env("DATABASE_URL", "not a url")
+        .env("CHECKOUT_CONFIG", "/nonexistent/checkout.toml")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn sweep_authorize_signs_offline_from_stdin_and_import_checks_every_signature() {
+    const MNEMONIC: &str = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about\n";
+    let xpub = checkout_server::domain::address::PUBLIC_TEST_EVM_XPUB;
+    let treasury = "0x00000000000000000000000000000000000000aa";
+    let args = [
+        "--xpub",
+        xpub,
+        "--chain-id",
+        "56",
+        "--treasury",
+        treasury,
+        "--from",
+        "2",
+        "--to",
+        "5",
+    ];
+    let file = json_out(&authorize_with(MNEMONIC, &args));
+    assert_eq!(file["chain_id"], 56);
+    let entries = file["authorizations"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["index"], 2);
+    assert!(
+        !file.to_string().contains("abandon"),
+        "no key material in the output"
+    );
+
+    // Another wallet's mnemonic, or one given as an argument, is refused.
+    let other = "legal winner thank year wave sausage worth useful legal winner thank yellow\n";
+    let refused = one_line_error(&authorize_with(other, &args));
+    assert!(refused.contains("different account xpub"), "{refused}");
+    let mut with_arg = args.to_vec();
+    with_arg.extend(["--mnemonic", MNEMONIC.trim()]);
+    assert!(!authorize_with("", &with_arg).status.success());
+
+    // Import: the merchant's xpub must be the file's, and each signature its address's.
+    let db = fresh_database().await;
+    let pool = checkout_server::db::connect(&db).await.unwrap();
+    checkout_server::db::MIGRATOR.run(&pool).await.unwrap();
+    create_merchant_with_xpubs(&pool, "Swept", None, Some(xpub)).await;
+    create_merchant(&pool, "Other", true).await;
+    let id = |name: &str| {
+        let pool = pool.clone();
+        let name = name.to_owned();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM merchants WHERE name = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .to_string()
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("auth-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("auth.json");
+    std::fs::write(&path, file.to_string()).unwrap();
+    let path = path.to_str().unwrap();
+    let swept = id("Swept").await;
+    let imported = json_out(&cli(
+        &db,
+        &["sweep", "import-authorizations", path, "--merchant", &swept],
+    ));
+    assert_eq!(imported["imported"], 3);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sweep_authorizations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3);
+    let other = id("Other").await;
+    let refused = one_line_error(&cli(
+        &db,
+        &["sweep", "import-authorizations", path, "--merchant", &other],
+    ));
+    assert!(refused.contains("not the merchant's EVM xpub"), "{refused}");
+    let mut tampered = file.clone();
+    tampered["authorizations"][1]["s"] = tampered["authorizations"][0]["s"].clone();
+    std::fs::write(path, tampered.to_string()).unwrap();
+    let refused = one_line_error(&cli(
+        &db,
+        &["sweep", "import-authorizations", path, "--merchant", &swept],
+    ));
+    assert!(refused.contains("authorization 1"), "{refused}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -335,6 +335,18 @@ async fn paid_sessions_are_swept_to_the_treasury_in_one_batch_and_again_after_la
     let (status, list) = c.app.get("/v1/sweeps", &c.merchant.test_key).await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list["meta"]["total"], 1);
+    let (status, live) = c.app.get("/v1/sweeps", &c.merchant.live_key).await;
+    assert_eq!(status, StatusCode::OK, "{live}");
+    assert_eq!(
+        live["meta"]["total"], 0,
+        "test sweeps are not the live key's"
+    );
+    let (status, ready) = c.app.get("/readyz", "").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(
+        ready["checks"]["sweeps"]["BSC/test"]["status"], "ok",
+        "{ready}"
+    );
 
     // Nothing new: nothing is sent.
     let idle = c.sweeper().tick().await.unwrap();
@@ -375,7 +387,9 @@ async fn paid_sessions_are_swept_to_the_treasury_in_one_batch_and_again_after_la
 #[tokio::test]
 async fn no_call_can_send_a_delegated_address_funds_anywhere_but_the_treasury() {
     let c = SweepChain::start().await;
-    let sweeper = c.sweeper();
+    let mut low = c.sweep.clone();
+    low.low_gas_balance = rust_decimal::Decimal::from(1_000_000);
+    let sweeper = Sweeper::new(&c.app.state, &low).unwrap();
     sweeper.deploy_delegate().await.unwrap();
     let (_, address) = c.paid_session("USDC", "50").await;
     c.credit().await;
@@ -383,6 +397,15 @@ async fn no_call_can_send_a_delegated_address_funds_anywhere_but_the_treasury() 
     // Delegate the address (and sweep it) once.
     let (sent, _) = c.sweep_now(&sweeper).await;
     assert_eq!(sent.sent.len(), 1);
+    let (_, ready) = c.app.get("/readyz", "").await;
+    assert_eq!(
+        ready["checks"]["sweeps"]["BSC/test"]["status"], "low",
+        "{ready}"
+    );
+    assert_eq!(
+        ready["status"], "ready",
+        "a low gas tank warns; it does not stop payments"
+    );
     c.pay("USDC", &address, "30").await;
     let attacker = c.anvil.accounts[2];
 
