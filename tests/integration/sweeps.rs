@@ -457,3 +457,80 @@ async fn no_call_can_send_a_delegated_address_funds_anywhere_but_the_treasury() 
         before + U256::from(1000)
     );
 }
+
+#[tokio::test]
+async fn a_stale_authorization_in_a_batch_is_skipped_by_the_chain_and_the_rest_is_swept() {
+    use alloy_consensus::{SignableTransaction, TxEip7702, TxEnvelope};
+    use alloy_eips::eip2718::Encodable2718;
+    use alloy_signer::SignerSync;
+    use std::str::FromStr;
+
+    let c = SweepChain::start().await;
+    let sweeper = c.sweeper();
+    let delegate = sweeper.deploy_delegate().await.unwrap();
+    let (_, fresh) = c.paid_session("USDC", "12").await;
+    let (_, used) = c.paid_session("USDC", "13").await;
+    c.credit().await;
+    // The second address's key sent a transaction meanwhile: nonce 0 no longer applies.
+    c.anvil
+        .rpc("anvil_setNonce", json!([hex20(&used), "0x1"]))
+        .await;
+    let file = authorize(
+        TEST_MNEMONIC,
+        "",
+        PUBLIC_TEST_EVM_XPUB,
+        31337,
+        delegate,
+        0,
+        2,
+    )
+    .unwrap();
+    let authorizations: Vec<_> = file
+        .authorizations
+        .iter()
+        .map(|e| e.signed(31337, delegate))
+        .collect();
+    let tank = alloy_signer_local::PrivateKeySigner::from_str(TANK_KEY).unwrap();
+    let nonce = c
+        .anvil
+        .rpc(
+            "eth_getTransactionCount",
+            json!([tank.address().to_string(), "latest"]),
+        )
+        .await;
+    let tx = TxEip7702 {
+        chain_id: 31337,
+        nonce: checkout_server::chain::rpc::parse_quantity(nonce.as_str().unwrap()).unwrap(),
+        gas_limit: 500_000,
+        max_fee_per_gas: 20_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: delegate,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        authorization_list: authorizations,
+        input: checkout_server::sweep::delegate::sweep_many_call(
+            vec![Address::from(fresh), Address::from(used)],
+            vec![Address::from(c.usdc)],
+        ),
+    };
+    let signature = tank.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
+    let hash = c.anvil.send_raw(&format!("0x{}", hex::encode(raw))).await;
+    let receipt = c.anvil.receipt(&hash).await;
+    assert_eq!(receipt["status"], "0x1", "the batch succeeds: {receipt}");
+    assert_eq!(c.balance_of(&c.usdc, &fresh).await, U256::ZERO);
+    assert_eq!(
+        c.balance_of(&c.usdc, &used).await,
+        units("13", 6),
+        "skipped"
+    );
+    assert_eq!(
+        c.balance_of(&c.usdc, &c.treasury.0 .0).await,
+        units("12", 6)
+    );
+    let code = c
+        .anvil
+        .rpc("eth_getCode", json!([hex20(&used), "latest"]))
+        .await;
+    assert_eq!(code, "0x", "the stale authorization was not applied");
+}
