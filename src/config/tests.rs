@@ -412,9 +412,9 @@ fn sweep_tables_name_the_key_and_default_the_delegate() {
         key.display()
     );
     assert!(bad(format!("treasury = \"0x12\"\n{tank}")).starts_with("sweep.BSC.live.treasury:"));
-    assert!(bad(format!(
-        "treasury = \"0x00000000000000000000000000000000000000aa\"\ngas_tank_key_file = \"/nonexistent\"\nmax_gas_price_gwei = \"3\""
-    ))
+    assert!(bad(
+        "treasury = \"0x00000000000000000000000000000000000000aa\"\ngas_tank_key_file = \"/nonexistent\"\nmax_gas_price_gwei = \"3\"".into()
+    )
     .starts_with("sweep.BSC.live.gas_tank_key_file: cannot read"));
     assert!(bad(format!(
         "treasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}\nbatch_size = 0"
