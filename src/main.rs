@@ -348,7 +348,13 @@ async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<
             let parsed: sweep::authorize::AuthorizationFile = serde_json::from_str(&text)
                 .with_context(|| format!("{file} is not an authorization file"))?;
             let pool = connect(&config).await?;
-            let stored = service_sweeps::import_authorizations(&pool, merchant, &parsed).await?;
+            let stored = service_sweeps::import_authorizations(
+                &pool,
+                merchant,
+                config.wallets.evm.as_ref(),
+                &parsed,
+            )
+            .await?;
             print_json(
                 json!({ "imported": stored, "chain_id": parsed.chain_id, "delegate": parsed.delegate }),
             );

@@ -167,10 +167,11 @@ async fn head_within(limit: usize, req: Request, next: axum::middleware::Next) -
 }
 
 /// Routes that read their own query parameters (and refuse unknown ones themselves).
-const OWN_QUERY: [&str; 4] = [
+const OWN_QUERY: [&str; 5] = [
     "/v1/checkout/sessions",
     "/v1/events",
     "/v1/sub-merchants",
+    "/v1/sweeps",
     "/{id}",
 ];
 

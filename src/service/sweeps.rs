@@ -10,27 +10,26 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Stores a file of `sweep authorize`, after checking every signature against the merchant's
-/// EVM xpub; returns how many authorizations were stored.
+/// Stores a file of `sweep authorize`, after checking every signature against the EVM xpub
+/// the merchant's addresses come from (its own, else the server's `server_default`); returns
+/// how many authorizations were stored.
 pub async fn import_authorizations(
     pool: &PgPool,
     merchant_id: Uuid,
+    server_default: Option<&AccountXpub>,
     file: &AuthorizationFile,
 ) -> anyhow::Result<u64> {
     let merchant = crate::db::merchants::find(pool, merchant_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no merchant {merchant_id}"))?;
-    let xpub = merchant
-        .evm_xpub
-        .as_deref()
-        .map(AccountXpub::parse)
-        .transpose()
-        .map_err(|m| anyhow::anyhow!("the merchant's EVM xpub {m}"))?
-        .or_else(|| {
-            // Test-mode merchants without a wallet use the public test key.
-            AccountXpub::parse(crate::domain::address::PUBLIC_TEST_EVM_XPUB).ok()
-        })
-        .ok_or_else(|| anyhow::anyhow!("the merchant has no EVM xpub"))?;
+    let xpub = match merchant.evm_xpub.as_deref() {
+        Some(text) => {
+            AccountXpub::parse(text).map_err(|m| anyhow::anyhow!("the merchant's EVM xpub {m}"))?
+        }
+        None => server_default.cloned().ok_or_else(|| {
+            anyhow::anyhow!("neither the merchant nor the server has an EVM xpub")
+        })?,
+    };
     verify(file, &xpub)?;
     let entries: Vec<NewAuthorization> = file
         .authorizations

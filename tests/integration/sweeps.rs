@@ -196,6 +196,7 @@ max_gas_price_gwei = "100"
         checkout_server::service::sweeps::import_authorizations(
             &self.app.db,
             self.merchant_id,
+            None,
             &file,
         )
         .await
@@ -332,7 +333,10 @@ async fn paid_sessions_are_swept_to_the_treasury_in_one_batch_and_again_after_la
         .await;
     assert_eq!(status, StatusCode::OK, "{events}");
     assert_eq!(events["data"][0]["data"]["id"], first["id"]);
-    let (status, list) = c.app.get("/v1/sweeps", &c.merchant.test_key).await;
+    let (status, list) = c
+        .app
+        .get("/v1/sweeps?page=1&page_size=5", &c.merchant.test_key)
+        .await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list["meta"]["total"], 1);
     let (status, live) = c.app.get("/v1/sweeps", &c.merchant.live_key).await;
