@@ -11,6 +11,7 @@ sol! {
     function sweepMany(address[] accounts, address[] tokens);
     function treasury() returns (address);
     function balanceOf(address owner) returns (uint256);
+    function transfer(address to, uint256 value) returns (bool);
     event Transfer(address indexed from, address indexed to, uint256 value);
 }
 

@@ -3,11 +3,13 @@
 //!
 //! - [`delegate`]: the `SweepDelegate` contract, its deterministic address, its calls;
 //! - [`authorize`]: offline signing of the authorizations from the merchant's mnemonic;
-//! - [`sweeper`]: the worker that plans, sends and records the sweeps.
+//! - [`sweeper`]: the worker that plans, sends and records the sweeps;
+//! - [`tron`]: TRON transactions (protobuf), built and signed offline.
 
 pub mod authorize;
 pub mod delegate;
 pub mod sweeper;
+pub mod tron;
 
 use crate::domain::api_key::Mode;
 use crate::domain::network::Network;

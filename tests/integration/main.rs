@@ -18,5 +18,6 @@ mod rate_limits;
 mod sessions;
 mod sweeps;
 mod tron_replay;
+mod tron_signing;
 mod watcher;
 mod webhooks;
