@@ -864,11 +864,7 @@ impl Sweeper {
                 access_list: Default::default(),
                 input: data,
             };
-            let signature = self
-                .tank
-                .sign_hash_sync(&tx.signature_hash())
-                .map_err(|e| SweepError::Refused(e.to_string()))?;
-            TxEnvelope::from(tx.into_signed(signature))
+            self.signed(tx)?
         } else {
             let tx = TxEip7702 {
                 chain_id,
@@ -882,13 +878,22 @@ impl Sweeper {
                 authorization_list: authorizations,
                 input: data,
             };
-            let signature = self
-                .tank
-                .sign_hash_sync(&tx.signature_hash())
-                .map_err(|e| SweepError::Refused(e.to_string()))?;
-            TxEnvelope::from(tx.into_signed(signature))
+            self.signed(tx)?
         };
         Ok(Some((*signed.tx_hash(), signed.encoded_2718())))
+    }
+
+    /// `tx` signed by the gas tank.
+    fn signed<T>(&self, tx: T) -> Result<TxEnvelope, SweepError>
+    where
+        T: SignableTransaction<alloy_primitives::Signature>,
+        TxEnvelope: From<alloy_consensus::Signed<T>>,
+    {
+        let signature = self
+            .tank
+            .sign_hash_sync(&tx.signature_hash())
+            .map_err(|e| SweepError::Refused(e.to_string()))?;
+        Ok(TxEnvelope::from(tx.into_signed(signature)))
     }
 }
 
