@@ -59,13 +59,16 @@ CREATE TABLE sweep_items (
 );
 CREATE INDEX sweep_items_address ON sweep_items (address);
 
--- Per deposit address: transfers up to this id have been swept or found below the minimum;
--- a newer confirmed transfer makes it a candidate again.
+-- Per deposit address: transfers up to this id have been swept or found below the minimum
+-- (or failed to sweep three times in a row); a newer confirmed transfer makes it a candidate
+-- again.
 CREATE TABLE sweep_addresses (
     network          text NOT NULL,
     livemode         boolean NOT NULL,
     address          text NOT NULL,
     checked_through  bigint NOT NULL,
+    -- Settled sweeps in a row that moved nothing from it (a blacklisted address, a paused token).
+    failed_attempts  integer NOT NULL DEFAULT 0,
     PRIMARY KEY (network, livemode, address)
 );
 

@@ -74,6 +74,10 @@ enum SweepCommand {
         from: u32,
         #[arg(long)]
         to: u32,
+        /// The addresses' current nonce: 0 for addresses never delegated, 1 to re-point
+        /// addresses delegated once (to a new treasury's delegate).
+        #[arg(long, default_value_t = 0)]
+        nonce: u64,
         /// A file holding the mnemonic; `-` (the default) reads it from stdin.
         #[arg(long, default_value = "-")]
         mnemonic_file: String,
@@ -285,6 +289,7 @@ fn authorize(command: SweepCommand) -> anyhow::Result<()> {
         delegate,
         from,
         to,
+        nonce,
         mnemonic_file,
         passphrase_file,
         out,
@@ -303,8 +308,9 @@ fn authorize(command: SweepCommand) -> anyhow::Result<()> {
         None => zeroize::Zeroizing::new(String::new()),
     };
     let passphrase = passphrase.trim_end_matches(['\r', '\n']);
-    let file =
-        sweep::authorize::authorize(&mnemonic, passphrase, &xpub, chain_id, delegate, from, to)?;
+    let file = sweep::authorize::authorize(
+        &mnemonic, passphrase, &xpub, chain_id, delegate, from, to, nonce,
+    )?;
     let text = serde_json::to_string_pretty(&file)?;
     match out {
         Some(path) => {
@@ -378,6 +384,12 @@ async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<
             let (mut sent, mut settled) = (Vec::new(), Vec::new());
             loop {
                 let report = sweeper.tick().await?;
+                if report.busy {
+                    anyhow::bail!(
+                        "another process is sweeping {network}/{} right now",
+                        mode.as_str()
+                    );
+                }
                 sent.extend(report.sent);
                 settled.extend(report.settled);
                 if report.in_flight == 0 {
@@ -386,6 +398,7 @@ async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<
                         "below_minimum": report.below_minimum,
                         "unauthorized": report.unauthorized, "stale": report.stale,
                         "gas_price_too_high": report.gas_price_too_high,
+                        "given_up": report.given_up,
                     }));
                     return Ok(());
                 }

@@ -42,8 +42,10 @@ impl SweepConfig {
 
     /// The gas price cap in wei.
     pub fn max_gas_price_wei(&self) -> u128 {
-        let wei = self.max_gas_price_gwei * Decimal::from(1_000_000_000u64);
-        u128::try_from(wei.trunc()).unwrap_or(u128::MAX)
+        self.max_gas_price_gwei
+            .checked_mul(Decimal::from(1_000_000_000u64))
+            .and_then(|wei| u128::try_from(wei.trunc()).ok())
+            .unwrap_or(u128::MAX)
     }
 }
 

@@ -122,6 +122,8 @@ pub struct Candidate {
     pub address_index: i64,
     /// The newest confirmed transfer to it.
     pub through: i64,
+    /// The block of its newest confirmed transfer: balances read before it are stale.
+    pub through_block: Option<i64>,
 }
 
 /// The merchant's deposit addresses on the network with confirmed transfers newer than their
@@ -134,7 +136,8 @@ pub async fn candidates(
 ) -> sqlx::Result<Vec<Candidate>> {
     sqlx::query_as!(
         Candidate,
-        r#"SELECT s.pay_address AS address, s.address_index, max(t.id) AS "through!"
+        r#"SELECT s.pay_address AS address, s.address_index, max(t.id) AS "through!",
+                  max(t.block_number) AS through_block
              FROM transactions t
              JOIN checkout_sessions s ON s.id = t.session_id
              LEFT JOIN sweep_addresses a
@@ -143,7 +146,8 @@ pub async fn candidates(
               AND s.merchant_id = $1 AND t.id > coalesce(a.checked_through, 0)
               AND NOT EXISTS (
                     SELECT 1 FROM sweep_items i JOIN sweeps w ON w.id = i.sweep_id
-                     WHERE i.address = s.pay_address AND w.status = 'pending')
+                     WHERE i.address = s.pay_address AND w.status = 'pending'
+                       AND w.network = $3 AND w.livemode = $2)
             GROUP BY s.pay_address, s.address_index
             ORDER BY min(t.id)
             LIMIT $4"#,
@@ -170,7 +174,8 @@ pub async fn mark_checked(
          SELECT $1, $2, a, t FROM unnest($3::text[], $4::bigint[]) AS u(a, t)
          ON CONFLICT (network, livemode, address) DO UPDATE
             SET checked_through = greatest(sweep_addresses.checked_through,
-                                           EXCLUDED.checked_through)",
+                                           EXCLUDED.checked_through),
+                failed_attempts = 0",
         network as Network,
         livemode,
         &addresses,
@@ -179,6 +184,49 @@ pub async fn mark_checked(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// After this many settled sweeps in a row that moved nothing from an address, it waits for
+/// its next payment (rather than costing gas every round).
+pub const MAX_FAILED_ATTEMPTS: i32 = 3;
+
+/// Counts one more sweep that moved nothing from each `(address, through)`; an address that
+/// reaches [`MAX_FAILED_ATTEMPTS`] is marked checked through `through` (it waits for its next
+/// payment). Returns those addresses.
+pub async fn record_failures(
+    tx: &mut Transaction<'_, Postgres>,
+    network: Network,
+    livemode: bool,
+    failed: &[(String, i64)],
+) -> sqlx::Result<Vec<String>> {
+    let addresses: Vec<String> = failed.iter().map(|c| c.0.clone()).collect();
+    let through: Vec<i64> = failed.iter().map(|c| c.1).collect();
+    sqlx::query!(
+        "INSERT INTO sweep_addresses (network, livemode, address, checked_through, failed_attempts)
+         SELECT $1, $2, a, 0, 1 FROM unnest($3::text[]) AS u(a)
+         ON CONFLICT (network, livemode, address) DO UPDATE
+            SET failed_attempts = sweep_addresses.failed_attempts + 1",
+        network as Network,
+        livemode,
+        &addresses,
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_scalar!(
+        "UPDATE sweep_addresses a
+            SET checked_through = greatest(a.checked_through, u.t), failed_attempts = 0
+           FROM unnest($3::text[], $4::bigint[]) AS u(address, t)
+          WHERE a.network = $1 AND a.livemode = $2 AND a.address = u.address
+            AND a.failed_attempts >= $5
+         RETURNING a.address",
+        network as Network,
+        livemode,
+        &addresses,
+        &through,
+        MAX_FAILED_ATTEMPTS,
+    )
+    .fetch_all(&mut **tx)
+    .await
 }
 
 pub struct NewSweep<'a> {
@@ -370,7 +418,11 @@ pub async fn finish(
     Ok(true)
 }
 
-pub async fn find(db: &PgPool, scope: Scope, id: &str) -> sqlx::Result<Option<SweepRow>> {
+pub async fn find(
+    db: impl sqlx::PgExecutor<'_>,
+    scope: Scope,
+    id: &str,
+) -> sqlx::Result<Option<SweepRow>> {
     sqlx::query_as!(
         SweepRow,
         r#"SELECT id, merchant_id, livemode, network AS "network: _", treasury, delegate, gas_tank,

@@ -11,7 +11,8 @@ use alloy_signer_local::PrivateKeySigner;
 use bip32::{ChildNumber, DerivationPath, XPrv};
 use serde::{Deserialize, Serialize};
 
-/// Deposit addresses never send a transaction, so their nonce is 0 when first delegated.
+/// Deposit addresses never send a transaction, so their nonce is 0 when first delegated
+/// (each delegation raises it by one: an address delegated once is re-pointed at nonce 1).
 pub const AUTHORIZATION_NONCE: u64 = 0;
 
 /// At most this many addresses per file (a file of 100,000 is about 25 MB).
@@ -65,10 +66,13 @@ pub enum AuthorizeError {
     Derive(u32),
     #[error("cannot sign for address index {0}")]
     Sign(u32),
+    #[error("--chain-id 0 would sign for every chain: give the network's chain id")]
+    AnyChain,
 }
 
 /// Signs `(chain_id, delegate, nonce 0)` for the addresses `[from, to)` of the account that
 /// `xpub` names, after checking that `mnemonic` (+ `passphrase`) derives that very xpub.
+#[allow(clippy::too_many_arguments)]
 pub fn authorize(
     mnemonic: &str,
     passphrase: &str,
@@ -77,7 +81,11 @@ pub fn authorize(
     delegate: Address,
     from: u32,
     to: u32,
+    nonce: u64,
 ) -> Result<AuthorizationFile, AuthorizeError> {
+    if chain_id == 0 {
+        return Err(AuthorizeError::AnyChain);
+    }
     if to <= from || to - from > MAX_ADDRESSES {
         return Err(AuthorizeError::Range { from, to });
     }
@@ -113,7 +121,7 @@ pub fn authorize(
         let authorization = Authorization {
             chain_id: U256::from(chain_id),
             address: delegate,
-            nonce: AUTHORIZATION_NONCE,
+            nonce,
         };
         let signature = signer
             .sign_hash_sync(&authorization.signature_hash())
@@ -121,7 +129,7 @@ pub fn authorize(
         authorizations.push(SignedEntry {
             index,
             address: signer.address(),
-            nonce: AUTHORIZATION_NONCE,
+            nonce,
             y_parity: u8::from(signature.v()),
             r: signature.r(),
             s: signature.s(),
@@ -140,6 +148,8 @@ pub fn authorize(
 pub enum ImportError {
     #[error("the file's xpub is not the merchant's EVM xpub")]
     OtherXpub,
+    #[error("chain id 0 (valid on every chain) is refused")]
+    AnyChain,
     #[error("authorization {position}: {reason}")]
     Entry { position: usize, reason: String },
 }
@@ -151,8 +161,15 @@ pub fn verify(file: &AuthorizationFile, account: &AccountXpub) -> Result<(), Imp
     if theirs.key_id() != account.key_id() {
         return Err(ImportError::OtherXpub);
     }
+    if file.chain_id == 0 {
+        return Err(ImportError::AnyChain);
+    }
+    let mut seen = std::collections::HashSet::new();
     for (position, entry) in file.authorizations.iter().enumerate() {
         let refuse = |reason: String| ImportError::Entry { position, reason };
+        if !seen.insert(entry.address) {
+            return Err(refuse(format!("address {} is listed twice", entry.address)));
+        }
         let expected = account.derive(entry.index).map_err(refuse)?;
         if entry.address.0 .0 != expected {
             return Err(refuse(format!(
@@ -195,6 +212,7 @@ mod tests {
             DELEGATE,
             3,
             6,
+            0,
         )
         .unwrap();
         assert_eq!(file.authorizations.len(), 3);
@@ -205,7 +223,17 @@ mod tests {
         }
         verify(&file, &account).unwrap();
         // The first address of the test mnemonic, as every wallet derives it.
-        let first = authorize(TEST_MNEMONIC, "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 0, 1).unwrap();
+        let first = authorize(
+            TEST_MNEMONIC,
+            "",
+            PUBLIC_TEST_EVM_XPUB,
+            1,
+            DELEGATE,
+            0,
+            1,
+            0,
+        )
+        .unwrap();
         assert_eq!(
             first.authorizations[0].address,
             address!("9858EfFD232B4033E47d90003D41EC34EcaEda94")
@@ -216,7 +244,7 @@ mod tests {
     fn refuses_a_mnemonic_of_another_wallet_and_a_tampered_file() {
         let other = "legal winner thank year wave sausage worth useful legal winner thank yellow";
         assert!(matches!(
-            authorize(other, "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 0, 1),
+            authorize(other, "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 0, 1, 0),
             Err(AuthorizeError::WrongMnemonic)
         ));
         assert!(matches!(
@@ -227,20 +255,40 @@ mod tests {
                 1,
                 DELEGATE,
                 0,
-                1
+                1,
+                0
             ),
             Err(AuthorizeError::WrongMnemonic)
         ));
         assert!(matches!(
-            authorize("not words", "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 0, 1),
+            authorize("not words", "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 0, 1, 0),
             Err(AuthorizeError::Mnemonic)
         ));
         assert!(matches!(
-            authorize(TEST_MNEMONIC, "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 5, 5),
+            authorize(
+                TEST_MNEMONIC,
+                "",
+                PUBLIC_TEST_EVM_XPUB,
+                1,
+                DELEGATE,
+                5,
+                5,
+                0
+            ),
             Err(AuthorizeError::Range { .. })
         ));
         let account = AccountXpub::parse(PUBLIC_TEST_EVM_XPUB).unwrap();
-        let file = authorize(TEST_MNEMONIC, "", PUBLIC_TEST_EVM_XPUB, 1, DELEGATE, 0, 2).unwrap();
+        let file = authorize(
+            TEST_MNEMONIC,
+            "",
+            PUBLIC_TEST_EVM_XPUB,
+            1,
+            DELEGATE,
+            0,
+            2,
+            0,
+        )
+        .unwrap();
         // Replayed on another chain, or pointed at another delegate: the signer changes.
         let mut other_chain = file.clone();
         other_chain.chain_id = 56;

@@ -66,6 +66,10 @@ pub struct SweepReport {
     pub gas_price_too_high: bool,
     /// Sweeps sent and not settled yet (including those sent in this tick).
     pub in_flight: usize,
+    /// Another process holds this sweeper's lock: nothing was done.
+    pub busy: bool,
+    /// Addresses that moved nothing in their last sweeps and now wait for their next payment.
+    pub given_up: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +89,6 @@ struct Planned {
 pub struct Sweeper {
     db: PgPool,
     gas_tanks: std::sync::Arc<super::GasTanks>,
-    base_url: String,
     config: SweepConfig,
     net: NetworkConfig,
     rpc: RpcClient,
@@ -163,7 +166,6 @@ impl Sweeper {
         Ok(Self {
             db: state.db.clone(),
             gas_tanks: state.gas_tanks.clone(),
-            base_url: state.config.base_url.clone(),
             tank: config.gas_tank(),
             confirmations: u64::from(net.confirmations.max(1)),
             config: config.clone(),
@@ -349,7 +351,10 @@ impl Sweeper {
             .fetch_one(&mut *lock)
             .await?;
         if !locked {
-            return Ok(SweepReport::default());
+            return Ok(SweepReport {
+                busy: true,
+                ..SweepReport::default()
+            });
         }
         let report = self.tick_locked().await;
         lock.rollback().await?;
@@ -408,14 +413,29 @@ impl Sweeper {
             &self.rpc.call("eth_blockNumber", json!([])).await?,
             "eth_blockNumber",
         )?;
-        let mined_nonce = self.tank_nonce("latest").await?;
+        // The tank's nonce as of a block as deep as the confirmations: a nonce spent there is
+        // spent for good, so a sweep with a lower nonce and no receipt can never be mined.
+        let settled_block = quantity(head.saturating_sub(self.confirmations));
+        let final_nonce = u64_of(
+            &self
+                .rpc
+                .call(
+                    "eth_getTransactionCount",
+                    json!([self.gas_tank().to_string(), settled_block]),
+                )
+                .await?,
+            "eth_getTransactionCount",
+        )?;
+        let tank = self.gas_tank().to_checksum(None);
         for sweep in pending {
             let receipt = self
                 .rpc
                 .call("eth_getTransactionReceipt", json!([sweep.tx_hash]))
                 .await?;
             if receipt.is_null() {
-                if u64::try_from(sweep.tx_nonce).unwrap_or(u64::MAX) < mined_nonce {
+                if sweep.gas_tank == tank
+                    && u64::try_from(sweep.tx_nonce).unwrap_or(u64::MAX) < final_nonce
+                {
                     // Its nonce was spent by another transaction: this one can never be mined.
                     self.finish(&sweep, "dropped", None, &[]).await?;
                     report.settled.push(sweep.id);
@@ -456,7 +476,8 @@ impl Sweeper {
                 gas_used: i64::try_from(gas_used).ok(),
                 fee,
             };
-            self.finish(&sweep, status, Some(mined), &swept).await?;
+            let given_up = self.finish(&sweep, status, Some(mined), &swept).await?;
+            report.given_up.extend(given_up);
             report.settled.push(sweep.id);
         }
         Ok(())
@@ -523,7 +544,7 @@ impl Sweeper {
         status: &str,
         mined: Option<Mined>,
         swept: &[(String, Token, Decimal)],
-    ) -> Result<(), SweepError> {
+    ) -> Result<Vec<String>, SweepError> {
         let mined = mined.unwrap_or_default();
         let mut tx = self.db.begin().await?;
         let outcome = Outcome {
@@ -534,7 +555,7 @@ impl Sweeper {
             swept,
         };
         if !db::finish(&mut tx, &sweep.id, &outcome).await? {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let items = db::items(&mut *tx, std::slice::from_ref(&sweep.id)).await?;
         // Addresses that paid the treasury are done up to the transfers this sweep covered.
@@ -544,15 +565,25 @@ impl Sweeper {
             .map(|(_, i)| (i.address.clone(), i.through_transaction))
             .collect();
         db::mark_checked(&mut *tx, sweep.network, sweep.livemode, &done).await?;
+        let mut given_up = Vec::new();
+        if status != "dropped" {
+            // Mined, and nothing moved from these addresses (a token refused, a revert).
+            let failed: BTreeMap<String, i64> = items
+                .iter()
+                .filter(|(_, i)| !done.iter().any(|(a, _)| *a == i.address))
+                .map(|(_, i)| (i.address.clone(), i.through_transaction))
+                .collect();
+            let failed: Vec<(String, i64)> = failed.into_iter().collect();
+            given_up = db::record_failures(&mut tx, sweep.network, sweep.livemode, &failed).await?;
+        }
         if status == "completed" {
-            let row = db::find(&self.db, self.scope(), &sweep.id)
+            let scope = Scope {
+                merchant_id: sweep.merchant_id,
+                livemode: sweep.livemode,
+            };
+            let row = db::find(&mut *tx, scope, &sweep.id)
                 .await?
                 .unwrap_or_else(|| sweep.clone());
-            let mut row = row;
-            row.status = status.to_owned();
-            row.block_number = outcome.block_number;
-            row.gas_used = outcome.gas_used;
-            row.fee = outcome.fee;
             let data = crate::views::sweep_json(&row, items.iter().map(|(_, i)| i));
             let id = random_id("evt_");
             crate::db::events::insert(
@@ -567,9 +598,13 @@ impl Sweeper {
             .await?;
         }
         tx.commit().await?;
-        let _ = &self.base_url;
+        if !given_up.is_empty() {
+            tracing::warn!(sweeper = %self.name(), addresses = ?given_up,
+                "sweeps moved nothing from these addresses {} times in a row (a token refuses them?): they wait for their next payment",
+                db::MAX_FAILED_ATTEMPTS);
+        }
         tracing::info!(sweeper = %self.name(), sweep = %sweep.id, status, "sweep settled");
-        Ok(())
+        Ok(given_up)
     }
 
     /// Reads the candidates' state on chain in one batch, and sends the sweeps that are due.
@@ -582,7 +617,8 @@ impl Sweeper {
         let chain_id = self.chain_id().await?;
         let delegate = self.config.delegate;
         let per_address = 2 + self.tokens.len();
-        let mut calls = Vec::with_capacity(candidates.len() * per_address);
+        let mut calls = Vec::with_capacity(1 + candidates.len() * per_address);
+        calls.push(Call::block_number());
         for c in &candidates {
             calls.push(Call {
                 method: "eth_getCode",
@@ -601,6 +637,13 @@ impl Sweeper {
             }
         }
         let answers = self.rpc.batch(&calls).await?;
+        if answers.len() != calls.len() {
+            return Err(malformed("batch", "not one answer per call").into());
+        }
+        let head = match &answers[0] {
+            Ok(raw) => crate::chain::rpc::parse_block_number(raw)?,
+            Err(e) => return Err(e.clone().into()),
+        };
         let authorizations = db::authorizations(
             &self.db,
             i64::try_from(chain_id).unwrap_or(i64::MAX),
@@ -614,7 +657,7 @@ impl Sweeper {
         let delegated_code = delegate::delegation_code(delegate);
         let mut checked = Vec::new();
         let mut planned = Vec::new();
-        for (c, answers) in candidates.into_iter().zip(answers.chunks(per_address)) {
+        for (c, answers) in candidates.into_iter().zip(answers[1..].chunks(per_address)) {
             let text = |i: usize| -> Result<String, RpcError> {
                 let raw = answers[i].as_ref().map_err(Clone::clone)?;
                 serde_json::from_str::<String>(raw.get()).map_err(|_| {
@@ -628,9 +671,14 @@ impl Sweeper {
             let nonce = parse_quantity(&text(1)?)
                 .ok_or_else(|| malformed("eth_getTransactionCount", "nonce"))?;
             let mut balances = Vec::new();
+            let mut unreadable = false;
             for (k, t) in self.tokens.iter().enumerate() {
                 let bytes = hex_bytes(&text(2 + k)?).unwrap_or_default();
-                let value = BalanceOf::abi_decode_returns(&bytes).unwrap_or_default();
+                let Ok(value) = BalanceOf::abi_decode_returns(&bytes) else {
+                    // A node that is behind or pruned answers "0x": ask again next round.
+                    unreadable = true;
+                    continue;
+                };
                 if value.is_zero() {
                     continue;
                 }
@@ -638,7 +686,14 @@ impl Sweeper {
                     balances.push((t.clone(), amount));
                 }
             }
+            // A node behind the newest transfer's block would show an old balance.
+            let behind = c
+                .through_block
+                .is_some_and(|b| u64::try_from(b).unwrap_or(0) > head);
             if !balances.iter().any(|(_, a)| *a >= self.config.min_amount) {
+                if unreadable || behind {
+                    continue;
+                }
                 report.below_minimum += 1;
                 checked.push((c.address.clone(), c.through));
                 continue;
@@ -651,7 +706,11 @@ impl Sweeper {
                     checked.push((c.address.clone(), c.through));
                     continue;
                 };
-                if u64::try_from(auth.nonce).ok() != Some(nonce) || !code.is_empty() {
+                // An address delegated elsewhere (an older treasury's delegate) may be
+                // pointed here by an authorization signed at its current nonce.
+                let elsewhere = code.len() == 23 && code[..3] == delegate::DELEGATION_PREFIX;
+                if u64::try_from(auth.nonce).ok() != Some(nonce) || !(code.is_empty() || elsewhere)
+                {
                     report.stale.push(c.address.clone());
                     checked.push((c.address.clone(), c.through));
                     continue;
@@ -683,7 +742,16 @@ impl Sweeper {
         if planned.is_empty() {
             return Ok(());
         }
-        let mut nonce = self.tank_nonce("pending").await?;
+        // Behind a load balancer "pending" may miss our own sweeps in flight.
+        let tank = self.gas_tank().to_checksum(None);
+        let in_flight = db::pending(&self.db, self.config.network, livemode)
+            .await?
+            .iter()
+            .filter(|s| s.gas_tank == tank)
+            .map(|s| u64::try_from(s.tx_nonce).unwrap_or(0) + 1)
+            .max()
+            .unwrap_or(0);
+        let mut nonce = self.tank_nonce("pending").await?.max(in_flight);
         for batch in planned.chunks(self.config.batch_size) {
             match self.send_batch(batch, nonce).await? {
                 Some(id) => {
@@ -719,7 +787,13 @@ impl Sweeper {
             .filter_map(|p| p.authorization.clone())
             .collect();
         let (hash, raw) = match self
-            .sign(self.config.delegate, data, authorizations.clone(), nonce)
+            .sign(
+                self.config.delegate,
+                data,
+                authorizations.clone(),
+                nonce,
+                batch.len(),
+            )
             .await?
         {
             Some(signed) => signed,
@@ -766,12 +840,16 @@ impl Sweeper {
         {
             Ok(_) => {}
             Err(e) if already_known(&e) => {}
-            Err(e) => {
+            // The node said no (too little gas in the tank, a fee too low): never sent.
+            Err(e @ RpcError::Node { .. }) => {
                 if let Some(row) = db::find(&self.db, self.scope(), &id).await? {
                     self.finish(&row, "dropped", None, &[]).await?;
                 }
                 return Err(SweepError::Refused(e.to_string()));
             }
+            // No answer: it may have been taken. It stays pending; settling sends it again,
+            // or drops it once its nonce is spent by another transaction.
+            Err(e) => return Err(e.into()),
         }
         tracing::info!(sweeper = %self.name(), sweep = %id, tx = %hash_text,
             addresses = batch.len(), authorizations = authorizations.len(), "sweep sent");
@@ -787,7 +865,7 @@ impl Sweeper {
         nonce: u64,
     ) -> Result<(B256, Vec<u8>), SweepError> {
         let (hash, raw) = self
-            .sign(to, data, authorizations, nonce)
+            .sign(to, data, authorizations, nonce, 1)
             .await?
             .ok_or_else(|| {
                 SweepError::Refused(format!(
@@ -811,6 +889,7 @@ impl Sweeper {
         data: Bytes,
         authorizations: Vec<SignedAuthorization>,
         nonce: u64,
+        accounts: usize,
     ) -> Result<Option<(B256, Vec<u8>)>, SweepError> {
         let chain_id = self.chain_id().await?;
         let block = self
@@ -842,12 +921,14 @@ impl Sweeper {
             request["authorizationList"] =
                 Value::Array(authorizations.iter().map(authorization_json).collect());
         }
-        let accounts = authorizations.len().max(1) as u64;
+        let accounts = u64::try_from(accounts.max(1)).unwrap_or(u64::MAX);
         let gas_limit = match self.rpc.call("eth_estimateGas", json!([request])).await {
-            Ok(v) => u64_of(&v, "eth_estimateGas")? * 5 / 4,
+            Ok(v) => u64_of(&v, "eth_estimateGas")?.saturating_mul(5) / 4,
             Err(e) => {
                 tracing::debug!(error = %e, "eth_estimateGas failed: using the fallback bound");
-                FALLBACK_GAS_BASE + FALLBACK_GAS_PER_ADDRESS * accounts
+                FALLBACK_GAS_PER_ADDRESS
+                    .saturating_mul(accounts)
+                    .saturating_add(FALLBACK_GAS_BASE)
             }
         };
         let max_fee = u128::try_from(max_fee).unwrap_or(u128::MAX);

@@ -191,6 +191,7 @@ max_gas_price_gwei = "100"
             self.sweep.delegate,
             from,
             to,
+            0,
         )
         .unwrap();
         checkout_server::service::sweeps::import_authorizations(
@@ -487,6 +488,7 @@ async fn a_stale_authorization_in_a_batch_is_skipped_by_the_chain_and_the_rest_i
         delegate,
         0,
         2,
+        0,
     )
     .unwrap();
     let authorizations: Vec<_> = file
@@ -537,4 +539,57 @@ async fn a_stale_authorization_in_a_batch_is_skipped_by_the_chain_and_the_rest_i
         .rpc("eth_getCode", json!([hex20(&used), "latest"]))
         .await;
     assert_eq!(code, "0x", "the stale authorization was not applied");
+}
+
+#[tokio::test]
+async fn a_token_that_refuses_keeps_its_balance_while_the_rest_is_swept_and_stops_costing_gas() {
+    let c = SweepChain::start().await;
+    let sweeper = c.sweeper();
+    sweeper.deploy_delegate().await.unwrap();
+    // USDC (a standard token here) refuses transfers to the treasury, as a blacklist would.
+    c.anvil.set_blocked(&c.usdc, &c.treasury.0 .0).await;
+    let (_, both) = c.paid_session("USDT", "20").await;
+    c.pay("USDC", &both, "20").await;
+    let (_, usdc_only) = c.paid_session("USDC", "30").await;
+    c.credit().await;
+    c.import(0, 5).await;
+
+    let (sent, settled) = c.sweep_now(&sweeper).await;
+    assert_eq!(sent.sent.len(), 1, "{sent:?}");
+    assert!(settled.given_up.is_empty(), "{settled:?}");
+    assert_eq!(c.balance_of(&c.usdt, &both).await, U256::ZERO, "USDT swept");
+    assert_eq!(
+        c.balance_of(&c.usdc, &both).await,
+        units("20", 6),
+        "USDC refused, kept"
+    );
+    assert_eq!(c.balance_of(&c.usdc, &usdc_only).await, units("30", 6));
+    let first = c.sweep_json(&sent.sent[0]).await;
+    assert_eq!(first["status"], "completed");
+    assert_eq!(first["totals"]["USDT"], "20");
+
+    // The address that moves nothing is tried again, at most three times in all.
+    let mut given_up = settled.given_up;
+    for _ in 0..4 {
+        let (_, settled) = c.sweep_now(&sweeper).await;
+        given_up.extend(settled.given_up);
+    }
+    let usdc_only_text = checkout_server::domain::address::evm_checksum(&usdc_only);
+    assert_eq!(given_up, vec![usdc_only_text.clone()]);
+    let tries: i64 = sqlx::query_scalar("SELECT count(*) FROM sweep_items WHERE address = $1")
+        .bind(&usdc_only_text)
+        .fetch_one(&c.app.db)
+        .await
+        .unwrap();
+    assert_eq!(tries, 3, "three sweeps tried it");
+    let idle = sweeper.tick().await.unwrap();
+    assert!(
+        idle.sent.is_empty() && idle.in_flight == 0,
+        "no more gas spent on it: {idle:?}"
+    );
+    // Its next payment makes it a candidate again.
+    c.pay("USDC", &usdc_only, "1").await;
+    c.credit().await;
+    let (retry, _) = c.sweep_now(&sweeper).await;
+    assert_eq!(retry.sent.len(), 1, "{retry:?}");
 }
