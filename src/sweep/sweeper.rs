@@ -95,6 +95,8 @@ pub struct Sweeper {
     tank: PrivateKeySigner,
     tokens: Vec<SweptToken>,
     confirmations: u64,
+    /// The delegate's code was found to be SweepDelegate's for the treasury.
+    delegate_checked: std::sync::atomic::AtomicBool,
 }
 
 fn hex_bytes(text: &str) -> Option<Vec<u8>> {
@@ -168,6 +170,7 @@ impl Sweeper {
             gas_tanks: state.gas_tanks.clone(),
             tank: config.gas_tank(),
             confirmations: u64::from(net.confirmations.max(1)),
+            delegate_checked: Default::default(),
             config: config.clone(),
             net,
             rpc,
@@ -228,8 +231,15 @@ impl Sweeper {
 
     /// Checks that the delegate is deployed and pays the configured treasury.
     pub async fn check_delegate(&self) -> Result<(), SweepError> {
+        if self
+            .delegate_checked
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
         let delegate = self.config.delegate;
-        if self.code(delegate).await?.is_empty() {
+        let code = self.code(delegate).await?;
+        if code.is_empty() {
             return Err(SweepError::Setup(format!(
                 "{}: no SweepDelegate at {delegate}: run `checkout-server sweep deploy-delegate --network {} --mode {}`",
                 self.name(),
@@ -250,6 +260,21 @@ impl Sweeper {
                 self.config.treasury
             )));
         }
+        // Its code must be SweepDelegate's for this treasury, whoever deployed it: the code
+        // a deployment of our creation code would leave, as the node computes it.
+        let init = Bytes::from(delegate::init_code(self.config.treasury));
+        let expected = self
+            .rpc
+            .call("eth_call", json!([{ "data": init.to_string() }, "latest"]))
+            .await?;
+        if expected.as_str().and_then(hex_bytes) != Some(code) {
+            return Err(SweepError::Setup(format!(
+                "{}: the contract at {delegate} is not SweepDelegate's code: refusing to delegate deposit addresses to it",
+                self.name()
+            )));
+        }
+        self.delegate_checked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
