@@ -551,3 +551,87 @@ async fn sweep_authorize_signs_offline_from_stdin_and_import_checks_every_signat
     assert!(refused.contains("authorization 1"), "{refused}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sweep_deploy_delegate_and_run_work_from_the_configuration_file() {
+    let anvil = crate::chain_support::Anvil::start_with(&["--hardfork", "prague"]).await;
+    let usdc = anvil.deploy_token(6).await;
+    let db = fresh_database().await;
+    let merchant = json_out(&cli(&db, &["merchant", "create", "--name", "Swept"]));
+    let dir = std::env::temp_dir().join(format!("cs-sweep-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("tank");
+    std::fs::write(
+        &key,
+        "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    )
+    .unwrap();
+    let treasury = "0x00000000000000000000000000000000000000aa";
+    let config = dir.join("checkout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[networks.BSC.test]
+rpc_urls = ["{url}"]
+chain_id = 31337
+tokens.USDC = {{ contract = "{usdc}", decimals = 6 }}
+
+[sweep.BSC.test]
+merchant = "{merchant}"
+treasury = "{treasury}"
+gas_tank_key_file = "{key}"
+max_gas_price_gwei = "50"
+"#,
+            url = anvil.url,
+            usdc = crate::chain_support::hex20(&usdc),
+            merchant = merchant["id"].as_str().unwrap(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("DATABASE_URL", &db)
+            .env("CHECKOUT_CONFIG", &config)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let expected = checkout_server::sweep::delegate::delegate_address(treasury.parse().unwrap());
+    let deployed = json_out(&with_config(&[
+        "sweep",
+        "deploy-delegate",
+        "--network",
+        "BSC",
+        "--mode",
+        "test",
+    ]));
+    assert_eq!(
+        deployed["delegate"].as_str().unwrap().to_lowercase(),
+        expected.to_string().to_lowercase()
+    );
+    let run = json_out(&with_config(&[
+        "sweep",
+        "run",
+        "--network",
+        "bsc",
+        "--mode",
+        "test",
+    ]));
+    assert_eq!(
+        run["sent"],
+        serde_json::json!([]),
+        "nothing paid, nothing sent: {run}"
+    );
+    let missing = one_line_error(&with_config(&[
+        "sweep",
+        "run",
+        "--network",
+        "BASE",
+        "--mode",
+        "test",
+    ]));
+    assert!(missing.contains("no [sweep.BASE.test] table"), "{missing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
