@@ -36,8 +36,10 @@ pub struct SweepConfig {
 }
 
 impl SweepConfig {
-    pub fn gas_tank(&self) -> PrivateKeySigner {
-        PrivateKeySigner::from_str(self.gas_tank_key.expose()).expect("checked at load")
+    /// The gas tank's signer (its key was checked at load; a hand-built config may not be).
+    pub fn gas_tank(&self) -> Result<PrivateKeySigner, String> {
+        PrivateKeySigner::from_str(self.gas_tank_key.expose())
+            .map_err(|_| "the gas tank key is not a private key".to_owned())
     }
 
     /// The gas price cap in wei.

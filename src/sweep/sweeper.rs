@@ -168,7 +168,7 @@ impl Sweeper {
         Ok(Self {
             db: state.db.clone(),
             gas_tanks: state.gas_tanks.clone(),
-            tank: config.gas_tank(),
+            tank: config.gas_tank().map_err(|m| anyhow::anyhow!("{m}"))?,
             confirmations: u64::from(net.confirmations.max(1)),
             delegate_checked: Default::default(),
             config: config.clone(),
