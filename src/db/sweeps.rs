@@ -8,18 +8,9 @@ use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-/// One imported authorization, as stored.
+/// One imported authorization, as stored (and as imported).
 #[derive(Debug, Clone)]
 pub struct AuthorizationRow {
-    pub address: String,
-    pub address_index: i64,
-    pub nonce: i64,
-    pub y_parity: i16,
-    pub r: Vec<u8>,
-    pub s: Vec<u8>,
-}
-
-pub struct NewAuthorization {
     pub address: String,
     pub address_index: i64,
     pub nonce: i64,
@@ -35,7 +26,7 @@ pub async fn import_authorizations(
     merchant_id: Uuid,
     chain_id: i64,
     delegate: &str,
-    entries: &[NewAuthorization],
+    entries: &[AuthorizationRow],
 ) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
     let addresses: Vec<String> = entries.iter().map(|e| e.address.clone()).collect();

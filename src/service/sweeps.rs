@@ -1,6 +1,6 @@
 //! Sweeps as merchants see them, and the import of offline-signed authorizations.
 
-use crate::db::sweeps::{self as db, NewAuthorization};
+use crate::db::sweeps::{self as db, AuthorizationRow};
 use crate::domain::address::AccountXpub;
 use crate::domain::ids::is_random_id;
 use crate::service::{Caller, Error, Page, PageRequest};
@@ -31,10 +31,10 @@ pub async fn import_authorizations(
         })?,
     };
     verify(file, &xpub)?;
-    let entries: Vec<NewAuthorization> = file
+    let entries: Vec<AuthorizationRow> = file
         .authorizations
         .iter()
-        .map(|e| NewAuthorization {
+        .map(|e| AuthorizationRow {
             address: e.address.to_checksum(None),
             address_index: i64::from(e.index),
             nonce: i64::try_from(e.nonce).unwrap_or(i64::MAX),
