@@ -43,7 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
-    /// Collect deposit balances into the treasury (EVM networks, EIP-7702).
+    /// Collect deposit balances into the treasury (EVM: EIP-7702 sweeps; TRON: plan, sign
+    /// offline, broadcast).
     Sweep {
         #[command(subcommand)]
         command: SweepCommand,
@@ -108,6 +109,38 @@ enum SweepCommand {
         #[arg(long, default_value = "live")]
         mode: Mode,
     },
+    /// TRON, online, no keys: list the addresses to sweep with their costs, and write the
+    /// plan (with its reference block) to sign offline.
+    Plan {
+        #[arg(long)]
+        network: String,
+        #[arg(long, default_value = "live")]
+        mode: Mode,
+        /// Where to write the plan (default: stdout).
+        #[arg(long)]
+        out: Option<String>,
+    },
+    /// TRON, offline: sign a plan's USDT transfers with the mnemonic. Needs no database and
+    /// no network; reads the mnemonic from a file or stdin, never an argument.
+    Sign {
+        #[arg(long)]
+        plan: String,
+        /// A file holding the mnemonic; `-` (the default) reads it from stdin.
+        #[arg(long, default_value = "-")]
+        mnemonic_file: String,
+        #[arg(long)]
+        passphrase_file: Option<String>,
+        /// The staking account's private key (hex), when the plan's delegations are signed
+        /// offline.
+        #[arg(long)]
+        staking_key_file: Option<String>,
+        /// Where to write the signed plan (default: stdout).
+        #[arg(long)]
+        out: Option<String>,
+    },
+    /// TRON: send a signed plan (activation, delegation, transfers, undelegation), wait for
+    /// each step's confirmations and record the sweep. Run again to resume.
+    Broadcast { signed: String },
 }
 
 #[derive(Subcommand)]
@@ -151,10 +184,14 @@ fn main() -> ExitCode {
     telemetry::init();
     // Offline signing reads no configuration and opens no connection.
     if let Command::Sweep {
-        command: command @ SweepCommand::Authorize { .. },
+        command: command @ (SweepCommand::Authorize { .. } | SweepCommand::Sign { .. }),
     } = cli.command
     {
-        return match authorize(command) {
+        let signed = match command {
+            SweepCommand::Sign { .. } => sign_plan(command),
+            _ => authorize(command),
+        };
+        return match signed {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -325,6 +362,85 @@ fn authorize(command: SweepCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn write_output(out: Option<&str>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("cannot write {path}")),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn sign_plan(command: SweepCommand) -> anyhow::Result<()> {
+    let SweepCommand::Sign {
+        plan,
+        mnemonic_file,
+        passphrase_file,
+        staking_key_file,
+        out,
+    } = command
+    else {
+        unreachable!("only sign is offline here");
+    };
+    let text = std::fs::read_to_string(&plan).with_context(|| format!("cannot read {plan}"))?;
+    let parsed: sweep::tron::plan::Plan =
+        serde_json::from_str(&text).with_context(|| format!("{plan} is not a TRON sweep plan"))?;
+    let staking_key = match staking_key_file {
+        Some(path) => {
+            let text = read_secret(&path)?;
+            let text = text.trim();
+            let bytes = hex::decode(text.strip_prefix("0x").unwrap_or(text))
+                .ok()
+                .and_then(|b| k256::ecdsa::SigningKey::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{path} does not hold a private key (64 hex digits)")
+                })?;
+            Some(bytes)
+        }
+        None => None,
+    };
+    let mnemonic = read_secret(&mnemonic_file)?;
+    let passphrase = match passphrase_file {
+        Some(path) => read_secret(&path)?,
+        None => zeroize::Zeroizing::new(String::new()),
+    };
+    let passphrase = passphrase.trim_end_matches(['\r', '\n']);
+    let signed = sweep::tron::sign::sign(
+        &parsed,
+        &mnemonic,
+        passphrase,
+        staking_key.as_ref(),
+        chrono::Utc::now(),
+    )?;
+    write_output(out.as_deref(), &serde_json::to_string_pretty(&signed)?)?;
+    eprintln!(
+        "{} transfers signed ({} delegations); the plan expires at {}",
+        signed.transfers.len(),
+        signed.delegations.len(),
+        parsed.expires_at()
+    );
+    Ok(())
+}
+
+fn tron_sweep_config(
+    config: &Config,
+    mode: Mode,
+) -> anyhow::Result<checkout_server::config::TronSweepConfig> {
+    config
+        .tron_sweeps
+        .iter()
+        .find(|s| s.mode == mode)
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no [sweep.TRON.{}] table in the configuration",
+                mode.as_str()
+            )
+        })
+}
+
 fn sweep_config(
     config: &Config,
     network: &str,
@@ -373,6 +489,49 @@ async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<
             let sweeper = sweep::sweeper::Sweeper::new(&state, &sweep)?;
             let address = sweeper.deploy_delegate().await?;
             print_json(json!({ "delegate": address, "treasury": sweep.treasury }));
+            Ok(())
+        }
+        SweepCommand::Sign { .. } => sign_plan(command),
+        SweepCommand::Plan { network, mode, out } => {
+            if !network.eq_ignore_ascii_case("TRON") {
+                anyhow::bail!("sweep plan is for TRON (EVM networks: sweep run)");
+            }
+            let sweep = tron_sweep_config(&config, mode)?;
+            let pool = connect(&config).await?;
+            let plan = service_sweeps::tron_plan(&pool, &config, &sweep).await?;
+            write_output(out.as_deref(), &serde_json::to_string_pretty(&plan)?)?;
+            eprintln!(
+                "{} addresses, {} USDT; {} activations; energy {} ({}): {} TRX, or {} TRX burned; sign before {}",
+                plan.totals.addresses,
+                plan.totals.amount,
+                plan.totals.activations,
+                plan.totals.energy,
+                plan.energy_mode.as_str(),
+                plan.totals.cost_trx,
+                plan.totals.cost_burn_trx,
+                plan.expires_at()
+            );
+            Ok(())
+        }
+        SweepCommand::Broadcast { signed } => {
+            let text = std::fs::read_to_string(&signed)
+                .with_context(|| format!("cannot read {signed}"))?;
+            let parsed: sweep::tron::sign::SignedPlan = serde_json::from_str(&text)
+                .with_context(|| format!("{signed} is not a signed TRON sweep plan"))?;
+            let mode = if parsed.plan.livemode {
+                Mode::Live
+            } else {
+                Mode::Test
+            };
+            let sweep = tron_sweep_config(&config, mode)?;
+            let pool = connect(&config).await?;
+            let state = AppState::new(pool, config);
+            let broadcaster = sweep::tron::broadcast::Broadcaster::new(&state, &sweep)?;
+            let report = broadcaster.broadcast(&parsed).await?;
+            let mut out =
+                checkout_server::views::sweep_json(&report.sweep, &report.items, &report.steps);
+            out["left_out"] = json!(report.left_out);
+            print_json(out);
             Ok(())
         }
         SweepCommand::Run { network, mode } => {

@@ -80,7 +80,9 @@ pub fn event_json(e: &crate::db::events::EventRow) -> Value {
 pub fn sweep_json<'a>(
     row: &crate::db::sweeps::SweepRow,
     items: impl IntoIterator<Item = &'a crate::db::sweeps::ItemRow>,
+    steps: impl IntoIterator<Item = &'a crate::db::sweeps::StepRow>,
 ) -> Value {
+    let steps: Vec<&crate::db::sweeps::StepRow> = steps.into_iter().collect();
     let mut totals: std::collections::BTreeMap<&str, rust_decimal::Decimal> = Default::default();
     let items: Vec<Value> = items
         .into_iter()
@@ -88,6 +90,13 @@ pub fn sweep_json<'a>(
             if let Some(swept) = i.swept {
                 *totals.entry(i.currency.as_str()).or_default() += swept;
             }
+            // EVM: the sweep's one transaction; TRON: the address's own transfer.
+            let tx_hash = row.tx_hash.clone().or_else(|| {
+                steps
+                    .iter()
+                    .find(|s| s.kind == "transfer" && s.address == i.address)
+                    .map(|s| s.tx_id.clone())
+            });
             json!({
                 "address": i.address,
                 "address_index": i.address_index,
@@ -96,12 +105,28 @@ pub fn sweep_json<'a>(
                 "expected_amount": format_amount(i.expected),
                 "swept_amount": i.swept.map(format_amount),
                 "authorized": i.authorized,
+                "tx_hash": tx_hash,
             })
         })
         .collect();
     let totals: serde_json::Map<String, Value> = totals
         .into_iter()
         .map(|(currency, amount)| (currency.to_owned(), json!(format_amount(amount))))
+        .collect();
+    let transactions: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            json!({
+                "kind": s.kind,
+                "address": s.address,
+                "tx_hash": s.tx_id,
+                "status": s.status,
+                "error": s.error,
+                "block_number": s.block_number,
+                "energy_used": s.energy_used,
+                "fee_sun": s.fee.map(|f| f.normalize().to_string()),
+            })
+        })
         .collect();
     json!({
         "id": row.id,
@@ -115,10 +140,12 @@ pub fn sweep_json<'a>(
         "tx_hash": row.tx_hash,
         "block_number": row.block_number,
         "authorizations": row.authorizations,
+        "energy_mode": row.energy_mode,
         "gas_used": row.gas_used,
         "fee_wei": row.fee.map(|f| f.normalize().to_string()),
         "totals": totals,
         "items": items,
+        "transactions": transactions,
         "created_at": timestamp(row.created_at),
         "finished_at": row.finished_at.map(timestamp),
     })

@@ -13,7 +13,7 @@ mod webhooks;
 pub use http::{HostedConfig, HttpConfig, IdempotencyConfig, RateLimit, RateLimitConfig};
 pub use networks::{NetworkConfig, RpcUrl, Scan, TokenConfig, DEFAULT_MIN_AMOUNT};
 pub use rates::{FeeConfig, RateSourceConfig, RatesConfig};
-pub use sweep::SweepConfig;
+pub use sweep::{EnergyMode, SweepConfig, TronSweepConfig};
 pub use watcher::WatcherConfig;
 pub use webhooks::WebhooksConfig;
 
@@ -129,6 +129,8 @@ pub struct Config {
     pub networks: HashMap<(Network, Mode), NetworkConfig>,
     /// Sweeps into treasuries, one per `[sweep.NETWORK.mode]` table.
     pub sweeps: Vec<SweepConfig>,
+    /// TRON sweeps, one per `[sweep.TRON.mode]` table.
+    pub tron_sweeps: Vec<TronSweepConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,7 +168,7 @@ struct RawConfig {
     http: HttpConfig,
     rate_limits: http::RawRateLimits,
     networks: BTreeMap<String, BTreeMap<String, networks::RawNetwork>>,
-    sweep: BTreeMap<String, BTreeMap<String, sweep::RawSweep>>,
+    sweep: BTreeMap<String, BTreeMap<String, toml::Value>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -244,9 +246,10 @@ impl Config {
             .map_err(|e| err(e.key, e.message + " (7 days)"))?;
 
         let networks = networks::parse(raw.networks)?;
-        let sweeps = sweep::parse(raw.sweep, &networks)?;
+        let (sweeps, tron_sweeps) = sweep::parse(raw.sweep, &networks)?;
         Ok(Self {
             sweeps,
+            tron_sweeps,
             database_url,
             database_url_is_default,
             bind_addr,

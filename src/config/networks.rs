@@ -101,11 +101,21 @@ impl From<&str> for RpcUrl {
     }
 }
 
+/// A URL as the file gives it: a string, or a table with its headers.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawRpcUrl {
+pub(super) enum RawRpcUrl {
     Plain(String),
     Table(RpcUrl),
+}
+
+impl From<RawRpcUrl> for RpcUrl {
+    fn from(raw: RawRpcUrl) -> Self {
+        match raw {
+            RawRpcUrl::Plain(url) => RpcUrl::from(url),
+            RawRpcUrl::Table(rpc) => rpc,
+        }
+    }
 }
 
 /// How the watcher asks a node for transfers.

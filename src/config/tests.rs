@@ -429,9 +429,90 @@ fn sweep_tables_name_the_key_and_default_the_delegate() {
         "[sweep.BSC.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\ntreasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}"
     ))
     .starts_with("sweep.BSC.live: networks.BSC.live has no rpc_urls"));
+    // A TRON table has TRON's fields: an EVM one is refused, naming the field.
     assert!(error_of(&format!(
         "[networks.TRON.live]\nrpc_urls = [\"https://t.example/jsonrpc\"]\n[sweep.TRON.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\ntreasury = \"0x00000000000000000000000000000000000000aa\"\n{tank}"
     ))
-    .starts_with("sweep.TRON.live: sweeps run on EVM networks only"));
+    .starts_with("sweep.TRON.live: unknown field `gas_tank_key_file`"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tron_sweep_tables_derive_the_http_api_and_default_the_staking_account() {
+    let dir = std::env::temp_dir().join(format!("tron-sweep-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gas = dir.join("gas");
+    std::fs::write(
+        &gas,
+        "7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6\n",
+    )
+    .unwrap();
+    let staking = dir.join("staking");
+    std::fs::write(
+        &staking,
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    )
+    .unwrap();
+    let treasury = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+    let table = |body: &str| {
+        format!(
+            "[networks.TRON.live]\nrpc_urls = [{{ url = \"https://api.trongrid.io/jsonrpc\", headers = {{ TRON-PRO-API-KEY = \"k\" }} }}]\n[sweep.TRON.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\ntreasury = \"{treasury}\"\ngas_wallet_key_file = \"{}\"\n{body}",
+            gas.display()
+        )
+    };
+    let config = Config::from_toml(&table("energy = \"delegate\"")).unwrap();
+    let sweep = &config.tron_sweeps[0];
+    assert!(config.sweeps.is_empty());
+    assert_eq!(sweep.http_urls[0].url, "https://api.trongrid.io");
+    assert_eq!(sweep.http_urls[0].headers["TRON-PRO-API-KEY"].expose(), "k");
+    assert_eq!(
+        sweep.staking_account,
+        Some(sweep.gas_wallet),
+        "the gas wallet stakes"
+    );
+    assert!(sweep.staking_key.is_some());
+    assert_eq!(sweep.signing_window.as_secs(), 23 * 3600);
+    assert_eq!(sweep.activation_trx, rust_decimal::Decimal::new(11, 1));
+    assert!(
+        !format!("{config:?}").contains("7c852118"),
+        "the key is never shown"
+    );
+
+    // A staking account kept offline: its delegations are signed with the transfers.
+    let offline = Config::from_toml(&table(
+        "energy = \"delegate\"\nstaking_account = \"TJRabPrwbZy45sbavfcjinPJC18kjpRTv8\"",
+    ))
+    .unwrap();
+    assert!(offline.tron_sweeps[0].staking_key.is_none());
+    let with_key = Config::from_toml(&table(&format!(
+        "energy = \"delegate\"\nstaking_key_file = \"{}\"",
+        staking.display()
+    )))
+    .unwrap();
+    assert_ne!(
+        with_key.tron_sweeps[0].staking_account,
+        Some(with_key.tron_sweeps[0].gas_wallet)
+    );
+    assert!(with_key.tron_sweeps[0].staking_key.is_some());
+
+    let bad = |body: &str| error_of(&table(body));
+    assert!(bad("energy = \"rent\"").starts_with("sweep.TRON.live: unknown variant `rent`"));
+    assert!(bad("").starts_with("sweep.TRON.live: missing field `energy`"));
+    assert!(
+        bad("energy = \"burn\"\nstaking_account = \"TJRabPrwbZy45sbavfcjinPJC18kjpRTv8\"")
+            .starts_with("sweep.TRON.live.staking_account: only for energy = \"delegate\"")
+    );
+    assert!(bad("energy = \"burn\"\nsigning_window_hours = 25")
+        .starts_with("sweep.TRON.live.signing_window_hours:"));
+    assert!(bad("energy = \"burn\"\ntreasury2 = 1").contains("unknown field `treasury2`"));
+    let no_jsonrpc = error_of(&format!(
+        "[networks.TRON.live]\nrpc_urls = [\"https://tron.example/rpc\"]\n[sweep.TRON.live]\nmerchant = \"6f1c3c52-3d5e-4f59-9d0e-2f1f6f2f8a11\"\ntreasury = \"{treasury}\"\ngas_wallet_key_file = \"{}\"\nenergy = \"burn\"",
+        gas.display()
+    ));
+    assert!(
+        no_jsonrpc.starts_with("sweep.TRON.live.http_urls:"),
+        "{no_jsonrpc}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

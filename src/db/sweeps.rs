@@ -293,12 +293,16 @@ pub struct SweepRow {
     pub livemode: bool,
     pub network: Network,
     pub treasury: String,
-    pub delegate: String,
+    /// EVM: the SweepDelegate; TRON: the staking account that lent energy, if any.
+    pub delegate: Option<String>,
     pub gas_tank: String,
-    pub tx_hash: String,
-    pub tx_nonce: i64,
-    pub raw_tx: Vec<u8>,
+    /// EVM only (a TRON sweep is several transactions: [`StepRow`]).
+    pub tx_hash: Option<String>,
+    pub tx_nonce: Option<i64>,
+    pub raw_tx: Option<Vec<u8>>,
     pub authorizations: i32,
+    /// TRON only: `delegate`, `burn` or `none`.
+    pub energy_mode: Option<String>,
     pub status: String,
     pub block_number: Option<i64>,
     pub gas_used: Option<i64>,
@@ -312,9 +316,10 @@ pub async fn pending(db: &PgPool, network: Network, livemode: bool) -> sqlx::Res
     sqlx::query_as!(
         SweepRow,
         r#"SELECT id, merchant_id, livemode, network AS "network: _", treasury, delegate, gas_tank,
-                  tx_hash, tx_nonce, raw_tx, authorizations, status, block_number, gas_used, fee,
-                  created_at, finished_at
-             FROM sweeps WHERE network = $1 AND livemode = $2 AND status = 'pending'
+                  tx_hash, tx_nonce, raw_tx, authorizations, energy_mode, status, block_number,
+                  gas_used, fee, created_at, finished_at
+             FROM sweeps
+            WHERE network = $1 AND livemode = $2 AND status = 'pending' AND energy_mode IS NULL
             ORDER BY tx_nonce"#,
         network as Network,
         livemode,
@@ -417,8 +422,8 @@ pub async fn find(
     sqlx::query_as!(
         SweepRow,
         r#"SELECT id, merchant_id, livemode, network AS "network: _", treasury, delegate, gas_tank,
-                  tx_hash, tx_nonce, raw_tx, authorizations, status, block_number, gas_used, fee,
-                  created_at, finished_at
+                  tx_hash, tx_nonce, raw_tx, authorizations, energy_mode, status, block_number,
+                  gas_used, fee, created_at, finished_at
              FROM sweeps WHERE id = $1 AND merchant_id = $2 AND livemode = $3"#,
         id,
         scope.merchant_id,
@@ -444,8 +449,8 @@ pub async fn list(
     let rows = sqlx::query_as!(
         SweepRow,
         r#"SELECT id, merchant_id, livemode, network AS "network: _", treasury, delegate, gas_tank,
-                  tx_hash, tx_nonce, raw_tx, authorizations, status, block_number, gas_used, fee,
-                  created_at, finished_at
+                  tx_hash, tx_nonce, raw_tx, authorizations, energy_mode, status, block_number,
+                  gas_used, fee, created_at, finished_at
              FROM sweeps WHERE merchant_id = $1 AND livemode = $2
             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"#,
         scope.merchant_id,
@@ -456,4 +461,207 @@ pub async fn list(
     .fetch_all(db)
     .await?;
     Ok((rows, total))
+}
+
+/// One transaction of a TRON sweep.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub position: i32,
+    /// `activation`, `funding`, `delegation`, `transfer` or `undelegation`.
+    pub kind: String,
+    pub address: String,
+    pub tx_id: String,
+    pub raw_tx: Vec<u8>,
+    pub expiration: i64,
+    /// `pending`, `sent`, `confirmed`, `failed` or `skipped`.
+    pub status: String,
+    pub error: Option<String>,
+    pub block_number: Option<i64>,
+    pub energy_used: Option<i64>,
+    pub fee: Option<Decimal>,
+}
+
+pub struct NewTronSweep<'a> {
+    pub id: &'a str,
+    pub scope: Scope,
+    pub treasury: &'a str,
+    pub staking_account: Option<&'a str>,
+    pub gas_wallet: &'a str,
+    pub energy_mode: &'a str,
+}
+
+/// Records a TRON sweep, its items and its signed transactions before anything is sent.
+/// Returns false (and writes nothing) when the sweep exists already.
+pub async fn insert_tron(
+    db: &PgPool,
+    sweep: &NewTronSweep<'_>,
+    items: &[ItemRow],
+    steps: &[StepRow],
+) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query!(
+        "INSERT INTO sweeps (id, merchant_id, livemode, network, treasury, delegate, gas_tank,
+                             authorizations, energy_mode)
+         VALUES ($1, $2, $3, 'TRON', $4, $5, $6, 0, $7)
+         ON CONFLICT (id) DO NOTHING",
+        sweep.id,
+        sweep.scope.merchant_id,
+        sweep.scope.livemode,
+        sweep.treasury,
+        sweep.staking_account,
+        sweep.gas_wallet,
+        sweep.energy_mode,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    for item in items {
+        sqlx::query!(
+            "INSERT INTO sweep_items (sweep_id, address, address_index, currency, contract,
+                                      expected, authorized, through_transaction)
+             VALUES ($1, $2, $3, $4, $5, $6, false, $7)",
+            sweep.id,
+            item.address,
+            item.address_index,
+            item.currency as Token,
+            item.contract,
+            item.expected,
+            item.through_transaction,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for step in steps {
+        sqlx::query!(
+            "INSERT INTO sweep_transactions (sweep_id, position, kind, address, tx_id, raw_tx,
+                                             expiration, status, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            sweep.id,
+            step.position,
+            step.kind,
+            step.address,
+            step.tx_id,
+            step.raw_tx,
+            step.expiration,
+            step.status,
+            step.error,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Addresses among these that are in a sweep still in flight.
+pub async fn in_flight(
+    db: &PgPool,
+    network: Network,
+    livemode: bool,
+    addresses: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT DISTINCT i.address FROM sweep_items i JOIN sweeps w ON w.id = i.sweep_id
+          WHERE w.status = 'pending' AND w.network = $1 AND w.livemode = $2
+            AND i.address = ANY ($3)",
+        network as Network,
+        livemode,
+        addresses,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The transactions of these sweeps, in order.
+pub async fn steps(
+    db: impl sqlx::PgExecutor<'_>,
+    sweep_ids: &[String],
+) -> sqlx::Result<Vec<(String, StepRow)>> {
+    let rows = sqlx::query!(
+        "SELECT sweep_id, position, kind, address, tx_id, raw_tx, expiration, status, error,
+                block_number, energy_used, fee
+           FROM sweep_transactions WHERE sweep_id = ANY ($1) ORDER BY sweep_id, position",
+        sweep_ids,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let step = StepRow {
+                position: r.position,
+                kind: r.kind,
+                address: r.address,
+                tx_id: r.tx_id,
+                raw_tx: r.raw_tx,
+                expiration: r.expiration,
+                status: r.status,
+                error: r.error,
+                block_number: r.block_number,
+                energy_used: r.energy_used,
+                fee: r.fee,
+            };
+            (r.sweep_id, step)
+        })
+        .collect())
+}
+
+/// Records what became of one transaction.
+pub async fn update_step(db: &PgPool, sweep_id: &str, step: &StepRow) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE sweep_transactions
+            SET status = $3, error = $4, block_number = $5, energy_used = $6, fee = $7,
+                tx_id = $8, raw_tx = $9, expiration = $10
+          WHERE sweep_id = $1 AND position = $2",
+        sweep_id,
+        step.position,
+        step.status,
+        step.error,
+        step.block_number,
+        step.energy_used,
+        step.fee,
+        step.tx_id,
+        step.raw_tx,
+        step.expiration,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What a confirmed transfer moved from `address` to the treasury.
+pub async fn set_swept(
+    db: &PgPool,
+    sweep_id: &str,
+    address: &str,
+    currency: Token,
+    swept: Decimal,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE sweep_items SET swept = $4 WHERE sweep_id = $1 AND address = $2 AND currency = $3",
+        sweep_id,
+        address,
+        currency as Token,
+        swept,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A sweep by id alone (the broadcaster resumes its own).
+pub async fn find_by_id(db: &PgPool, id: &str) -> sqlx::Result<Option<SweepRow>> {
+    sqlx::query_as!(
+        SweepRow,
+        r#"SELECT id, merchant_id, livemode, network AS "network: _", treasury, delegate, gas_tank,
+                  tx_hash, tx_nonce, raw_tx, authorizations, energy_mode, status, block_number,
+                  gas_used, fee, created_at, finished_at
+             FROM sweeps WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
 }

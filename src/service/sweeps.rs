@@ -54,12 +54,14 @@ pub async fn list(caller: &Caller, rows: PageRequest) -> Result<Page<Value>, Err
     let (sweeps, total) = db::list(pool, caller.scope(), rows).await?;
     let ids: Vec<String> = sweeps.iter().map(|s| s.id.clone()).collect();
     let items = db::items(pool, &ids).await?;
+    let steps = db::steps(pool, &ids).await?;
     let items = sweeps
         .iter()
         .map(|s| {
             sweep_json(
                 s,
                 items.iter().filter(|(id, _)| *id == s.id).map(|(_, i)| i),
+                steps.iter().filter(|(id, _)| *id == s.id).map(|(_, t)| t),
             )
         })
         .collect();
@@ -77,5 +79,43 @@ pub async fn find(caller: &Caller, id: &str) -> Result<Value, Error> {
         .await?
         .ok_or_else(missing)?;
     let items = db::items(pool, std::slice::from_ref(&row.id)).await?;
-    Ok(sweep_json(&row, items.iter().map(|(_, i)| i)))
+    let steps = db::steps(pool, std::slice::from_ref(&row.id)).await?;
+    Ok(sweep_json(
+        &row,
+        items.iter().map(|(_, i)| i),
+        steps.iter().map(|(_, t)| t),
+    ))
+}
+
+/// `sweep plan` for a `[sweep.TRON.mode]` table: reads the chain and the node's API and
+/// returns the plan (addresses below the minimum are marked checked).
+pub async fn tron_plan(
+    pool: &PgPool,
+    config: &crate::config::Config,
+    sweep: &crate::config::TronSweepConfig,
+) -> anyhow::Result<crate::sweep::tron::plan::Plan> {
+    let merchant = crate::db::merchants::find(pool, sweep.merchant)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no merchant {}", sweep.merchant))?;
+    let xpub = match merchant.tron_xpub.as_deref() {
+        Some(text) => {
+            AccountXpub::parse(text).map_err(|m| anyhow::anyhow!("the merchant's TRON xpub {m}"))?
+        }
+        None => config.wallets.tron.clone().ok_or_else(|| {
+            anyhow::anyhow!("neither the merchant nor the server has a TRON xpub")
+        })?,
+    };
+    let net = config.network(sweep.network, sweep.mode);
+    let policy = crate::chain::rpc::RetryPolicy::default();
+    let rpc = crate::chain::watcher::rpc_client(net, policy.clone())?;
+    let api = crate::sweep::tron::api::TronApi::new(&sweep.http_urls, policy.timeout)?;
+    let planner = crate::sweep::tron::plan::Planner {
+        db: pool,
+        config: sweep,
+        net,
+        rpc: &rpc,
+        api: &api,
+        xpub: &xpub,
+    };
+    Ok(planner.plan().await?)
 }

@@ -70,6 +70,29 @@ pub enum AuthorizeError {
     AnyChain,
 }
 
+/// The private account key `m/44'/coin'/account'` of `mnemonic` (+ `passphrase`), after
+/// checking that it is the key of `account` (the xpub the server holds).
+pub fn account_key(
+    mnemonic: &str,
+    passphrase: &str,
+    coin: u32,
+    account: &AccountXpub,
+) -> Result<XPrv, AuthorizeError> {
+    let words = mnemonic.split_whitespace().collect::<Vec<_>>().join(" ");
+    let phrase = bip39::Mnemonic::parse_in_normalized(bip39::Language::English, &words)
+        .map_err(|_| AuthorizeError::Mnemonic)?;
+    let seed = zeroize::Zeroizing::new(phrase.to_seed_normalized(passphrase));
+    // The account index is the xpub's own child number (hardened), so any account works.
+    let path: DerivationPath = format!("m/44'/{coin}'/{}'", account.account_index())
+        .parse()
+        .map_err(|_| AuthorizeError::Xpub("has an account index out of range".into()))?;
+    let key = XPrv::derive_from_path(*seed, &path).map_err(|_| AuthorizeError::Mnemonic)?;
+    if !account.is_key_of(&key.public_key()) {
+        return Err(AuthorizeError::WrongMnemonic);
+    }
+    Ok(key)
+}
+
 /// Signs `(chain_id, delegate, nonce 0)` for the addresses `[from, to)` of the account that
 /// `xpub` names, after checking that `mnemonic` (+ `passphrase`) derives that very xpub.
 #[allow(clippy::too_many_arguments)]
@@ -90,18 +113,7 @@ pub fn authorize(
         return Err(AuthorizeError::Range { from, to });
     }
     let account = AccountXpub::parse(xpub).map_err(AuthorizeError::Xpub)?;
-    let words = mnemonic.split_whitespace().collect::<Vec<_>>().join(" ");
-    let phrase = bip39::Mnemonic::parse_in_normalized(bip39::Language::English, &words)
-        .map_err(|_| AuthorizeError::Mnemonic)?;
-    let seed = zeroize::Zeroizing::new(phrase.to_seed_normalized(passphrase));
-    // The account index is the xpub's own child number (hardened), so any account works.
-    let path: DerivationPath = format!("m/44'/60'/{}'", account.account_index())
-        .parse()
-        .map_err(|_| AuthorizeError::Xpub("has an account index out of range".into()))?;
-    let account_key = XPrv::derive_from_path(*seed, &path).map_err(|_| AuthorizeError::Mnemonic)?;
-    if !account.is_key_of(&account_key.public_key()) {
-        return Err(AuthorizeError::WrongMnemonic);
-    }
+    let account_key = account_key(mnemonic, passphrase, 60, &account)?;
     let external = account_key
         .derive_child(ChildNumber(0))
         .map_err(|_| AuthorizeError::Derive(from))?;

@@ -12,7 +12,6 @@ use crate::config::{NetworkConfig, SweepConfig};
 use crate::db::sweeps::{self as db, Candidate, ItemRow, NewSweep, Outcome, SweepRow};
 use crate::db::Scope;
 use crate::domain::address::evm_checksum;
-use crate::domain::event::EventType;
 use crate::domain::ids::random_id;
 use crate::domain::money::Token;
 use crate::state::AppState;
@@ -459,14 +458,17 @@ impl Sweeper {
                 .await?;
             if receipt.is_null() {
                 if sweep.gas_tank == tank
-                    && u64::try_from(sweep.tx_nonce).unwrap_or(u64::MAX) < final_nonce
+                    && sweep
+                        .tx_nonce
+                        .and_then(|n| u64::try_from(n).ok())
+                        .is_some_and(|n| n < final_nonce)
                 {
                     // Its nonce was spent by another transaction: this one can never be mined.
                     self.finish(&sweep, "dropped", None, &[]).await?;
                     report.settled.push(sweep.id);
                     continue;
                 }
-                let raw = Bytes::from(sweep.raw_tx.clone()).to_string();
+                let raw = Bytes::from(sweep.raw_tx.clone().unwrap_or_default()).to_string();
                 match self.rpc.call("eth_sendRawTransaction", json!([raw])).await {
                     Ok(_) => {}
                     Err(e) if already_known(&e) => {}
@@ -571,7 +573,6 @@ impl Sweeper {
         swept: &[(String, Token, Decimal)],
     ) -> Result<Vec<String>, SweepError> {
         let mined = mined.unwrap_or_default();
-        let mut tx = self.db.begin().await?;
         let outcome = Outcome {
             status,
             block_number: mined.block,
@@ -579,50 +580,12 @@ impl Sweeper {
             fee: mined.fee,
             swept,
         };
-        if !db::finish(&mut tx, &sweep.id, &outcome).await? {
+        // Mined, and nothing moved from an address: a token refused, a revert.
+        let Some(given_up) =
+            super::settle(&self.db, sweep, &outcome, |_| status != "dropped").await?
+        else {
             return Ok(Vec::new());
-        }
-        let items = db::items(&mut *tx, std::slice::from_ref(&sweep.id)).await?;
-        // Addresses that paid the treasury are done up to the transfers this sweep covered.
-        let done: Vec<(String, i64)> = items
-            .iter()
-            .filter(|(_, i)| i.swept.is_some_and(|s| s > Decimal::ZERO))
-            .map(|(_, i)| (i.address.clone(), i.through_transaction))
-            .collect();
-        db::mark_checked(&mut *tx, sweep.network, sweep.livemode, &done).await?;
-        let mut given_up = Vec::new();
-        if status != "dropped" {
-            // Mined, and nothing moved from these addresses (a token refused, a revert).
-            let failed: BTreeMap<String, i64> = items
-                .iter()
-                .filter(|(_, i)| !done.iter().any(|(a, _)| *a == i.address))
-                .map(|(_, i)| (i.address.clone(), i.through_transaction))
-                .collect();
-            let failed: Vec<(String, i64)> = failed.into_iter().collect();
-            given_up = db::record_failures(&mut tx, sweep.network, sweep.livemode, &failed).await?;
-        }
-        if status == "completed" {
-            let scope = Scope {
-                merchant_id: sweep.merchant_id,
-                livemode: sweep.livemode,
-            };
-            let row = db::find(&mut *tx, scope, &sweep.id)
-                .await?
-                .unwrap_or_else(|| sweep.clone());
-            let data = crate::views::sweep_json(&row, items.iter().map(|(_, i)| i));
-            let id = random_id("evt_");
-            crate::db::events::insert(
-                &mut tx,
-                &id,
-                sweep.merchant_id,
-                sweep.livemode,
-                EventType::SweepCompleted,
-                crate::db::events::Subject::Sweep(&sweep.id),
-                &data,
-            )
-            .await?;
-        }
-        tx.commit().await?;
+        };
         if !given_up.is_empty() {
             tracing::warn!(sweeper = %self.name(), addresses = ?given_up,
                 "sweeps moved nothing from these addresses {} times in a row (a token refuses them?): they wait for their next payment",
@@ -773,7 +736,8 @@ impl Sweeper {
             .await?
             .iter()
             .filter(|s| s.gas_tank == tank)
-            .map(|s| u64::try_from(s.tx_nonce).unwrap_or(0) + 1)
+            .filter_map(|s| s.tx_nonce)
+            .map(|n| u64::try_from(n).unwrap_or(0) + 1)
             .max()
             .unwrap_or(0);
         let mut nonce = self.tank_nonce("pending").await?.max(in_flight);

@@ -19,5 +19,6 @@ mod sessions;
 mod sweeps;
 mod tron_replay;
 mod tron_signing;
+mod tron_sweeps;
 mod watcher;
 mod webhooks;

@@ -138,6 +138,15 @@ impl ContractType {
     }
 }
 
+/// The account of a key: the last 20 bytes of Keccak-256 of its uncompressed public key.
+pub fn account_of(key: &SigningKey) -> [u8; 20] {
+    let point = key.verifying_key().to_encoded_point(false);
+    let hash = alloy_primitives::keccak256(&point.as_bytes()[1..]);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&hash[12..]);
+    out
+}
+
 /// A TRON address as the protocol carries it: `0x41` and the 20-byte account.
 pub fn protocol_address(account: &[u8; 20]) -> Vec<u8> {
     let mut out = Vec::with_capacity(21);
