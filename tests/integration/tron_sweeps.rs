@@ -292,8 +292,14 @@ tokens.USDT = {{ contract = "{usdt}", decimals = 6 }}
 
     /// The `[sweep.TRON.test]` table with `extra` lines, over the app's networks.
     fn config(&self, extra: &str) -> (Config, TronSweepConfig) {
+        let config = Config::from_toml(&self.config_text(extra)).unwrap();
+        let sweep = config.tron_sweeps[0].clone();
+        (config, sweep)
+    }
+
+    fn config_text(&self, extra: &str) -> String {
         let net = self.app.state.config.network(Network::Tron, Mode::Test);
-        let toml = format!(
+        format!(
             r#"
 [networks.TRON.test]
 rpc_urls = ["{url}"]
@@ -317,10 +323,7 @@ http_urls = ["{stub}"]
             treasury = tron_base58(&self.treasury),
             key = self.dir.join("gas.key").display(),
             stub = self.stub_url,
-        );
-        let config = Config::from_toml(&toml).unwrap();
-        let sweep = config.tron_sweeps[0].clone();
-        (config, sweep)
+        )
     }
 
     /// A TRON session paid with `amount` USDT and credited; returns its pay address.
@@ -646,4 +649,237 @@ async fn plans_for_another_configuration_or_past_their_window_are_refused() {
     assert!(matches!(error, BroadcastError::Expired(_)), "{error}");
     assert!(c.broadcasts().is_empty());
     assert_eq!(c.app.count("sweeps").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_plans_online_signs_offline_and_broadcasts() {
+    const BIN: &str = env!("CARGO_BIN_EXE_checkout-server");
+    let c = TronChain::start().await;
+    let paid = c.paid_session("11").await;
+    c.activate(&paid);
+    c.credit().await;
+    let config_file = c.dir.join("checkout.toml");
+    std::fs::write(&config_file, c.config_text("energy = \"delegate\"")).unwrap();
+    let db_url = c.app.state.config.database_url.clone();
+    let online = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("DATABASE_URL", &db_url)
+            .env("CHECKOUT_CONFIG", &config_file)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let plan_file = c.dir.join("plan.json");
+    let planned = online(&[
+        "sweep",
+        "plan",
+        "--network",
+        "TRON",
+        "--mode",
+        "test",
+        "--out",
+        plan_file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&planned.stderr);
+    assert!(planned.status.success(), "{stderr}");
+    assert!(stderr.contains("1 addresses, 11 USDT"), "{stderr}");
+
+    // Offline: no database, no configuration, the mnemonic on stdin; never as an argument.
+    let signed_file = c.dir.join("signed.json");
+    let offline = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+            .env("CHECKOUT_CONFIG", "/nonexistent/checkout.toml")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = offline(
+        &[
+            "sweep",
+            "sign",
+            "--plan",
+            plan_file.to_str().unwrap(),
+            "--mnemonic",
+            TEST_MNEMONIC,
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    let signed = offline(
+        &[
+            "sweep",
+            "sign",
+            "--plan",
+            plan_file.to_str().unwrap(),
+            "--out",
+            signed_file.to_str().unwrap(),
+        ],
+        TEST_MNEMONIC,
+    );
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(&signed_file).unwrap()).unwrap();
+    assert_eq!(file["transfers"].as_array().unwrap().len(), 1);
+    assert!(
+        !file.to_string().contains("abandon"),
+        "no secret in the output"
+    );
+
+    let sent = online(&["sweep", "broadcast", signed_file.to_str().unwrap()]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let report: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["totals"]["USDT"], "11");
+    assert_eq!(c.balance_of(&c.treasury).await, units("11", 6));
+}
+
+#[test]
+fn broadcast_answers_as_trons_documentation_records_them() {
+    use checkout_server::sweep::tron::api::{broadcast_outcome, Broadcast};
+    let accepted: Value = serde_json::from_str(
+        r#"{ "result": true, "txid": "c558bd35978267d8999baf6148703cbc94786f3f2e22893637588ca05437d7f0" }"#,
+    )
+    .unwrap();
+    assert_eq!(broadcast_outcome(&accepted), Broadcast::Accepted);
+    let expired: Value =
+        serde_json::from_str(&EXPIRED_ANSWER.replace("{txid}", &"ab".repeat(32))).unwrap();
+    assert_eq!(
+        broadcast_outcome(&expired),
+        Broadcast::Refused {
+            code: "TRANSACTION_EXPIRATION_ERROR".into(),
+            message: "Transaction expired".into()
+        }
+    );
+    // Already on chain (sent before a crash): as good as accepted.
+    let duplicate =
+        json!({ "code": "DUP_TRANSACTION_ERROR", "message": hex::encode("Dup transaction.") });
+    assert_eq!(broadcast_outcome(&duplicate), Broadcast::Accepted);
+    let busy = json!({ "code": "SERVER_BUSY", "message": hex::encode("Server busy.") });
+    assert!(matches!(broadcast_outcome(&busy), Broadcast::Busy { .. }));
+    let signature = json!({ "code": "SIGERROR", "message": "56616c6964617465207369676e6174757265206572726f72" });
+    assert_eq!(
+        broadcast_outcome(&signature),
+        Broadcast::Refused {
+            code: "SIGERROR".into(),
+            message: "Validate signature error".into()
+        }
+    );
+}
+
+#[test]
+fn transaction_results_are_read_from_the_nodes_answers() {
+    use checkout_server::sweep::tron::api::transaction_info;
+    assert_eq!(
+        transaction_info(&json!({})).unwrap(),
+        None,
+        "in no block yet"
+    );
+    // A TRC-20 call as gettransactioninfobyid answers it (TRON's documentation, Nile).
+    let ok = json!({
+        "id": "01b4cde4", "fee": 5254500, "blockNumber": 66985120,
+        "blockTimeStamp": 1777437762000u64, "contractResult": [""],
+        "contract_address": "419ff8fc48fb114ccd5bbdc24a86f0c73082f08825",
+        "receipt": { "energy_fee": 4458500, "energy_usage_total": 44585, "net_fee": 796000,
+                     "result": "SUCCESS" },
+        "log": [{ "address": "9ff8fc48fb114ccd5bbdc24a86f0c73082f08825",
+                  "topics": ["ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
+                             "000000000000000000000000dd791d6bd1a9f9a2f4c6b5f7eb1b2c1f0a3b4c5d",
+                             "0000000000000000000000000000000000000000000000000000000000000077"],
+                  "data": "0000000000000000000000000000000000000000000000000000000000000007" }],
+    });
+    let info = transaction_info(&ok).unwrap().unwrap();
+    assert!(info.succeeded);
+    assert_eq!(
+        (info.block_number, info.fee, info.energy_used),
+        (66985120, 5254500, 44585)
+    );
+    assert_eq!(info.logs[0].address[0], 0x9f);
+    assert_eq!(info.logs[0].data[31], 7);
+    // Reverted: `result: FAILED` on top, the reason in the receipt.
+    let failed = json!({ "id": "02", "blockNumber": 5, "fee": 100, "result": "FAILED",
+                         "receipt": { "energy_usage_total": 64285, "result": "REVERT" } });
+    let info = transaction_info(&failed).unwrap().unwrap();
+    assert!(!info.succeeded);
+    assert_eq!(info.failure.as_deref(), Some("REVERT"));
+    // A TRX transfer has no receipt result: it executed.
+    let plain = json!({ "id": "03", "blockNumber": 6, "receipt": { "net_fee": 100000 } });
+    assert!(transaction_info(&plain).unwrap().unwrap().succeeded);
+    assert!(transaction_info(&json!({ "blockNumber": 1, "log": [{ "address": "zz" }] })).is_err());
+}
+
+#[tokio::test]
+async fn a_staking_account_kept_offline_signs_its_delegations_with_the_transfers() {
+    let c = TronChain::start().await;
+    let staking_key = k256::ecdsa::SigningKey::from_slice(
+        &hex::decode("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d").unwrap(),
+    )
+    .unwrap();
+    let staking = tron_base58(&tron::account_of(&staking_key));
+    let (config, sweep) = c.config(&format!(
+        "energy = \"delegate\"\nstaking_account = \"{staking}\""
+    ));
+    assert!(sweep.staking_key.is_none());
+    let paid = c.paid_session("40").await;
+    c.activate(&paid);
+    c.credit().await;
+    let plan = c.plan(&config, &sweep).await;
+    assert_eq!(plan.staking_account.as_deref(), Some(staking.as_str()));
+    let now = chrono::Utc::now();
+    assert!(matches!(
+        sign(&plan, TEST_MNEMONIC, "", None, now),
+        Err(SignError::NoStakingKey)
+    ));
+    let gas_key =
+        k256::ecdsa::SigningKey::from_slice(&hex::decode(GAS_WALLET_KEY).unwrap()).unwrap();
+    assert!(matches!(
+        sign(&plan, TEST_MNEMONIC, "", Some(&gas_key), now),
+        Err(SignError::WrongStakingKey(_))
+    ));
+    let signed = sign(&plan, TEST_MNEMONIC, "", Some(&staking_key), now).unwrap();
+    assert_eq!(
+        (signed.delegations.len(), signed.undelegations.len()),
+        (1, 1)
+    );
+
+    // Without the offline delegations, the server cannot lend the energy: refused up front.
+    let mut missing = signed.clone();
+    missing.delegations.clear();
+    let broadcaster = Broadcaster::new(&c.app.state, &sweep).unwrap();
+    assert!(matches!(
+        broadcaster.broadcast(&missing).await,
+        Err(BroadcastError::Invalid(_))
+    ));
+    let report = broadcaster.broadcast(&signed).await.unwrap();
+    assert_eq!(report.sweep.status, "completed", "{:#?}", report.steps);
+    let kinds: Vec<String> = c.broadcasts().into_iter().map(|b| b.0).collect();
+    assert_eq!(
+        kinds,
+        [
+            "DelegateResourceContract",
+            "TriggerSmartContract",
+            "UnDelegateResourceContract"
+        ]
+    );
+    assert_eq!(c.balance_of(&c.treasury).await, units("40", 6));
 }
