@@ -511,6 +511,9 @@ async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<
                 plan.totals.cost_burn_trx,
                 plan.expires_at()
             );
+            for warning in &plan.warnings {
+                eprintln!("warning: {warning}");
+            }
             Ok(())
         }
         SweepCommand::Broadcast { signed } => {
@@ -531,6 +534,7 @@ async fn sweep_command(command: SweepCommand, config: Config) -> anyhow::Result<
             let mut out =
                 checkout_server::views::sweep_json(&report.sweep, &report.items, &report.steps);
             out["left_out"] = json!(report.left_out);
+            out["energy_outstanding"] = json!(report.energy_outstanding());
             print_json(out);
             Ok(())
         }

@@ -234,7 +234,7 @@ pub struct TronSweepConfig {
     pub activation_trx: Decimal,
     /// The most TRX one transfer may burn for energy.
     pub fee_limit_trx: Decimal,
-    /// A plan's transactions expire this long after its reference block (at most 24 h).
+    /// A plan's transfers expire this long after its reference block (at most 23 h).
     pub signing_window: Duration,
     /// The node's HTTP API (`/wallet/...`), each with its own headers.
     pub http_urls: Vec<RpcUrl>,
@@ -353,7 +353,8 @@ impl RawTronSweep {
         let hours = bounded(
             &format!("{key}.signing_window_hours"),
             self.signing_window_hours,
-            1..=24,
+            // The network refuses an expiration more than 24 h past its head: an hour spare.
+            1..=23,
         )?;
         let http_urls = match self.http_urls {
             Some(urls) if !urls.is_empty() => urls.into_iter().map(RpcUrl::from).collect(),

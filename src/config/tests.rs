@@ -502,7 +502,7 @@ fn tron_sweep_tables_derive_the_http_api_and_default_the_staking_account() {
         bad("energy = \"burn\"\nstaking_account = \"TJRabPrwbZy45sbavfcjinPJC18kjpRTv8\"")
             .starts_with("sweep.TRON.live.staking_account: only for energy = \"delegate\"")
     );
-    assert!(bad("energy = \"burn\"\nsigning_window_hours = 25")
+    assert!(bad("energy = \"burn\"\nsigning_window_hours = 24")
         .starts_with("sweep.TRON.live.signing_window_hours:"));
     assert!(bad("energy = \"burn\"\ntreasury2 = 1").contains("unknown field `treasury2`"));
     let no_jsonrpc = error_of(&format!(

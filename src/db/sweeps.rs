@@ -490,15 +490,44 @@ pub struct NewTronSweep<'a> {
     pub energy_mode: &'a str,
 }
 
-/// Records a TRON sweep, its items and its signed transactions before anything is sent.
-/// Returns false (and writes nothing) when the sweep exists already.
+pub enum TronInsert {
+    Inserted,
+    /// The sweep was recorded before (nothing written).
+    Exists,
+    /// Another sweep in flight holds these addresses (nothing written).
+    InFlight(Vec<String>),
+}
+
+/// Records a TRON sweep, its items and its signed transactions before anything is sent, unless
+/// it exists or another sweep in flight holds one of its addresses (checked under a lock, so
+/// two plans cannot both take an address).
 pub async fn insert_tron(
     db: &PgPool,
     sweep: &NewTronSweep<'_>,
     items: &[ItemRow],
     steps: &[StepRow],
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<TronInsert> {
     let mut tx = db.begin().await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtext('tron-sweep-record'), $1::int)",
+        i32::from(sweep.scope.livemode),
+    )
+    .execute(&mut *tx)
+    .await?;
+    let addresses: Vec<String> = items.iter().map(|i| i.address.clone()).collect();
+    let held = sqlx::query_scalar!(
+        "SELECT DISTINCT i.address FROM sweep_items i JOIN sweeps w ON w.id = i.sweep_id
+          WHERE w.status = 'pending' AND w.network = 'TRON' AND w.livemode = $1
+            AND w.id <> $2 AND i.address = ANY ($3)",
+        sweep.scope.livemode,
+        sweep.id,
+        &addresses,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if !held.is_empty() {
+        return Ok(TronInsert::InFlight(held));
+    }
     let inserted = sqlx::query!(
         "INSERT INTO sweeps (id, merchant_id, livemode, network, treasury, delegate, gas_tank,
                              authorizations, energy_mode)
@@ -516,7 +545,7 @@ pub async fn insert_tron(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(false);
+        return Ok(TronInsert::Exists);
     }
     for item in items {
         sqlx::query!(
@@ -553,7 +582,7 @@ pub async fn insert_tron(
         .await?;
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(TronInsert::Inserted)
 }
 
 /// Addresses among these that are in a sweep still in flight.

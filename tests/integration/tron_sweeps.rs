@@ -377,6 +377,13 @@ http_urls = ["{stub}"]
             .unwrap()
     }
 
+    /// The same plan made again (another id, the same addresses and amounts).
+    fn plan_again(&self, plan: &Plan) -> Plan {
+        let mut again = plan.clone();
+        again.id = checkout_server::domain::ids::random_id("sw_");
+        again
+    }
+
     fn activate(&self, account: &[u8; 20]) {
         self.stub.state.lock().unwrap().activated.insert(*account);
     }
@@ -479,7 +486,26 @@ async fn plan_sign_and_broadcast_with_delegated_energy_sweeps_into_the_treasury(
     let broadcaster = Broadcaster::new(&c.app.state, &sweep).unwrap();
     let refused = broadcaster.broadcast(&tampered).await.unwrap_err();
     assert!(matches!(refused, BroadcastError::Invalid(_)), "{refused}");
+    // So is a plan whose money fields were raised on the way (the transfers still verify).
+    let mut greedy = signed.clone();
+    greedy.plan.items[0].trx_sent = dec("500");
+    let refused = broadcaster.broadcast(&greedy).await.unwrap_err();
+    assert!(refused.to_string().contains("more TRX"), "{refused}");
+    let mut greedy = signed.clone();
+    greedy.plan.items[1].delegated_sun = Some(1_000_000_000_000);
+    let refused = broadcaster.broadcast(&greedy).await.unwrap_err();
+    assert!(refused.to_string().contains("more stake"), "{refused}");
     assert!(c.broadcasts().is_empty());
+    assert_eq!(c.app.count("sweeps").await, 0);
+    // A second plan of the same addresses, signed too: only one of the two can be sent.
+    let rival = sign(
+        &c.plan_again(&plan),
+        TEST_MNEMONIC,
+        "",
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap();
 
     let report = broadcaster.broadcast(&signed).await.unwrap();
     assert_eq!(report.sweep.status, "completed", "{:#?}", report.steps);
@@ -539,9 +565,14 @@ async fn plan_sign_and_broadcast_with_delegated_energy_sweeps_into_the_treasury(
         .await;
     assert_eq!(events["data"][0]["data"]["id"], plan.id, "{events}");
 
-    // Broadcast again: nothing is sent twice. A new plan has nothing to sweep.
+    // Broadcast again: nothing is sent twice. The rival plan is refused; a new one is empty.
     let again = broadcaster.broadcast(&signed).await.unwrap();
     assert_eq!(again.sweep.status, "completed");
+    let refused = broadcaster.broadcast(&rival).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("waiting for a sweep"),
+        "{refused}"
+    );
     assert_eq!(c.broadcasts().len(), 7);
     assert!(c.plan(&config, &sweep).await.items.is_empty());
 
@@ -613,6 +644,12 @@ async fn plans_for_another_configuration_or_past_their_window_are_refused() {
     c.credit().await;
     let plan = c.plan(&config, &sweep).await;
     assert_eq!(plan.items[0].energy_available, Some(0));
+    assert_eq!(
+        plan.warnings.len(),
+        1,
+        "short of energy: {:?}",
+        plan.warnings
+    );
     assert_eq!(plan.totals.cost_trx, Decimal::ZERO);
     let signed = sign(&plan, TEST_MNEMONIC, "", None, chrono::Utc::now()).unwrap();
 
@@ -860,6 +897,19 @@ async fn a_staking_account_kept_offline_signs_its_delegations_with_the_transfers
     assert_eq!(
         (signed.delegations.len(), signed.undelegations.len()),
         (1, 1)
+    );
+    // Sent last, the undelegation lives longer than the transfers (24 h less a margin).
+    let expiration = |t: &checkout_server::sweep::tron::sign::SignedTransaction| {
+        tron::Transaction::decode(hex::decode(&t.transaction).unwrap().as_slice())
+            .unwrap()
+            .raw_data
+            .unwrap()
+            .expiration
+    };
+    assert_eq!(expiration(&signed.transfers[0]), plan.reference.expiration);
+    assert_eq!(
+        expiration(&signed.undelegations[0]),
+        plan.reference.block_timestamp + (24 * 60 - 10) * 60 * 1000
     );
 
     // Without the offline delegations, the server cannot lend the energy: refused up front.

@@ -6,7 +6,10 @@
 //! they expired unsent).
 
 use super::api::{Broadcast, TransactionInfo, TronApi};
-use super::plan::{Plan, StakingSigner};
+use super::plan::{
+    stake_for_energy, Plan, StakingSigner, BANDWIDTH_PRICE_SUN, ENERGY_TO_NEW_HOLDER,
+    TRANSFER_BANDWIDTH, UNDELEGATION_LIFETIME_MS,
+};
 use super::protocol::{self as tron, Raw, Reference, Transaction};
 use super::sign::{expected, verified, SignedPlan};
 use crate::chain::rpc::{Call, RetryPolicy, RpcClient, RpcError};
@@ -35,8 +38,13 @@ pub const PHASES: [&[&str]; 4] = [
     &["transfer"],
     &["undelegation"],
 ];
+/// A plan is not started with less time than this left before it expires (its steps wait
+/// for confirmations one after the other).
+const MIN_TIME_TO_START: chrono::Duration = chrono::Duration::minutes(10);
 /// A transaction not in a block this long after it expired never will be.
 const EXPIRY_GRACE_MS: i64 = 60_000;
+/// While it waits, a transaction in no block yet is sent again every this many polls.
+const RESEND_EVERY: u64 = 10;
 /// A busy node is asked again this many times before the broadcast stops (to be resumed).
 const BUSY_RETRIES: u32 = 5;
 
@@ -67,6 +75,26 @@ pub struct BroadcastReport {
     pub steps: Vec<StepRow>,
     /// Addresses left out at the start: their balance moved, or another sweep has them.
     pub left_out: Vec<String>,
+}
+
+impl BroadcastReport {
+    /// Addresses still holding energy lent by this sweep: its undelegation did not confirm
+    /// (take it back by hand, or run the broadcast again).
+    pub fn energy_outstanding(&self) -> Vec<String> {
+        let lent = |kind: &str, status: &str| -> BTreeSet<&str> {
+            self.steps
+                .iter()
+                .filter(|s| s.kind == kind && s.status == status)
+                .map(|s| s.address.as_str())
+                .collect()
+        };
+        let back = lent("undelegation", "confirmed");
+        lent("delegation", "confirmed")
+            .into_iter()
+            .filter(|a| !back.contains(a))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 pub struct Broadcaster {
@@ -266,21 +294,91 @@ impl Broadcaster {
         })
     }
 
+    /// The plan's items are the merchant's deposit addresses waiting for a sweep, as the
+    /// database knows them, and ask for no more TRX or stake than the configuration allows:
+    /// the file travelled through an offline machine, so its money fields are not trusted.
+    async fn check_items(&self, plan: &Plan) -> Result<(), BroadcastError> {
+        let config = &self.config;
+        if super::plan::sun(config.fee_limit_trx) != Some(plan.fee_limit_sun) {
+            return Err(BroadcastError::Invalid(
+                "the plan's fee limit is not the configuration's".into(),
+            ));
+        }
+        let scope = Scope {
+            merchant_id: config.merchant,
+            livemode: config.mode.livemode(),
+        };
+        let candidates: BTreeMap<String, db::Candidate> =
+            db::candidates(&self.db, scope, Network::Tron, i64::MAX)
+                .await?
+                .into_iter()
+                .map(|c| (c.address.clone(), c))
+                .collect();
+        let activation = super::plan::sun(config.activation_trx).unwrap_or(0);
+        let most_sent = match config.energy {
+            EnergyMode::Burn => activation.max(
+                super::plan::sun(config.fee_limit_trx)
+                    .unwrap_or(0)
+                    .saturating_add(
+                        i64::try_from(TRANSFER_BANDWIDTH * BANDWIDTH_PRICE_SUN).unwrap_or(0),
+                    ),
+            ),
+            _ => activation,
+        };
+        let most_delegated = match (config.energy, config.staking_account) {
+            (EnergyMode::Delegate, Some(staking)) => {
+                let r = self.api.account_resource(&staking).await?;
+                stake_for_energy(
+                    ENERGY_TO_NEW_HOLDER,
+                    r.total_energy_limit,
+                    r.total_energy_weight,
+                )
+                .unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let mut seen = BTreeSet::new();
+        for item in &plan.items {
+            let bad =
+                |why: &str| BroadcastError::Invalid(format!("the plan's {}: {why}", item.address));
+            let candidate = candidates
+                .get(&item.address)
+                .ok_or_else(|| bad("not a deposit address of the merchant waiting for a sweep"))?;
+            if !seen.insert(&item.address) {
+                return Err(bad("listed twice"));
+            }
+            if candidate.address_index != i64::from(item.address_index)
+                || item.through_transaction > candidate.through
+            {
+                return Err(bad("its index or transfers are not the database's"));
+            }
+            if super::plan::sun(item.trx_sent).is_none_or(|sent| sent < 0 || sent > most_sent) {
+                return Err(bad("more TRX than the configuration sends"));
+            }
+            if item
+                .delegated_sun
+                .is_some_and(|d| d <= 0 || d > most_delegated)
+            {
+                return Err(bad("more stake than its transfer needs"));
+            }
+        }
+        Ok(())
+    }
+
     /// A fresh reference block for the server's own transactions.
-    async fn reference(&self) -> Result<Reference, BroadcastError> {
+    async fn reference(&self, kind: &str) -> Result<Reference, BroadcastError> {
         let head = self.rpc.block_number().await?;
         let block = self
             .rpc
             .block(head)
             .await?
             .ok_or_else(|| BroadcastError::Invalid(format!("the node has no block {head}")))?;
-        let block_ms = i64::try_from(if block.timestamp > 100_000_000_000 {
-            block.timestamp
-        } else {
-            block.timestamp.saturating_mul(1000)
-        })
-        .unwrap_or(i64::MAX);
-        let window = i64::try_from(self.config.signing_window.as_millis()).unwrap_or(i64::MAX);
+        let block_ms = block_millis(block.timestamp);
+        let mut window = i64::try_from(self.config.signing_window.as_millis()).unwrap_or(i64::MAX);
+        if kind == "undelegation" {
+            // Sent last, after the others' confirmations: as long a life as the network allows.
+            window = window.max(UNDELEGATION_LIFETIME_MS);
+        }
         Ok(Reference::from_block(
             head,
             &block.hash.0,
@@ -340,9 +438,10 @@ impl Broadcaster {
         undelegations: Vec<(String, Transaction)>,
     ) -> Result<Vec<String>, BroadcastError> {
         let now = chrono::Utc::now();
-        if plan.expires_at() - chrono::Duration::minutes(1) <= now {
+        if plan.expires_at() - MIN_TIME_TO_START <= now {
             return Err(BroadcastError::Expired(plan.expires_at()));
         }
+        self.check_items(plan).await?;
         let contract = parse_tron_address(&plan.token.contract)
             .map_err(|m| BroadcastError::Invalid(format!("the USDT contract {m}")))?;
         let calls: Vec<Call> = plan
@@ -389,7 +488,8 @@ impl Broadcaster {
             }
         }
 
-        let reference = self.reference().await?;
+        let reference = self.reference("activation").await?;
+        let undelegation_reference = self.reference("undelegation").await?;
         let mut steps = Vec::new();
         for item in plan.items.iter().filter(|i| kept.contains(&i.address)) {
             let sent = super::plan::sun(item.trx_sent).unwrap_or(0);
@@ -460,7 +560,7 @@ impl Broadcaster {
                     };
                     let (raw, signature) = self.own_transaction(
                         "undelegation",
-                        &reference,
+                        &undelegation_reference,
                         &item.account().unwrap_or_default(),
                         balance,
                     )?;
@@ -504,8 +604,13 @@ impl Broadcaster {
             gas_wallet: &plan.gas_wallet,
             energy_mode: plan.energy_mode.as_str(),
         };
-        db::insert_tron(&self.db, &sweep, &items, &steps).await?;
-        Ok(left_out)
+        match db::insert_tron(&self.db, &sweep, &items, &steps).await? {
+            db::TronInsert::InFlight(addresses) => Err(BroadcastError::Invalid(format!(
+                "another sweep in flight holds {}: let it finish, then make a new plan",
+                addresses.join(", ")
+            ))),
+            db::TronInsert::Inserted | db::TronInsert::Exists => Ok(left_out),
+        }
     }
 
     /// Sends the phase's pending transactions whose address's earlier steps all confirmed,
@@ -540,7 +645,7 @@ impl Broadcaster {
             }
             self.send(plan, step).await?;
         }
-        loop {
+        for round in 1u64.. {
             let waiting: Vec<usize> = (0..steps.len())
                 .filter(|&i| kinds.contains(&steps[i].kind.as_str()) && steps[i].status == "sent")
                 .collect();
@@ -549,7 +654,8 @@ impl Broadcaster {
             }
             let head = self.rpc.block_number().await?;
             for i in waiting {
-                self.check(plan, &mut steps[i], head).await?;
+                self.check(plan, &mut steps[i], head, round % RESEND_EVERY == 0)
+                    .await?;
             }
             if steps
                 .iter()
@@ -558,15 +664,40 @@ impl Broadcaster {
                 tokio::time::sleep(self.poll.max(Duration::from_millis(100))).await;
             }
         }
+        Ok(())
+    }
+
+    /// Whether the server signed this step (and may sign it again).
+    fn is_own(&self, plan: &Plan, step: &StepRow) -> bool {
+        step.kind != "transfer"
+            && !(plan.staking_signer == Some(StakingSigner::Offline)
+                && step.kind.ends_with("delegation"))
+    }
+
+    /// The time of block `number`, in milliseconds.
+    async fn chain_time(&self, number: u64) -> Result<i64, BroadcastError> {
+        let block =
+            self.rpc.block(number).await?.ok_or_else(|| {
+                BroadcastError::Invalid(format!("the node has no block {number}"))
+            })?;
+        Ok(block_millis(block.timestamp))
     }
 
     async fn send(&self, plan: &Plan, step: &mut StepRow) -> Result<(), BroadcastError> {
         let now = chrono::Utc::now().timestamp_millis();
         if step.expiration <= now + 5_000 {
-            let own = step.kind != "transfer"
-                && !(plan.staking_signer == Some(StakingSigner::Offline)
-                    && step.kind.ends_with("delegation"));
-            if !own {
+            // Recorded as unsent, yet it may have reached a node before a crash: once it can
+            // no longer be included, the chain says whether it was.
+            let wait = step.expiration + EXPIRY_GRACE_MS - now;
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+            }
+            if self.api.transaction_info(&tx_id_of(step)?).await?.is_some() {
+                step.status = "sent".into();
+                db::update_step(&self.db, &plan.id, step).await?;
+                return Ok(());
+            }
+            if !self.is_own(plan, step) {
                 step.status = "failed".into();
                 step.error = Some("expired before it was sent: sign a new plan".into());
                 db::update_step(&self.db, &plan.id, step).await?;
@@ -580,7 +711,7 @@ impl Broadcaster {
                 BroadcastError::Invalid("a recorded transaction is not the server's".into())
             })?;
             let receiver = parse_tron_address(&step.address).map_err(BroadcastError::Invalid)?;
-            let reference = self.reference().await?;
+            let reference = self.reference(&step.kind).await?;
             let (raw, signature) =
                 self.own_transaction(&step.kind, &reference, &receiver, amount)?;
             step.tx_id = hex::encode(tron::tx_id(&raw));
@@ -599,6 +730,11 @@ impl Broadcaster {
                     break;
                 }
                 Broadcast::Refused { code, message } => {
+                    // Refused now, but perhaps in a block already (sent before a crash).
+                    if self.api.transaction_info(&tx_id_of(step)?).await?.is_some() {
+                        step.status = "sent".into();
+                        break;
+                    }
                     tracing::warn!(sweep = %plan.id, tx = %step.tx_id, %code, %message, "the node refused a sweep transaction");
                     step.status = "failed".into();
                     step.error = Some(if message.is_empty() {
@@ -627,19 +763,33 @@ impl Broadcaster {
         plan: &Plan,
         step: &mut StepRow,
         head: u64,
+        resend: bool,
     ) -> Result<(), BroadcastError> {
-        let id: [u8; 32] = hex::decode(&step.tx_id)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                BroadcastError::Invalid(format!("tx id {} is not 32 bytes", step.tx_id))
-            })?;
-        match self.api.transaction_info(&id).await? {
+        match self.api.transaction_info(&tx_id_of(step)?).await? {
             None => {
-                if chrono::Utc::now().timestamp_millis() > step.expiration + EXPIRY_GRACE_MS {
+                if chrono::Utc::now().timestamp_millis() > step.expiration + EXPIRY_GRACE_MS
+                    && self.chain_time(head).await? > step.expiration + EXPIRY_GRACE_MS
+                {
+                    if self.is_own(plan, step) {
+                        // Never included: the server signs it again on a fresh block.
+                        step.status = "pending".into();
+                        return self.send(plan, step).await;
+                    }
                     step.status = "failed".into();
                     step.error = Some("expired: it was never included in a block".into());
                     db::update_step(&self.db, &plan.id, step).await?;
+                } else if resend {
+                    // A node may have dropped it: the same bytes again (a duplicate is fine).
+                    let transaction =
+                        Transaction::decode(step.raw_tx.as_slice()).map_err(|_| {
+                            BroadcastError::Invalid("a recorded transaction does not decode".into())
+                        })?;
+                    if let Broadcast::Refused { code, message } =
+                        self.api.broadcast(&transaction).await?
+                    {
+                        tracing::warn!(sweep = %plan.id, tx = %step.tx_id, %code, %message,
+                            "sent again, a sweep transaction is refused");
+                    }
                 }
             }
             Some(info) => {
@@ -734,9 +884,41 @@ impl Broadcaster {
             swept: &swept,
         };
         crate::sweep::settle(&self.db, sweep, &outcome, |i| executed.contains(&i.address)).await?;
+        let back: BTreeSet<&str> = steps
+            .iter()
+            .filter(|s| s.kind == "undelegation" && s.status == "confirmed")
+            .map(|s| s.address.as_str())
+            .collect();
+        let outstanding: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.kind == "delegation" && s.status == "confirmed")
+            .map(|s| s.address.as_str())
+            .filter(|a| !back.contains(a))
+            .collect();
+        if !outstanding.is_empty() {
+            tracing::error!(sweep = %plan.id, addresses = ?outstanding,
+                "energy lent to these addresses was not taken back: run the broadcast again, or undelegate by hand");
+        }
         tracing::info!(sweep = %plan.id, status = outcome.status, "TRON sweep settled");
         Ok(())
     }
+}
+
+/// A node's block time (seconds, or milliseconds on some TRON nodes) in milliseconds.
+fn block_millis(timestamp: u64) -> i64 {
+    let millis = if timestamp > 100_000_000_000 {
+        timestamp
+    } else {
+        timestamp.saturating_mul(1000)
+    };
+    i64::try_from(millis).unwrap_or(i64::MAX)
+}
+
+fn tx_id_of(step: &StepRow) -> Result<[u8; 32], BroadcastError> {
+    hex::decode(&step.tx_id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| BroadcastError::Invalid(format!("tx id {} is not 32 bytes", step.tx_id)))
 }
 
 /// The amount of one of the server's own transactions (TRX sent, or stake delegated).

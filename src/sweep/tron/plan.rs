@@ -42,6 +42,8 @@ pub const DELEGATION_MARGIN_PERCENT: u64 = 10;
 /// At most this many addresses per plan.
 pub const MAX_PLAN_ITEMS: i64 = 500;
 pub const SUN_PER_TRX: u64 = 1_000_000;
+/// 24 hours less 10 minutes, in milliseconds.
+pub const UNDELEGATION_LIFETIME_MS: i64 = (24 * 60 - 10) * 60 * 1000;
 pub const PLAN_VERSION: u32 = 1;
 
 /// Who signs the energy delegations.
@@ -77,6 +79,8 @@ pub struct Plan {
     pub energy_price_sun: u64,
     pub items: Vec<PlanItem>,
     pub totals: PlanTotals,
+    /// What may make a transfer fail or cost more than planned.
+    pub warnings: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -95,6 +99,8 @@ pub struct PlanReference {
     pub block_number: u64,
     /// The block's id, hex.
     pub block_id: String,
+    /// Milliseconds since the epoch.
+    pub block_timestamp: i64,
     /// Hex of bytes 6..8 of the number, and of bytes 8..16 of the id.
     pub ref_block_bytes: String,
     pub ref_block_hash: String,
@@ -319,7 +325,11 @@ impl Planner<'_> {
         let creation_fee = parameter(
             "getCreateNewAccountFeeInSystemContract",
             ACCOUNT_CREATION_FEE_SUN,
-        ) + parameter("getCreateAccountFee", ACCOUNT_CREATION_BANDWIDTH_SUN);
+        )
+        .saturating_add(parameter(
+            "getCreateAccountFee",
+            ACCOUNT_CREATION_BANDWIDTH_SUN,
+        ));
         let bandwidth_price = parameter("getTransactionFee", BANDWIDTH_PRICE_SUN);
 
         let staking = match config.energy {
@@ -342,7 +352,7 @@ impl Planner<'_> {
                 ENERGY_TO_NEW_HOLDER
             };
             treasury_holds = true;
-            let burn = energy * energy_price;
+            let burn = energy.saturating_mul(energy_price);
             let activation_fee = if activated { 0 } else { creation_fee };
             let energy_available = match config.energy {
                 EnergyMode::None => {
@@ -367,8 +377,10 @@ impl Planner<'_> {
             let sent = match config.energy {
                 // The address burns its own TRX: it gets what its energy and bandwidth cost.
                 EnergyMode::Burn => {
-                    let wanted = i64::try_from(burn + TRANSFER_BANDWIDTH * bandwidth_price)
-                        .unwrap_or(i64::MAX);
+                    let wanted = i64::try_from(
+                        burn.saturating_add(TRANSFER_BANDWIDTH.saturating_mul(bandwidth_price)),
+                    )
+                    .unwrap_or(i64::MAX);
                     (wanted - trx_balance).max(needs_activation).max(0)
                 }
                 _ => needs_activation,
@@ -391,7 +403,7 @@ impl Planner<'_> {
                 trx_sent: trx(sent_sun),
                 burn_trx: trx(burn),
                 delegated_sun,
-                cost_burn_trx: trx(activation_fee + burn),
+                cost_burn_trx: trx(activation_fee.saturating_add(burn)),
                 cost_delegated_trx: trx(activation_fee),
             });
         }
@@ -453,6 +465,7 @@ impl Planner<'_> {
             reference: PlanReference {
                 block_number: head,
                 block_id: hex::encode(block.hash.0),
+                block_timestamp: block_ms,
                 ref_block_bytes: hex::encode(reference.ref_block_bytes),
                 ref_block_hash: hex::encode(reference.ref_block_hash),
                 timestamp: reference.timestamp,
@@ -461,6 +474,18 @@ impl Planner<'_> {
             },
             fee_limit_sun: sun(config.fee_limit_trx).unwrap_or(i64::MAX),
             energy_price_sun: energy_price,
+            warnings: items
+                .iter()
+                .filter(|i| i.energy_available.is_some_and(|e| e < i.energy))
+                .map(|i| {
+                    format!(
+                        "{} has {} energy of the {} its transfer needs: the rest burns its own TRX, or it fails",
+                        i.address,
+                        i.energy_available.unwrap_or(0),
+                        i.energy
+                    )
+                })
+                .collect(),
             items,
             totals,
             created_at: now,
@@ -485,6 +510,18 @@ impl Plan {
             timestamp: self.reference.timestamp,
             expiration: self.reference.expiration,
         })
+    }
+
+    /// The reference for undelegations: they are sent last, so they live as long as the network
+    /// allows (24 hours after the reference block, less a margin), past the transfers.
+    pub fn undelegation_reference(&self) -> Result<super::Reference, String> {
+        let mut reference = self.reference()?;
+        reference.expiration = self
+            .reference
+            .block_timestamp
+            .saturating_add(UNDELEGATION_LIFETIME_MS)
+            .max(reference.expiration);
+        Ok(reference)
     }
 
     pub fn expires_at(&self) -> DateTime<Utc> {

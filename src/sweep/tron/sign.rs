@@ -79,6 +79,7 @@ pub fn expected(plan: &Plan) -> Result<Expected, String> {
         return Err("not a TRON plan".into());
     }
     let reference = plan.reference()?;
+    let undelegation = plan.undelegation_reference()?;
     let token = parse_tron_address(&plan.token.contract).map_err(|m| format!("token {m}"))?;
     let treasury = parse_tron_address(&plan.treasury).map_err(|m| format!("treasury {m}"))?;
     let mut transfers = Vec::with_capacity(plan.items.len());
@@ -109,7 +110,7 @@ pub fn expected(plan: &Plan) -> Result<Expected, String> {
             ));
             undelegations.push((
                 item.address.clone(),
-                tron::undelegate_energy(&reference, &staking, &owner, balance),
+                tron::undelegate_energy(&undelegation, &staking, &owner, balance),
             ));
         }
     }
