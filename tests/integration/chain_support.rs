@@ -223,6 +223,22 @@ impl Anvil {
             .unwrap()
     }
 
+    /// `token.balanceOf(owner)`.
+    pub async fn token_balance(&self, token: &[u8; 20], owner: &[u8; 20]) -> U256 {
+        let data = format!(
+            "0x{}{}",
+            selector("balanceOf(address)"),
+            word_address(owner)
+        );
+        let v = self
+            .rpc(
+                "eth_call",
+                json!([{ "to": hex20(token), "data": data }, "latest"]),
+            )
+            .await;
+        U256::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
     pub async fn mint(&self, token: &[u8; 20], to: &[u8; 20], value: U256) -> String {
         let data = format!(
             "{}{}{}",

@@ -159,19 +159,7 @@ max_gas_price_gwei = "100"
     }
 
     async fn balance_of(&self, token: &[u8; 20], owner: &[u8; 20]) -> U256 {
-        let data = format!(
-            "0x{}{}",
-            selector("balanceOf(address)"),
-            word_address(owner)
-        );
-        let v = self
-            .anvil
-            .rpc(
-                "eth_call",
-                json!([{ "to": hex20(token), "data": data }, "latest"]),
-            )
-            .await;
-        U256::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        self.anvil.token_balance(token, owner).await
     }
 
     async fn eth_balance(&self, who: &[u8; 20]) -> U256 {

@@ -5,7 +5,7 @@
 //! signature, refuses energy delegated to an account that is not activated, and carries out
 //! each USDT transfer on anvil from the deposit address, so balances move for real.
 
-use crate::chain_support::{hex20, selector, units, word_address, Anvil};
+use crate::chain_support::{hex20, units, Anvil};
 use crate::common::{create_merchant_with_xpubs, Merchant, TestApp};
 use alloy_primitives::U256;
 use axum::extract::State;
@@ -356,19 +356,7 @@ http_urls = ["{stub}"]
     }
 
     async fn balance_of(&self, owner: &[u8; 20]) -> U256 {
-        let data = format!(
-            "0x{}{}",
-            selector("balanceOf(address)"),
-            word_address(owner)
-        );
-        let v = self
-            .anvil
-            .rpc(
-                "eth_call",
-                json!([{ "to": hex20(&self.usdt), "data": data }, "latest"]),
-            )
-            .await;
-        U256::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        self.anvil.token_balance(&self.usdt, owner).await
     }
 
     async fn plan(&self, config: &Config, sweep: &TronSweepConfig) -> Plan {

@@ -475,14 +475,12 @@ fn contracts_json(raw: &Raw) -> Result<Vec<Value>, String> {
                 }
                 t if t == ContractType::DelegateResource as i32 => {
                     let c = DelegateResourceContract::decode(bytes).map_err(bad)?;
-                    let mut v = Map::new();
-                    v.insert("owner_address".into(), json!(hex::encode(&c.owner_address)));
-                    v.insert("resource".into(), json!(resource_name(c.resource)?));
-                    v.insert("balance".into(), json!(c.balance));
-                    v.insert(
-                        "receiver_address".into(),
-                        json!(hex::encode(&c.receiver_address)),
-                    );
+                    let mut v = resource_json(
+                        &c.owner_address,
+                        c.resource,
+                        c.balance,
+                        &c.receiver_address,
+                    )?;
                     if c.lock {
                         v.insert("lock".into(), json!(true));
                         v.insert("lock_period".into(), json!(c.lock_period));
@@ -491,14 +489,12 @@ fn contracts_json(raw: &Raw) -> Result<Vec<Value>, String> {
                 }
                 t if t == ContractType::UnDelegateResource as i32 => {
                     let c = UnDelegateResourceContract::decode(bytes).map_err(bad)?;
-                    let mut v = Map::new();
-                    v.insert("owner_address".into(), json!(hex::encode(&c.owner_address)));
-                    v.insert("resource".into(), json!(resource_name(c.resource)?));
-                    v.insert("balance".into(), json!(c.balance));
-                    v.insert(
-                        "receiver_address".into(),
-                        json!(hex::encode(&c.receiver_address)),
-                    );
+                    let v = resource_json(
+                        &c.owner_address,
+                        c.resource,
+                        c.balance,
+                        &c.receiver_address,
+                    )?;
                     ("UnDelegateResourceContract", v)
                 }
                 other => return Err(format!("contract type {other} is not one a sweep sends")),
@@ -509,6 +505,21 @@ fn contracts_json(raw: &Raw) -> Result<Vec<Value>, String> {
             }))
         })
         .collect()
+}
+
+/// The fields `DelegateResourceContract` and `UnDelegateResourceContract` share.
+fn resource_json(
+    owner: &[u8],
+    resource: i32,
+    balance: i64,
+    receiver: &[u8],
+) -> Result<Map<String, Value>, String> {
+    let mut v = Map::new();
+    v.insert("owner_address".into(), json!(hex::encode(owner)));
+    v.insert("resource".into(), json!(resource_name(resource)?));
+    v.insert("balance".into(), json!(balance));
+    v.insert("receiver_address".into(), json!(hex::encode(receiver)));
+    Ok(v)
 }
 
 fn resource_name(code: i32) -> Result<&'static str, String> {
