@@ -562,7 +562,14 @@ async fn plan_sign_and_broadcast_with_delegated_energy_sweeps_into_the_treasury(
         "{refused}"
     );
     assert_eq!(c.broadcasts().len(), 7);
-    assert!(c.plan(&config, &sweep).await.items.is_empty());
+    let empty = c.plan(&config, &sweep).await;
+    assert!(empty.items.is_empty());
+    let nothing = sign(&empty, TEST_MNEMONIC, "", None, chrono::Utc::now()).unwrap();
+    let refused = broadcaster.broadcast(&nothing).await.unwrap_err();
+    assert!(
+        refused.to_string().starts_with("nothing to sweep"),
+        "{refused}"
+    );
 
     // A late payment to a swept address is planned next time.
     c.anvil.mint(&c.usdt, &fresh, units("7", 6)).await;

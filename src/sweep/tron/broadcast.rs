@@ -488,6 +488,16 @@ impl Broadcaster {
             }
         }
 
+        if kept.is_empty() {
+            return Err(BroadcastError::Invalid(format!(
+                "nothing to sweep: {} (balance moved since the plan, or in another sweep)",
+                if left_out.is_empty() {
+                    "the plan has no address".to_owned()
+                } else {
+                    left_out.join(", ")
+                }
+            )));
+        }
         let reference = self.reference("activation").await?;
         let undelegation_reference = self.reference("undelegation").await?;
         let mut steps = Vec::new();
