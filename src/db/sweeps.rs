@@ -585,25 +585,6 @@ pub async fn insert_tron(
     Ok(TronInsert::Inserted)
 }
 
-/// Addresses among these that are in a sweep still in flight.
-pub async fn in_flight(
-    db: &PgPool,
-    network: Network,
-    livemode: bool,
-    addresses: &[String],
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
-        "SELECT DISTINCT i.address FROM sweep_items i JOIN sweeps w ON w.id = i.sweep_id
-          WHERE w.status = 'pending' AND w.network = $1 AND w.livemode = $2
-            AND i.address = ANY ($3)",
-        network as Network,
-        livemode,
-        addresses,
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// The transactions of these sweeps, in order.
 pub async fn steps(
     db: impl sqlx::PgExecutor<'_>,

@@ -7,8 +7,8 @@
 
 use super::api::{Broadcast, TransactionInfo, TronApi};
 use super::plan::{
-    stake_for_energy, Plan, StakingSigner, BANDWIDTH_PRICE_SUN, ENERGY_TO_NEW_HOLDER,
-    TRANSFER_BANDWIDTH, UNDELEGATION_LIFETIME_MS,
+    balance_answer, balance_call, block_millis, stake_for_energy, Plan, StakingSigner,
+    BANDWIDTH_PRICE_SUN, ENERGY_TO_NEW_HOLDER, TRANSFER_BANDWIDTH, UNDELEGATION_LIFETIME_MS,
 };
 use super::protocol::{self as tron, Raw, Reference, Transaction};
 use super::sign::{expected, verified, SignedPlan};
@@ -21,12 +21,11 @@ use crate::domain::address::{parse_tron_address, tron_base58};
 use crate::domain::money::Token;
 use crate::domain::network::Network;
 use crate::state::AppState;
-use alloy_primitives::{Address, Bytes, U256};
-use alloy_sol_types::{SolCall, SolEvent};
+use alloy_primitives::U256;
+use alloy_sol_types::SolEvent;
 use k256::ecdsa::SigningKey;
 use prost::Message;
 use rust_decimal::Decimal;
-use serde_json::json;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -81,20 +80,27 @@ impl BroadcastReport {
     /// Addresses still holding energy lent by this sweep: its undelegation did not confirm
     /// (take it back by hand, or run the broadcast again).
     pub fn energy_outstanding(&self) -> Vec<String> {
-        let lent = |kind: &str, status: &str| -> BTreeSet<&str> {
-            self.steps
-                .iter()
-                .filter(|s| s.kind == kind && s.status == status)
-                .map(|s| s.address.as_str())
-                .collect()
-        };
-        let back = lent("undelegation", "confirmed");
-        lent("delegation", "confirmed")
+        lent_not_returned(&self.steps)
             .into_iter()
-            .filter(|a| !back.contains(a))
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Addresses whose delegation confirmed and whose undelegation did not.
+fn lent_not_returned(steps: &[StepRow]) -> Vec<&str> {
+    let confirmed = |kind: &str| -> BTreeSet<&str> {
+        steps
+            .iter()
+            .filter(|s| s.kind == kind && s.status == "confirmed")
+            .map(|s| s.address.as_str())
+            .collect()
+    };
+    let back = confirmed("undelegation");
+    confirmed("delegation")
+        .into_iter()
+        .filter(|a| !back.contains(a))
+        .collect()
 }
 
 pub struct Broadcaster {
@@ -447,41 +453,20 @@ impl Broadcaster {
         let calls: Vec<Call> = plan
             .items
             .iter()
-            .map(|i| {
-                let owner = i.account().unwrap_or_default();
-                Call {
-                    method: "eth_call",
-                    params: json!([{
-                        "to": Address::from(contract).to_string(),
-                        "data": Bytes::from(crate::sweep::delegate::BalanceOf { owner: owner.into() }.abi_encode()).to_string(),
-                    }, "latest"]),
-                }
-            })
+            .map(|i| balance_call(&contract, i.account().unwrap_or_default()))
             .collect();
         let answers = if calls.is_empty() {
             Vec::new()
         } else {
             self.rpc.batch(&calls).await?
         };
-        let addresses: Vec<String> = plan.items.iter().map(|i| i.address.clone()).collect();
-        let busy: BTreeSet<String> =
-            db::in_flight(&self.db, Network::Tron, plan.livemode, &addresses)
-                .await?
-                .into_iter()
-                .collect();
         let mut kept = BTreeSet::new();
         let mut left_out = Vec::new();
         for (i, item) in plan.items.iter().enumerate() {
-            let balance = answers
-                .get(i)
-                .and_then(|a| a.as_ref().ok())
-                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-                .and_then(|text| {
-                    let digits = text.strip_prefix("0x").unwrap_or(&text).to_owned();
-                    U256::from_str_radix(if digits.is_empty() { "0" } else { &digits }, 16).ok()
-                });
+            let balance = answers.get(i).and_then(|a| balance_answer(a).ok());
             let planned = item.units().map_err(BroadcastError::Invalid)?;
-            if busy.contains(&item.address) || balance.is_none_or(|b| b < planned) {
+            // (An address in another sweep in flight is no candidate: `check_items` refused it.)
+            if balance.is_none_or(|b| b < planned) {
                 left_out.push(item.address.clone());
             } else {
                 kept.insert(item.address.clone());
@@ -894,17 +879,7 @@ impl Broadcaster {
             swept: &swept,
         };
         crate::sweep::settle(&self.db, sweep, &outcome, |i| executed.contains(&i.address)).await?;
-        let back: BTreeSet<&str> = steps
-            .iter()
-            .filter(|s| s.kind == "undelegation" && s.status == "confirmed")
-            .map(|s| s.address.as_str())
-            .collect();
-        let outstanding: Vec<&str> = steps
-            .iter()
-            .filter(|s| s.kind == "delegation" && s.status == "confirmed")
-            .map(|s| s.address.as_str())
-            .filter(|a| !back.contains(a))
-            .collect();
+        let outstanding = lent_not_returned(steps);
         if !outstanding.is_empty() {
             tracing::error!(sweep = %plan.id, addresses = ?outstanding,
                 "energy lent to these addresses was not taken back: run the broadcast again, or undelegate by hand");
@@ -912,16 +887,6 @@ impl Broadcaster {
         tracing::info!(sweep = %plan.id, status = outcome.status, "TRON sweep settled");
         Ok(())
     }
-}
-
-/// A node's block time (seconds, or milliseconds on some TRON nodes) in milliseconds.
-fn block_millis(timestamp: u64) -> i64 {
-    let millis = if timestamp > 100_000_000_000 {
-        timestamp
-    } else {
-        timestamp.saturating_mul(1000)
-    };
-    i64::try_from(millis).unwrap_or(i64::MAX)
 }
 
 fn tx_id_of(step: &StepRow) -> Result<[u8; 32], BroadcastError> {

@@ -3,7 +3,7 @@
 //! be signed against, written as JSON so that signing needs no network.
 
 use super::api::{ApiError, TronApi};
-use crate::chain::rpc::{Call, RpcClient, RpcError};
+use crate::chain::rpc::{Answer, Call, RpcClient, RpcError};
 use crate::chain::watcher::token_amount;
 use crate::config::{EnergyMode, NetworkConfig, TronSweepConfig};
 use crate::db::sweeps as db;
@@ -167,6 +167,45 @@ pub enum PlanError {
     Setup(String),
 }
 
+/// `contract.balanceOf(owner)`, as a JSON-RPC call.
+pub fn balance_call(contract: &[u8; 20], owner: [u8; 20]) -> Call {
+    let data = crate::sweep::delegate::BalanceOf {
+        owner: owner.into(),
+    }
+    .abi_encode();
+    Call {
+        method: "eth_call",
+        params: json!([{
+            "to": Address::from(*contract).to_string(),
+            "data": Bytes::from(data).to_string(),
+        }, "latest"]),
+    }
+}
+
+/// The balance a [`balance_call`] answered.
+pub fn balance_answer(answer: &Answer) -> Result<U256, RpcError> {
+    let malformed = |detail: String| RpcError::Malformed {
+        method: "eth_call".into(),
+        detail,
+    };
+    let raw = answer.as_ref().map_err(Clone::clone)?;
+    let text: String =
+        serde_json::from_str(raw.get()).map_err(|_| malformed("not a string".into()))?;
+    let digits = text.strip_prefix("0x").unwrap_or(&text);
+    let digits = if digits.is_empty() { "0" } else { digits };
+    U256::from_str_radix(digits, 16).map_err(|_| malformed(format!("not a balance: {text}")))
+}
+
+/// A node's block time (seconds, or milliseconds on some TRON nodes) in milliseconds.
+pub fn block_millis(timestamp: u64) -> i64 {
+    let millis = if timestamp > 100_000_000_000 {
+        timestamp
+    } else {
+        timestamp.saturating_mul(1000)
+    };
+    i64::try_from(millis).unwrap_or(i64::MAX)
+}
+
 pub fn trx(sun: u64) -> Decimal {
     Decimal::from(sun) / Decimal::from(SUN_PER_TRX)
 }
@@ -227,20 +266,16 @@ impl Planner<'_> {
         let candidates =
             db::candidates(self.db, self.scope(), Network::Tron, MAX_PLAN_ITEMS).await?;
 
-        let balance_of = |owner: [u8; 20]| Call {
-            method: "eth_call",
-            params: json!([{
-                "to": Address::from(contract).to_string(),
-                "data": Bytes::from(super::super::delegate::BalanceOf { owner: owner.into() }.abi_encode()).to_string(),
-            }, "latest"]),
-        };
-        let mut calls = vec![Call::block_number(), balance_of(config.treasury)];
+        let mut calls = vec![
+            Call::block_number(),
+            balance_call(&contract, config.treasury),
+        ];
         let mut accounts = Vec::with_capacity(candidates.len());
         for c in &candidates {
             let account = parse_tron_address(&c.address)
                 .map_err(|m| PlanError::Setup(format!("deposit address {} {m}", c.address)))?;
             accounts.push(account);
-            calls.push(balance_of(account));
+            calls.push(balance_call(&contract, account));
         }
         let answers = self.rpc.batch(&calls).await?;
         if answers.len() != calls.len() {
@@ -250,20 +285,7 @@ impl Planner<'_> {
             }
             .into());
         }
-        let word = |i: usize| -> Result<U256, RpcError> {
-            let raw = answers[i].as_ref().map_err(Clone::clone)?;
-            let text: String =
-                serde_json::from_str(raw.get()).map_err(|_| RpcError::Malformed {
-                    method: "eth_call".into(),
-                    detail: "not a string".into(),
-                })?;
-            let digits = text.strip_prefix("0x").unwrap_or(&text);
-            let digits = if digits.is_empty() { "0" } else { digits };
-            U256::from_str_radix(digits, 16).map_err(|_| RpcError::Malformed {
-                method: "eth_call".into(),
-                detail: format!("not a balance: {text}"),
-            })
-        };
+        let word = |i: usize| balance_answer(&answers[i]);
         let head = match &answers[0] {
             Ok(raw) => crate::chain::rpc::parse_block_number(raw)?,
             Err(e) => return Err(e.clone().into()),
@@ -297,12 +319,7 @@ impl Planner<'_> {
             .await?
             .ok_or_else(|| PlanError::Setup(format!("the node has no block {head}")))?;
         let now = Utc::now();
-        let block_ms = i64::try_from(if block.timestamp > 100_000_000_000 {
-            block.timestamp
-        } else {
-            block.timestamp.saturating_mul(1000)
-        })
-        .unwrap_or(i64::MAX);
+        let block_ms = block_millis(block.timestamp);
         if (now.timestamp_millis() - block_ms).abs() > 10 * 60 * 1000 {
             return Err(PlanError::Setup(format!(
                 "the node's newest block ({head}) is dated {}: is the node in sync, and the clock right?",
