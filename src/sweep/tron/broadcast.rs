@@ -518,61 +518,41 @@ impl Broadcaster {
                 };
                 steps.push(step(steps.len(), kind, &address, raw, signature));
             };
-        if plan.energy_mode == EnergyMode::Delegate {
-            if delegations.is_empty() {
-                for item in plan.items.iter().filter(|i| kept.contains(&i.address)) {
-                    let Some(balance) = item.delegated_sun else {
-                        continue;
-                    };
-                    let (raw, signature) = self.own_transaction(
-                        "delegation",
-                        &reference,
-                        &item.account().unwrap_or_default(),
-                        balance,
-                    )?;
-                    steps.push(step(
-                        steps.len(),
-                        "delegation",
-                        &item.address,
-                        raw,
-                        signature,
-                    ));
-                }
-            } else {
-                for d in delegations {
-                    signed_step(&mut steps, "delegation", d);
-                }
+        // Energy lent around the transfers: signed offline (in the file), or here.
+        let energy_steps = |steps: &mut Vec<StepRow>,
+                            kind: &str,
+                            reference: &Reference,
+                            signed: Vec<(String, Transaction)>|
+         -> Result<(), BroadcastError> {
+            if plan.energy_mode != EnergyMode::Delegate {
+                return Ok(());
             }
-        }
+            if !signed.is_empty() {
+                for s in signed {
+                    signed_step(steps, kind, s);
+                }
+                return Ok(());
+            }
+            for item in plan.items.iter().filter(|i| kept.contains(&i.address)) {
+                let Some(balance) = item.delegated_sun else {
+                    continue;
+                };
+                let receiver = item.account().unwrap_or_default();
+                let (raw, signature) = self.own_transaction(kind, reference, &receiver, balance)?;
+                steps.push(step(steps.len(), kind, &item.address, raw, signature));
+            }
+            Ok(())
+        };
+        energy_steps(&mut steps, "delegation", &reference, delegations)?;
         for t in transfers {
             signed_step(&mut steps, "transfer", t);
         }
-        if plan.energy_mode == EnergyMode::Delegate {
-            if undelegations.is_empty() {
-                for item in plan.items.iter().filter(|i| kept.contains(&i.address)) {
-                    let Some(balance) = item.delegated_sun else {
-                        continue;
-                    };
-                    let (raw, signature) = self.own_transaction(
-                        "undelegation",
-                        &undelegation_reference,
-                        &item.account().unwrap_or_default(),
-                        balance,
-                    )?;
-                    steps.push(step(
-                        steps.len(),
-                        "undelegation",
-                        &item.address,
-                        raw,
-                        signature,
-                    ));
-                }
-            } else {
-                for u in undelegations {
-                    signed_step(&mut steps, "undelegation", u);
-                }
-            }
-        }
+        energy_steps(
+            &mut steps,
+            "undelegation",
+            &undelegation_reference,
+            undelegations,
+        )?;
         let items: Vec<ItemRow> = plan
             .items
             .iter()
