@@ -16,6 +16,18 @@ pub struct Merchant {
     pub created_at: DateTime<Utc>,
 }
 
+impl Merchant {
+    /// The merchant's own account xpub for the chain family, if it has one.
+    pub fn xpub(&self, family: crate::domain::network::ChainFamily) -> Option<&str> {
+        use crate::domain::network::ChainFamily;
+        match family {
+            ChainFamily::Tron => self.tron_xpub.as_deref(),
+            ChainFamily::Evm => self.evm_xpub.as_deref(),
+            ChainFamily::Solana => None,
+        }
+    }
+}
+
 pub struct NewMerchant<'a> {
     pub name: &'a str,
     pub logo_url: Option<&'a str>,

@@ -6,7 +6,7 @@ use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
 use crate::domain::ids::{ClientReferenceId, SessionId, SubMerchantCode};
 use crate::domain::money::{FeeSchedule, PricingCurrency, Token};
-use crate::domain::network::{ChainFamily, Network};
+use crate::domain::network::Network;
 use crate::domain::session::SessionStatus;
 use crate::domain::sub_merchant::SubMerchantStatus;
 use crate::domain::urls::HttpUrl;
@@ -93,12 +93,9 @@ pub async fn create(
     )
     .await?;
 
-    let xpub_text = match family {
-        ChainFamily::Tron => merchant.tron_xpub.as_deref(),
-        ChainFamily::Evm => merchant.evm_xpub.as_deref(),
-        ChainFamily::Solana => None,
-    }
-    .or_else(|| state.config.wallets.for_family(family).map(|x| x.as_str()))
+    let xpub_text = merchant
+        .xpub(family)
+        .or_else(|| state.config.wallets.for_family(family).map(|x| x.as_str()))
     .ok_or_else(|| {
         Error::invalid(
             Field::Network,

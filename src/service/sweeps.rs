@@ -3,12 +3,39 @@
 use crate::db::sweeps::{self as db, AuthorizationRow};
 use crate::domain::address::AccountXpub;
 use crate::domain::ids::is_random_id;
+use crate::domain::network::ChainFamily;
 use crate::service::{Caller, Error, Page, PageRequest};
 use crate::sweep::authorize::{verify, AuthorizationFile};
 use crate::views::sweep_json;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// The xpub a merchant's addresses of `family` come from: its own, else the server's.
+async fn merchant_xpub(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    family: ChainFamily,
+    server_default: Option<&AccountXpub>,
+) -> anyhow::Result<AccountXpub> {
+    let merchant = crate::db::merchants::find(pool, merchant_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no merchant {merchant_id}"))?;
+    let name = family.as_str().to_uppercase();
+    match merchant.xpub(family) {
+        Some(text) => {
+            AccountXpub::parse(text).map_err(|m| anyhow::anyhow!("the merchant's {name} xpub {m}"))
+        }
+        None => server_default.cloned().ok_or_else(|| {
+            let article = if family == ChainFamily::Evm {
+                "an"
+            } else {
+                "a"
+            };
+            anyhow::anyhow!("neither the merchant nor the server has {article} {name} xpub")
+        }),
+    }
+}
 
 /// Stores a file of `sweep authorize`, after checking every signature against the EVM xpub
 /// the merchant's addresses come from (its own, else the server's `server_default`); returns
@@ -19,17 +46,7 @@ pub async fn import_authorizations(
     server_default: Option<&AccountXpub>,
     file: &AuthorizationFile,
 ) -> anyhow::Result<u64> {
-    let merchant = crate::db::merchants::find(pool, merchant_id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no merchant {merchant_id}"))?;
-    let xpub = match merchant.evm_xpub.as_deref() {
-        Some(text) => {
-            AccountXpub::parse(text).map_err(|m| anyhow::anyhow!("the merchant's EVM xpub {m}"))?
-        }
-        None => server_default.cloned().ok_or_else(|| {
-            anyhow::anyhow!("neither the merchant nor the server has an EVM xpub")
-        })?,
-    };
+    let xpub = merchant_xpub(pool, merchant_id, ChainFamily::Evm, server_default).await?;
     verify(file, &xpub)?;
     let entries: Vec<AuthorizationRow> = file
         .authorizations
@@ -94,17 +111,13 @@ pub async fn tron_plan(
     config: &crate::config::Config,
     sweep: &crate::config::TronSweepConfig,
 ) -> anyhow::Result<crate::sweep::tron::plan::Plan> {
-    let merchant = crate::db::merchants::find(pool, sweep.merchant)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no merchant {}", sweep.merchant))?;
-    let xpub = match merchant.tron_xpub.as_deref() {
-        Some(text) => {
-            AccountXpub::parse(text).map_err(|m| anyhow::anyhow!("the merchant's TRON xpub {m}"))?
-        }
-        None => config.wallets.tron.clone().ok_or_else(|| {
-            anyhow::anyhow!("neither the merchant nor the server has a TRON xpub")
-        })?,
-    };
+    let xpub = merchant_xpub(
+        pool,
+        sweep.merchant,
+        ChainFamily::Tron,
+        config.wallets.tron.as_ref(),
+    )
+    .await?;
     let net = config.network(sweep.network, sweep.mode);
     let policy = crate::chain::rpc::RetryPolicy::default();
     let rpc = crate::chain::watcher::rpc_client(net, policy.clone())?;
