@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FaultPoint {
-    /// The session row is written, its transaction not yet committed.
-    SessionWritten = 1,
-    /// The session's transaction has committed; the response is not yet sent.
+    /// The session's address index is taken; its row (and reply) not yet written.
+    IndexTaken = 1,
+    /// The session's statement has committed; the response is not yet sent.
     SessionCommitted = 2,
     /// A payment changed the session's status; its event is not yet written.
     StatusChanged = 4,
@@ -40,9 +40,9 @@ mod tests {
     #[test]
     fn an_armed_point_fires_once_and_only_itself() {
         let faults = Faults::default();
-        faults.hit(FaultPoint::SessionWritten);
+        faults.hit(FaultPoint::IndexTaken);
         faults.arm(FaultPoint::SessionCommitted);
-        faults.hit(FaultPoint::SessionWritten);
+        faults.hit(FaultPoint::IndexTaken);
         let fired = std::panic::catch_unwind(|| faults.hit(FaultPoint::SessionCommitted));
         assert!(fired.is_err());
         faults.hit(FaultPoint::SessionCommitted);

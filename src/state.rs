@@ -1,10 +1,12 @@
 use crate::config::Config;
 use crate::domain::address::AccountXpub;
+use crate::domain::network::ChainFamily;
 use crate::faults::Faults;
 use crate::service::chain_health::HealthCache;
 use crate::service::pricing::RateService;
 use dashmap::DashMap;
 use sqlx::PgPool;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// What every request handler and worker shares.
@@ -17,6 +19,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub rates: Arc<RateService>,
     pub xpubs: Arc<XpubCache>,
+    /// Address indexes this process reserved and has not handed out yet.
+    pub address_blocks: Arc<AddressBlocks>,
     /// Crash points that tests arm; inert otherwise.
     pub faults: Arc<Faults>,
     pub chain_health: Arc<HealthCache>,
@@ -50,6 +54,7 @@ impl AppState {
             config: Arc::new(config),
             rates,
             xpubs: Arc::new(XpubCache::default()),
+            address_blocks: Arc::default(),
             faults: Arc::default(),
             chain_health: Arc::default(),
             logos: Arc::default(),
@@ -72,5 +77,35 @@ impl XpubCache {
         let parsed = Arc::new(AccountXpub::parse(text)?);
         self.0.insert(text.to_owned(), parsed.clone());
         Ok(parsed)
+    }
+}
+
+/// Address indexes reserved from `address_allocators` a block at a time, so most creates run
+/// no allocation statement. A process that stops leaves the unused rest of its current block
+/// (at most `BLOCK - 1` indexes per key) as a gap; a block is reserved only when a create
+/// needs its first index, so no block is left wholly unused.
+#[derive(Default)]
+pub struct AddressBlocks(DashMap<(ChainFamily, String), Arc<tokio::sync::Mutex<Range<i64>>>>);
+
+impl AddressBlocks {
+    pub const BLOCK: i64 = 16;
+
+    /// The next index of this key, never handed out before by any process.
+    pub async fn next(&self, db: &PgPool, family: ChainFamily, key_id: &str) -> sqlx::Result<i64> {
+        let block = self
+            .0
+            .entry((family, key_id.to_owned()))
+            .or_default()
+            .clone();
+        let mut block = block.lock().await;
+        if block.is_empty() {
+            let first =
+                crate::db::sessions::allocate_address_indexes(db, family, key_id, Self::BLOCK)
+                    .await?;
+            *block = first..first + Self::BLOCK;
+        }
+        let index = block.start;
+        block.start += 1;
+        Ok(index)
     }
 }

@@ -61,42 +61,44 @@ pub struct TransactionRow {
     pub blocked: bool,
 }
 
-/// Hands out the next child index of a key, by its key id (`AccountXpub::key_id`, the same
-/// for every encoding of the key). The row lock held until commit serializes concurrent
-/// creates on one key, so an index is never handed out twice.
-pub async fn allocate_address_index(
+/// Reserves the next `count` child indexes of a key, by its key id (`AccountXpub::key_id`, the
+/// same for every encoding of the key), and returns the first. The upsert's row lock makes
+/// concurrent reservations take disjoint ranges, so an index is never handed out twice.
+pub async fn allocate_address_indexes(
     db: impl PgExecutor<'_>,
     family: ChainFamily,
     key_id: &str,
+    count: i64,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
-        r#"INSERT INTO address_allocators (chain_family, key_id, next_index) VALUES ($1, $2, 1)
-           ON CONFLICT (chain_family, key_id) DO UPDATE SET next_index = address_allocators.next_index + 1
-           RETURNING next_index - 1 AS "index!""#,
+        r#"INSERT INTO address_allocators (chain_family, key_id, next_index) VALUES ($1, $2, $3)
+           ON CONFLICT (chain_family, key_id) DO UPDATE SET next_index = address_allocators.next_index + $3
+           RETURNING next_index - $3 AS "first!""#,
         family as ChainFamily,
         key_id,
+        count,
     )
     .fetch_one(db)
     .await
 }
 
-/// Inserts a new session and returns it as stored. Only the columns a create sets are
-/// written: status, amount received and the counters start at the table's defaults. With an idempotency claim, the same statement locks the claim until
-/// commit, so no other request can take the key over before the reply is stored
-/// ([`super::idempotency::complete`], in the same transaction); `None` means the claim was lost.
+/// Inserts a new session in one statement; false when the idempotency claim was lost. Only the
+/// columns a create sets are written: status, amount received and the counters start at the
+/// table's defaults. With a claim, the same statement locks the claim (no other request can
+/// take the key over meanwhile) and stores `reply` under it as the key's 201 response.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     s: &SessionRow,
     claim: Option<&Claim>,
-) -> sqlx::Result<Option<SessionRow>> {
-    sqlx::query_as!(
-        SessionRow,
+    reply: &[u8],
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
         r#"WITH claim AS (
               SELECT 1 FROM idempotency_keys
                WHERE $29::uuid IS NOT NULL AND merchant_id = $2 AND livemode = $3 AND key = $28
                  AND owner = $29
                  FOR UPDATE
-           )
+           ), created AS (
            INSERT INTO checkout_sessions (
               id, merchant_id, livemode, sub_merchant_code, amount, fee_rate, fee_floor, fee_amount,
               net_amount, currency, network, chain_family, currency_contract, token_decimals,
@@ -106,13 +108,14 @@ pub async fn insert(
            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                   $19, $20, $21, $22, $23, $24, $25, $26, $27, $30, $27, $28
            WHERE $29::uuid IS NULL OR EXISTS (SELECT 1 FROM claim)
-           RETURNING id AS "id: _", merchant_id, livemode, sub_merchant_code AS "sub_merchant_code: _", status AS "status: _", amount,
-              amount_received, fee_rate, fee_floor, fee_amount, net_amount, currency AS "currency: _",
-              network AS "network: _", chain_family AS "chain_family: _", currency_contract,
-              token_decimals, detection_rpc_url, pay_address, address_xpub, address_index,
-              pricing_amount, pricing_currency AS "pricing_currency: _", exchange_rate,
-              client_reference_id AS "client_reference_id: _", success_url, cancel_url, merchant_name, merchant_logo_url,
-              created_at, expires_at, paid_at, updated_at, dust_count, unexpected_count"#,
+           RETURNING 1
+           ), reply AS (
+           UPDATE idempotency_keys
+              SET state = 'done', response_status = 201, response_body = $31, owner = NULL, locked_at = NULL
+            WHERE $29::uuid IS NOT NULL AND merchant_id = $2 AND livemode = $3 AND key = $28
+              AND owner = $29 AND EXISTS (SELECT 1 FROM created)
+           )
+           SELECT EXISTS (SELECT 1 FROM created) AS "created!""#,
         &s.id as &SessionId,
         s.merchant_id,
         s.livemode,
@@ -143,8 +146,9 @@ pub async fn insert(
         claim.map(|c| c.key.as_str()),
         claim.map(|c| c.owner),
         s.expires_at,
+        reply,
     )
-    .fetch_optional(db)
+    .fetch_one(db)
     .await
 }
 

@@ -1,6 +1,6 @@
 //! Checkout sessions: pricing, fees, pay address, and the one transaction that creates them.
 
-use crate::db::idempotency::{self, Claim};
+use crate::db::idempotency::Claim;
 use crate::db::sessions::{self as db, SessionFilter, SessionRow, TransactionRow};
 use crate::db::sub_merchants;
 use crate::domain::api_key::Mode;
@@ -17,7 +17,6 @@ use crate::state::AppState;
 use crate::views::session_json;
 use chrono::{DurationRound, Utc};
 use rust_decimal::Decimal;
-use sqlx::Connection;
 use std::collections::HashMap;
 
 /// A create request whose fields each parsed; the rules between them are checked here.
@@ -144,18 +143,19 @@ pub async fn create(
         floor: state.config.fees.floor(req.network),
     };
     let (fee_amount, net_amount) = fees.split(amount);
-    let created_at = Utc::now();
+    // Microseconds, as Postgres stores it: `new` is returned as the stored row.
+    let created_at = Utc::now()
+        .duration_trunc(chrono::Duration::microseconds(1))
+        .map_err(Error::internal)?;
     let expires_at = created_at
         .duration_trunc(chrono::Duration::seconds(1))
         .map_err(Error::internal)?
         + state.config.session_ttl;
 
-    // The index is taken in its own statement, so the allocator's row is locked for that
-    // statement only, not until the session commits: creates on one key do not queue. A create
-    // that fails after this leaves its index unused (a gap of one).
-    let mut conn = state.db.acquire().await?;
-    let index = db::allocate_address_index(&mut *conn, family, xpub.key_id()).await?;
-    let mut tx = conn.begin().await?;
+    let index = state
+        .address_blocks
+        .next(&state.db, family, xpub.key_id())
+        .await?;
     let index_u32 = u32::try_from(index)
         .ok()
         .filter(|i| *i < (1 << 31))
@@ -199,20 +199,21 @@ pub async fn create(
         dust_count: 0,
         unexpected_count: 0,
     };
-    let row = db::insert(&mut *tx, &new, claim).await?.ok_or_else(|| {
-        Error::conflict(
+    let reply = match claim {
+        Some(_) => serde_json::to_vec(&session_json(&new, &[], &state.config.base_url))
+            .map_err(Error::internal)?,
+        None => Vec::new(),
+    };
+    state.faults.hit(FaultPoint::IndexTaken);
+    // One statement, committed on its own: the session and, with a key, its stored reply.
+    if !db::insert(&state.db, &new, claim, &reply).await? {
+        return Err(Error::conflict(
             ConflictKind::RequestInProgress,
             "another request with this Idempotency-Key took over; retry to get its result",
-        )
-    })?;
-    if let Some(claim) = claim {
-        let reply = serde_json::to_vec(&session_json(&row, &[], &state.config.base_url))
-            .map_err(Error::internal)?;
-        idempotency::complete(&mut *tx, claim, 201, &reply).await?;
+        ));
     }
-    state.faults.hit(FaultPoint::SessionWritten);
-    tx.commit().await?;
     state.faults.hit(FaultPoint::SessionCommitted);
+    let row = new;
     crate::metrics::session_created(row.network, row.livemode);
     tracing::info!(session.id = %row.id, network = %row.network, amount = %row.amount, "session created");
     Ok(row)

@@ -218,7 +218,7 @@ async fn a_crash_after_the_session_commits_replays_that_session_on_retry() {
 async fn a_crash_before_the_commit_leaves_no_session_and_the_retry_creates_exactly_one() {
     let app = app_with_one_second_lock_timeout().await;
     let key = &app.merchant.test_key;
-    app.faults.arm(FaultPoint::SessionWritten);
+    app.faults.arm(FaultPoint::IndexTaken);
     let (status, _, _) = post_with_key(&app, key, "crash-2", &seed_request(), None).await;
     assert_eq!(status, 500, "the injected crash");
     assert_eq!(app.count("checkout_sessions").await, 0, "rolled back");

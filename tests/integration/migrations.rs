@@ -126,10 +126,11 @@ async fn key_identity_rekeys_allocators_on_the_key_material_and_merges_encodings
             .unwrap();
     assert_eq!(helpers, 0, "the migration's decoding function is dropped");
     // The merged counter carries on.
-    let next = checkout_server::db::sessions::allocate_address_index(
+    let next = checkout_server::db::sessions::allocate_address_indexes(
         &db,
         checkout_server::domain::network::ChainFamily::Tron,
         &key_id(&tron_copy),
+        1,
     )
     .await
     .unwrap();

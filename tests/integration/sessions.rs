@@ -546,6 +546,50 @@ async fn concurrent_creates_get_distinct_addresses() {
     assert_eq!(indexes, (0..20).collect::<Vec<i64>>());
 }
 
+/// Each process reserves indexes a block at a time: two processes never share one, and a
+/// process that stops leaves at most the rest of its block unused.
+#[tokio::test]
+async fn processes_take_disjoint_index_blocks_and_a_restart_leaves_a_bounded_gap() {
+    use checkout_server::domain::network::ChainFamily;
+    use checkout_server::state::AddressBlocks;
+    let app = TestApp::spawn().await;
+    let block = AddressBlocks::BLOCK;
+    let (a, b) = (AddressBlocks::default(), AddressBlocks::default());
+    let db = &app.db;
+    let (key_1, key_2) = ("1".repeat(130), "2".repeat(130));
+    let next = |blocks| AddressBlocks::next(blocks, db, ChainFamily::Evm, &key_1);
+    assert_eq!(next(&a).await.unwrap(), 0);
+    assert_eq!(next(&b).await.unwrap(), block);
+    assert_eq!(next(&a).await.unwrap(), 1);
+    // Another key has its own counter.
+    assert_eq!(a.next(&app.db, ChainFamily::Evm, &key_2).await.unwrap(), 0);
+    // A restart of `a`: indexes 2..BLOCK are never handed out.
+    let a = AddressBlocks::default();
+    assert_eq!(next(&a).await.unwrap(), 2 * block);
+
+    // Many at once, in both processes: the rest of both blocks, each index once, with no
+    // further reservation.
+    let taken: HashSet<i64> = futures_util::future::join_all(
+        (0..2 * (block - 1)).map(|i| next(if i % 2 == 0 { &a } else { &b })),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let expected: HashSet<i64> = (block + 1..2 * block)
+        .chain(2 * block + 1..3 * block)
+        .collect();
+    assert_eq!(taken, expected);
+    let reserved: i64 = sqlx::query_scalar(
+        "SELECT next_index FROM address_allocators WHERE chain_family = 'evm' AND key_id = $1",
+    )
+    .bind(&key_1)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(reserved, 3 * block);
+}
+
 #[tokio::test]
 async fn sub_merchants_flow() {
     let app = TestApp::spawn().await;
