@@ -44,9 +44,13 @@ pub async fn claim(
 ) -> sqlx::Result<ClaimOutcome> {
     loop {
         let owner = Uuid::new_v4();
+        // Committed without waiting for the disk: other requests see the claim at once, and a
+        // claim lost to a database crash took nothing with it (the session's own commit
+        // flushes the log past the claim, so a stored session always has its claim).
         let inserted = sqlx::query!(
             "INSERT INTO idempotency_keys (merchant_id, livemode, key, request_hash, state, owner, locked_at)
-             VALUES ($1, $2, $3, $4, 'running', $5, now())
+             SELECT $1, $2, $3, $4, 'running', $5, now()
+               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_disk_wait
              ON CONFLICT (merchant_id, livemode, key) DO NOTHING",
             scope.merchant_id,
             scope.livemode,

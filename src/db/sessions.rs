@@ -191,7 +191,7 @@ pub async fn find_with_transactions(
     let Some(row) = find(&mut *conn, scope, id).await? else {
         return Ok(None);
     };
-    let transactions = transactions_of(&mut *conn, std::slice::from_ref(&row.id)).await?;
+    let transactions = transactions_of_session(&mut *conn, &row.id).await?;
     Ok(Some((row, transactions)))
 }
 
@@ -252,6 +252,26 @@ pub async fn transactions_of(
             WHERE session_id = ANY($1) AND NOT unexpected
             ORDER BY created_at, id"#,
         session_ids as &[SessionId],
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// One session's listed transactions, oldest first. `= $1`, not `= ANY($1)`: Postgres plans an
+/// array parameter afresh on every execution, which cost a retrieve more than the read itself.
+pub async fn transactions_of_session(
+    db: impl PgExecutor<'_>,
+    session_id: &SessionId,
+) -> sqlx::Result<Vec<TransactionRow>> {
+    sqlx::query_as!(
+        TransactionRow,
+        r#"SELECT session_id AS "session_id: _", tx_hash, amount, network AS "network: _",
+                  status AS "status: _",
+                  created_at, credited, late, blocked
+             FROM transactions
+            WHERE session_id = $1 AND NOT unexpected
+            ORDER BY created_at, id"#,
+        session_id as &SessionId,
     )
     .fetch_all(db)
     .await

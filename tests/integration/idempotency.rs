@@ -315,3 +315,39 @@ async fn cleanup_deletes_only_keys_past_retention() {
     assert!(replayed);
     assert_eq!(app.count("checkout_sessions").await, 3);
 }
+
+/// A claim commits without waiting for the disk; that setting must end with its statement, not
+/// stay on the pooled connection for the sessions and payments written after it.
+#[tokio::test]
+async fn a_claims_asynchronous_commit_does_not_outlive_it() {
+    use checkout_server::db::{idempotency, Scope};
+    let app = TestApp::spawn().await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&app.state.config.database_url)
+        .await
+        .unwrap();
+    let merchant_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let scope = Scope {
+        merchant_id,
+        livemode: false,
+    };
+    let claimed = idempotency::claim(
+        &one,
+        scope,
+        "k",
+        &[0; 32],
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(claimed, idempotency::ClaimOutcome::Claimed(_)));
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&one)
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
+}
