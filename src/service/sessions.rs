@@ -1,4 +1,4 @@
-//! Checkout sessions: pricing, fees, pay address, and the one transaction that creates them.
+//! Checkout sessions: pricing, fees, pay address, and the one statement that creates them.
 
 use crate::db::idempotency::Claim;
 use crate::db::sessions::{self as db, SessionFilter, SessionRow, TransactionRow};
