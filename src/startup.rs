@@ -51,6 +51,7 @@ impl Application {
         let trusted_proxies = self.state.config.rate_limits.trusted_proxies.clone();
         let stopping = self.state.stopping.clone();
         let live = self.state.live.clone();
+        let (address_blocks, db) = (self.state.address_blocks.clone(), self.state.db.clone());
         tokio::spawn(live.run(self.state.db.clone(), shutdown.clone()));
         let router = crate::http::router(self.state);
         let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -100,6 +101,7 @@ impl Application {
         {
             tracing::warn!("connections still open after the grace period: closing them");
         }
+        address_blocks.give_back(&db).await;
         tracing::info!("HTTP server stopped");
         Ok(())
     }

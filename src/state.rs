@@ -81,9 +81,10 @@ impl XpubCache {
 }
 
 /// Address indexes reserved from `address_allocators` a block at a time, so most creates run
-/// no allocation statement. A process that stops leaves the unused rest of its current block
-/// (at most `BLOCK - 1` indexes per key) as a gap; a block is reserved only when a create
-/// needs its first index, so no block is left wholly unused.
+/// no allocation statement. A graceful stop hands the unused rest back unless another process
+/// reserved after it; otherwise (or after a crash) that rest, at most `BLOCK - 1` indexes per
+/// key, is a gap. A block is reserved only when a create needs its first index, so no block
+/// is left wholly unused.
 #[derive(Default)]
 pub struct AddressBlocks(DashMap<(ChainFamily, String), Arc<tokio::sync::Mutex<Range<i64>>>>);
 
@@ -107,5 +108,33 @@ impl AddressBlocks {
         let index = block.start;
         block.start += 1;
         Ok(index)
+    }
+    /// Hands back what is left of each block where no later reservation followed it, so a
+    /// stop leaves no gap; a create after this reserves a new block.
+    pub async fn give_back(&self, db: &PgPool) {
+        let blocks: Vec<_> = self
+            .0
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for ((family, key_id), block) in blocks {
+            let mut block = block.lock().await;
+            if block.is_empty() {
+                continue;
+            }
+            match crate::db::sessions::return_address_indexes(
+                db,
+                family,
+                &key_id,
+                block.start,
+                block.end,
+            )
+            .await
+            {
+                Ok(true) => block.end = block.start,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "unused address indexes not handed back"),
+            }
+        }
     }
 }

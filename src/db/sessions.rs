@@ -82,6 +82,28 @@ pub async fn allocate_address_indexes(
     .await
 }
 
+/// Hands back the unused indexes `start..end` of a key, only if no one reserved after them;
+/// true when they were.
+pub async fn return_address_indexes(
+    db: impl PgExecutor<'_>,
+    family: ChainFamily,
+    key_id: &str,
+    start: i64,
+    end: i64,
+) -> sqlx::Result<bool> {
+    let returned = sqlx::query!(
+        "UPDATE address_allocators SET next_index = $3
+          WHERE chain_family = $1 AND key_id = $2 AND next_index = $4",
+        family as ChainFamily,
+        key_id,
+        start,
+        end,
+    )
+    .execute(db)
+    .await?;
+    Ok(returned.rows_affected() == 1)
+}
+
 /// Inserts a new session in one statement; false when the idempotency claim was lost. Only the
 /// columns a create sets are written: status, amount received and the counters start at the
 /// table's defaults. With a claim, the same statement locks the claim (no other request can

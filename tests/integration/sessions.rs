@@ -546,8 +546,9 @@ async fn concurrent_creates_get_distinct_addresses() {
     assert_eq!(indexes, (0..20).collect::<Vec<i64>>());
 }
 
-/// Each process reserves indexes a block at a time: two processes never share one, and a
-/// process that stops leaves at most the rest of its block unused.
+/// Each process reserves indexes a block at a time: two processes never share one, a process
+/// that crashes leaves at most the rest of its block unused, and one that stops gracefully hands
+/// that rest back when no one reserved after it.
 #[tokio::test]
 async fn processes_take_disjoint_index_blocks_and_a_restart_leaves_a_bounded_gap() {
     use checkout_server::domain::network::ChainFamily;
@@ -580,6 +581,15 @@ async fn processes_take_disjoint_index_blocks_and_a_restart_leaves_a_bounded_gap
         .chain(2 * block + 1..3 * block)
         .collect();
     assert_eq!(taken, expected);
+
+    // Graceful stops: `e` reserved last and hands its rest back; `c`'s rest stays a gap.
+    let (c, e) = (AddressBlocks::default(), AddressBlocks::default());
+    assert_eq!(next(&c).await.unwrap(), 3 * block);
+    assert_eq!(next(&e).await.unwrap(), 4 * block);
+    c.give_back(db).await;
+    e.give_back(db).await;
+    let f = AddressBlocks::default();
+    assert_eq!(next(&f).await.unwrap(), 4 * block + 1);
     let reserved: i64 = sqlx::query_scalar(
         "SELECT next_index FROM address_allocators WHERE chain_family = 'evm' AND key_id = $1",
     )
@@ -587,7 +597,7 @@ async fn processes_take_disjoint_index_blocks_and_a_restart_leaves_a_bounded_gap
     .fetch_one(&app.db)
     .await
     .unwrap();
-    assert_eq!(reserved, 3 * block);
+    assert_eq!(reserved, 5 * block + 1);
 }
 
 #[tokio::test]
