@@ -10,7 +10,7 @@ use crate::domain::money::{PricingCurrency, Token};
 use crate::domain::network::{ChainFamily, Network};
 use crate::domain::session::{SessionStatus, TransactionStatus};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: SessionId,
     pub merchant_id: Uuid,
@@ -203,18 +203,82 @@ pub async fn find(
         .filter(|row| row.merchant_id == scope.merchant_id && row.livemode == scope.livemode))
 }
 
-/// The session with its transactions, read on one connection.
+/// The session with its transactions, in one statement: a retrieve is one round trip. The
+/// transactions come as one JSON array (amounts as text, exact), so the session's columns
+/// are mapped by name (`FromRow`) rather than by the checked macros, which cannot take a
+/// nested list; the retrieve tests exercise it.
 pub async fn find_with_transactions(
     db: &PgPool,
     scope: Scope,
     id: &str,
 ) -> sqlx::Result<Option<(SessionRow, Vec<TransactionRow>)>> {
-    let mut conn = db.acquire().await?;
-    let Some(row) = find(&mut *conn, scope, id).await? else {
-        return Ok(None);
-    };
-    let transactions = transactions_of_session(&mut *conn, &row.id).await?;
-    Ok(Some((row, transactions)))
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        session: SessionRow,
+        transactions: sqlx::types::Json<Vec<ListedTransfer>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ListedTransfer {
+        tx_hash: String,
+        #[serde(with = "rust_decimal::serde::str")]
+        amount: Decimal,
+        network: Network,
+        status: TransactionStatus,
+        created_at: DateTime<Utc>,
+        credited: bool,
+        late: bool,
+        blocked: bool,
+    }
+    let found: Option<Found> = sqlx::query_as(
+        r#"SELECT s.id, s.merchant_id, s.livemode, s.sub_merchant_code, s.status, s.amount,
+                  s.amount_received, s.fee_rate, s.fee_floor, s.fee_amount, s.net_amount,
+                  s.currency, s.network, s.chain_family, s.currency_contract, s.token_decimals,
+                  s.detection_rpc_url, s.pay_address, s.address_xpub, s.address_index,
+                  s.pricing_amount, s.pricing_currency, s.exchange_rate, s.client_reference_id,
+                  s.success_url, s.cancel_url, s.merchant_name, s.merchant_logo_url,
+                  s.created_at, s.expires_at, s.paid_at, s.updated_at, s.dust_count,
+                  s.unexpected_count,
+                  COALESCE((SELECT json_agg(json_build_object(
+                                   'tx_hash', t.tx_hash, 'amount', t.amount::text,
+                                   'network', t.network, 'status', t.status,
+                                   'created_at', t.created_at, 'credited', t.credited,
+                                   'late', t.late, 'blocked', t.blocked)
+                                   ORDER BY t.created_at, t.id)
+                              FROM transactions t
+                             WHERE t.session_id = s.id AND NOT t.unexpected),
+                           '[]') AS transactions
+             FROM checkout_sessions s
+            WHERE s.id = $1 AND s.merchant_id = $2 AND s.livemode = $3"#,
+    )
+    .bind(id)
+    .bind(scope.merchant_id)
+    .bind(scope.livemode)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.map(
+        |Found {
+             session,
+             transactions,
+         }| {
+            let transactions = transactions
+                .0
+                .into_iter()
+                .map(|t| TransactionRow {
+                    session_id: session.id.clone(),
+                    tx_hash: t.tx_hash,
+                    amount: t.amount,
+                    network: t.network,
+                    status: t.status,
+                    created_at: t.created_at,
+                    credited: t.credited,
+                    late: t.late,
+                    blocked: t.blocked,
+                })
+                .collect();
+            (session, transactions)
+        },
+    ))
 }
 
 /// A transfer as the public page shows it.

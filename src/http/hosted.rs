@@ -241,7 +241,7 @@ async fn events(
         subscription,
         head,
         started: Instant::now(),
-        shown: None,
+        shown: Shown::Nothing,
         watch_head: false,
         time_up_at: None,
     };
@@ -258,21 +258,25 @@ struct LiveStream {
     subscription: crate::service::live_status::Subscription,
     head: tokio::sync::watch::Receiver<()>,
     started: Instant,
-    /// The last view sent, without its clock; `CLOSED` after a terminal one.
-    shown: Option<String>,
+    /// The last view sent (shared with the session's other streams, not copied).
+    shown: Shown,
     /// A transfer awaits confirmations: each new head changes the view.
     watch_head: bool,
     /// When the page's time runs out, if it has not yet.
     time_up_at: Option<Instant>,
 }
 
-/// `LiveStream::shown` after a terminal status: nothing more will be sent.
-const CLOSED: &str = "closed";
+enum Shown {
+    Nothing,
+    View(Arc<LiveView>),
+    /// A terminal status was sent: nothing more will be.
+    Closed,
+}
 
 impl LiveStream {
     /// The next changed view as an event; `None` ends the stream.
     async fn next(&mut self, mut pending: Option<Arc<LiveView>>) -> Option<Event> {
-        if self.shown.as_deref() == Some(CLOSED) {
+        if matches!(self.shown, Shown::Closed) {
             return None;
         }
         loop {
@@ -293,15 +297,18 @@ impl LiveStream {
                 Instant::now() + left + Duration::from_millis(50)
             });
             // Changes are judged without the clock, which differs on every read.
-            if self.shown.as_deref() == Some(live.comparable.as_str()) {
-                continue;
+            if let Shown::View(shown) = &self.shown {
+                if Arc::ptr_eq(shown, &live) || shown.comparable == live.comparable {
+                    continue;
+                }
             }
-            self.shown = Some(if v.status.is_open() {
-                live.comparable.clone()
+            let event = Event::default().event("session").data(live.data.as_str());
+            self.shown = if v.status.is_open() {
+                Shown::View(live)
             } else {
-                CLOSED.to_owned()
-            });
-            return Some(Event::default().event("session").data(live.data.as_str()));
+                Shown::Closed
+            };
+            return Some(event);
         }
     }
 

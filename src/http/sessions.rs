@@ -11,8 +11,8 @@ use crate::domain::money::{parse_plain_decimal, Token};
 use crate::domain::network::Network;
 use crate::service::sessions::{self as service, CreateSession};
 use crate::service::Caller;
-use crate::views::session_json;
 use axum::extract::Path;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -61,10 +61,10 @@ async fn create(
 ) -> ApiResult<Response> {
     let request = parse_create(fields, sub_merchant_code(&headers)?)?;
     let claim = claim.map(|Extension(c)| c);
-    let row = service::create(&caller, request, claim.as_ref())
+    let created = service::create(&caller, request, claim.as_ref())
         .await
         .map_err(sub_merchant_from_header)?;
-    let body = Json(session_json(&row, &[], &caller.state.config.base_url));
+    let body = ([(CONTENT_TYPE, "application/json")], created.json);
     Ok(match claim {
         Some(_) => (StatusCode::CREATED, Extension(ReplyStored), body).into_response(),
         None => (StatusCode::CREATED, body).into_response(),

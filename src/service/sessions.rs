@@ -52,7 +52,7 @@ pub async fn create(
     caller: &Caller,
     req: CreateSession,
     claim: Option<&Claim>,
-) -> Result<SessionRow, Error> {
+) -> Result<Created, Error> {
     let Caller {
         state,
         merchant,
@@ -199,24 +199,27 @@ pub async fn create(
         dust_count: 0,
         unexpected_count: 0,
     };
-    let reply = match claim {
-        Some(_) => serde_json::to_vec(&session_json(&new, &[], &state.config.base_url))
-            .map_err(Error::internal)?,
-        None => Vec::new(),
-    };
+    // Rendered once: the response, and with a key its stored reply.
+    let json = serde_json::to_vec(&session_json(&new, &[], &state.config.base_url))
+        .map_err(Error::internal)?;
+    let reply = if claim.is_some() { &json[..] } else { &[] };
     state.faults.hit(FaultPoint::IndexTaken);
     // One statement, committed on its own: the session and, with a key, its stored reply.
-    if !db::insert(&state.db, &new, claim, &reply).await? {
+    if !db::insert(&state.db, &new, claim, reply).await? {
         return Err(Error::conflict(
             ConflictKind::RequestInProgress,
             "another request with this Idempotency-Key took over; retry to get its result",
         ));
     }
     state.faults.hit(FaultPoint::SessionCommitted);
-    let row = new;
-    crate::metrics::session_created(row.network, row.livemode);
-    tracing::info!(session.id = %row.id, network = %row.network, amount = %row.amount, "session created");
-    Ok(row)
+    crate::metrics::session_created(new.network, new.livemode);
+    tracing::info!(session.id = %new.id, network = %new.network, amount = %new.amount, "session created");
+    Ok(Created { json })
+}
+
+/// A created session's JSON, as answered (and stored for an idempotency key).
+pub struct Created {
+    pub json: Vec<u8>,
 }
 
 fn session_missing(id: &str) -> Error {

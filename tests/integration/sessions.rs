@@ -788,3 +788,35 @@ async fn a_revoked_key_is_refused_within_a_second_though_keys_are_cached() {
     let (status, body) = app.create_session(&key, seed_request()).await;
     assert_error(status, &body, 401, "authentication_failed");
 }
+
+/// A retrieve reads the session and its transfers in one statement (transfers as JSON), a list
+/// in two (transfers as rows): both must show the same transfers, exactly.
+#[tokio::test]
+async fn a_retrieve_shows_the_transfers_exactly_as_the_list_does() {
+    let app = TestApp::spawn().await;
+    let key = &app.merchant.test_key;
+    let (status, s) = app.create_session(key, seed_request()).await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["id"].as_str().unwrap();
+    app.pay(id, "4.123457").await;
+    app.pay(id, "6.376543").await; // Paid: 10.5 in all
+    app.pay(id, "0.000001").await; // dust: counted, not listed
+    app.pay(id, "1.1").await; // late
+    let (status, one) = app.get(&format!("/v1/checkout/sessions/{id}"), key).await;
+    assert_eq!(status, 200, "{one}");
+    let (status, list) = app.get("/v1/checkout/sessions", key).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"][0]["id"], id);
+    assert_eq!(one["transactions"], list["data"][0]["transactions"]);
+    let amounts: Vec<&str> = one["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(amounts, ["4.123457", "6.376543", "1.1"], "in order, exact");
+    assert_eq!(one["transactions"][2]["not_credited_reason"], "late");
+    assert_eq!(one["amount_received"], "10.5");
+    assert_eq!(one["anomalies"]["dust"], 1);
+    assert_eq!(one, list["data"][0], "the whole session alike");
+}
