@@ -179,6 +179,18 @@ enum ApiKeyCommand {
     },
 }
 
+/// jemalloc hands memory freed after a burst (thousands of pages opening at once) back to the
+/// system; glibc's malloc kept it, so RSS stayed at the burst's peak.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start: unused pages go back within about a second, by a
+/// background thread, so an idle server returns them too.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static u8> =
+    Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0"[0]);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
