@@ -6,17 +6,19 @@
 //! - the same writes and read through `pgbench -M prepared` (the floor), and the ratio;
 //! - 10,000 open streams: the CPU the server and Postgres spend over 10 s while nothing
 //!   happens, and how long one status change per session takes to reach every stream;
-//! - the server's peak RSS.
+//! - the server's peak RSS, with 100,000 more open sessions on BSC (a local anvil chain) that
+//!   the watcher scans for meanwhile.
 //!
 //! The server is the release binary in its own process, on a fresh database, with one
-//! merchant and one xpub (the worst case: every create takes an index of the same key).
-//! `scripts/bench` installs `wrk` and runs this (`cargo bench --bench api`). Settings:
+//! merchant (the worst case: every create takes an index of the same TRON key).
+//! `scripts/bench` installs `wrk` and anvil and runs this (`cargo bench --bench api`). Settings:
 //! BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 //! BENCH_SECONDS (per load run, default 10), BENCH_STREAMS (default 10000), BENCH_LOAD=0 (the
-//! streams only).
+//! streams only), BENCH_ROWS (default create,create_key,retrieve), BENCH_CLIENTS (default 1,8,32),
+//! BENCH_OPEN_SESSIONS (default 100000).
 
 use anyhow::{bail, Context};
-use checkout_server::domain::address::PUBLIC_TEST_TRON_XPUB;
+use checkout_server::domain::address::{PUBLIC_TEST_EVM_XPUB, PUBLIC_TEST_TRON_XPUB};
 use checkout_server::service::merchants::{self, MerchantSpec};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -26,9 +28,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// TRON simulated (payments by the test helper); BSC read from anvil by a real watcher, for
+/// the open sessions it watches. The token contract has no code: no transfers, only the scans.
+/// `scan = "auto"`, as the README advises when thousands of addresses are watched.
 const CONFIG: &str = r#"
 [networks.TRON.test]
 simulated = true
+[networks.BSC.test]
+rpc_urls = ["{anvil}"]
+chain_id = 31337
+poll_interval_ms = 1000
+scan = "auto"
+tokens.USDT = { contract = "0x55d398326f99059fF775485246999027B3197955", decimals = 18 }
 [rates]
 source = "static"
 # The benchmark measures the server, not its limits.
@@ -82,19 +93,20 @@ async fn main() -> anyhow::Result<()> {
             name: "Bench Store".into(),
             logo_url: None,
             tron_xpub: Some(PUBLIC_TEST_TRON_XPUB.into()),
-            evm_xpub: None,
+            evm_xpub: Some(PUBLIC_TEST_EVM_XPUB.into()),
             fee_rate: None,
         },
     )
     .await?;
     let key = merchant.test_key.expose_secret().to_owned();
 
+    let anvil = Anvil::start().await?;
     let addr = free_address()?;
-    let mut server = Server::start(url.as_str(), addr)?;
+    let mut server = Server::start(url.as_str(), addr, &CONFIG.replace("{anvil}", &anvil.url))?;
     let base = format!("http://{addr}");
     wait_ready(&base).await?;
     let client = reqwest::Client::new();
-    let session = create_session(&client, &base, &key).await?;
+    let session = create_session(&client, &base, &key, CREATE_BODY).await?;
 
     let dir = tempdir()?;
     let lua = |name: &str, text: String| -> anyhow::Result<String> {
@@ -132,23 +144,37 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\n| | clients | req/s | p50 ms | p99 ms | floor tps (pgbench) | ratio |\n|---|---|---|---|---|---|---|"
     );
-    let load_runs: &[usize] = if std::env::var("BENCH_LOAD").is_ok_and(|v| v == "0") {
-        &[]
+    let load_runs: Vec<usize> = if std::env::var("BENCH_LOAD").is_ok_and(|v| v == "0") {
+        Vec::new()
     } else {
-        &[1, 8, 32]
+        env_list("BENCH_CLIENTS", "1,8,32")
+            .iter()
+            .map(|n| n.parse().context("BENCH_CLIENTS: numbers"))
+            .collect::<anyhow::Result<_>>()?
     };
-    for &clients in load_runs {
+    let wanted = env_list("BENCH_ROWS", "create,create_key,retrieve");
+    for &clients in &load_runs {
         let rows = [
-            ("create", &create, &sessions_url, floors.write.as_str()),
+            ("create", "create", &create, &sessions_url, &floors.write),
             (
+                "create_key",
                 "create + Idempotency-Key",
                 &create_idem,
                 &sessions_url,
-                floors.write.as_str(),
+                &floors.write,
             ),
-            ("retrieve", &retrieve, &retrieve_url, floors.read.as_str()),
+            (
+                "retrieve",
+                "retrieve",
+                &retrieve,
+                &retrieve_url,
+                &floors.read,
+            ),
         ];
-        for (label, script, target, floor_script) in rows {
+        let rows = rows
+            .into_iter()
+            .filter(|(name, ..)| wanted.iter().any(|w| w == name));
+        for (_, label, script, target, floor_script) in rows {
             let load = wrk(script, target, clients, seconds)?;
             let floor = pgbench(url.as_str(), floor_script, clients, seconds)?;
             println!(
@@ -161,7 +187,21 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    streams_run(&client, &base, &key, &mut server, streams).await?;
+    let open = env_number("BENCH_OPEN_SESSIONS", 100_000);
+    let bsc_body = CREATE_BODY.replace("\"TRON\"", "\"BSC\"");
+    let bsc_session = create_session(&client, &base, &key, &bsc_body).await?;
+    add_open_sessions(&db, &bsc_session, open).await?;
+    let scanned_before = scanned_block(&db).await?;
+    if streams > 0 {
+        streams_run(&client, &base, &key, &mut server, streams).await?;
+    }
+    let scanned_after = scanned_block(&db).await?;
+    println!(
+        "{} open sessions on BSC (anvil), watched meanwhile: the watcher scanned from block {} to {}",
+        open + 1,
+        scanned_before.map_or("(none)".into(), |b| b.to_string()),
+        scanned_after.map_or("(none)".into(), |b| b.to_string()),
+    );
     println!(
         "\nserver peak RSS over the whole run: {:.0} MB",
         server.rss_kib("VmHWM")? as f64 / 1024.0
@@ -187,7 +227,7 @@ async fn streams_run(
     let sessions_count = 100.min(streams);
     let mut sessions = Vec::new();
     for _ in 0..sessions_count {
-        sessions.push(create_session(client, base, key).await?);
+        sessions.push(create_session(client, base, key, CREATE_BODY).await?);
     }
     let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
     let opened = Arc::new(AtomicUsize::new(0));
@@ -284,6 +324,89 @@ async fn streams_run(
     for task in tasks {
         task.abort();
     }
+    Ok(())
+}
+
+/// The last block the BSC watcher has scanned.
+async fn scanned_block(db: &sqlx::PgPool) -> anyhow::Result<Option<i64>> {
+    let block: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT block_number FROM chain_cursors WHERE network = 'BSC' AND NOT livemode",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(block.flatten())
+}
+
+/// anvil from `tests/chain` (`scripts/bench` installs it), mining a block a second.
+struct Anvil {
+    child: Child,
+    url: String,
+}
+
+impl Anvil {
+    async fn start() -> anyhow::Result<Self> {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+        if !bin.exists() {
+            bail!(
+                "{} is missing: run scripts/bench, which installs it",
+                bin.display()
+            );
+        }
+        let port = free_address()?.port();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--chain-id", "31337", "--block-time", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting anvil")?;
+        let anvil = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let ask =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []});
+        for _ in 0..100 {
+            if client.post(&anvil.url).json(&ask).send().await.is_ok() {
+                return Ok(anvil);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("anvil did not answer on {}", anvil.url)
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `count` more open sessions, copies of `template` with their own ids, addresses and
+/// indexes, written straight to the database: the load of a busy store's open orders.
+async fn add_open_sessions(db: &sqlx::PgPool, template: &str, count: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO checkout_sessions (id, merchant_id, livemode, amount, fee_rate, fee_floor,
+             fee_amount, net_amount, currency, network, chain_family, currency_contract,
+             token_decimals, pay_address, address_xpub, address_index, pricing_amount,
+             pricing_currency, exchange_rate, success_url, cancel_url, merchant_name, created_at,
+             expires_at, updated_at)
+         SELECT 'cs_' || md5('open' || g), merchant_id, livemode, amount, fee_rate, fee_floor,
+                fee_amount, net_amount, currency, network, chain_family, currency_contract,
+                token_decimals, '0x' || left(md5('address' || g) || md5('more' || g), 40), address_xpub,
+                1000000000 + g, pricing_amount, pricing_currency, exchange_rate, success_url,
+                cancel_url, merchant_name, now(), now() + interval '1 day', now()
+           FROM checkout_sessions, generate_series(1, $2) AS g
+          WHERE id = $1",
+    )
+    .bind(template)
+    .bind(count)
+    .execute(db)
+    .await
+    .context("adding open sessions")?;
     Ok(())
 }
 
@@ -452,13 +575,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(database_url: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+    fn start(database_url: &str, addr: SocketAddr, config_text: &str) -> anyhow::Result<Self> {
         let config = format!(
             "{}/checkout-bench-{}.toml",
             std::env::temp_dir().display(),
             addr.port()
         );
-        std::fs::File::create(&config)?.write_all(CONFIG.as_bytes())?;
+        std::fs::File::create(&config)?.write_all(config_text.as_bytes())?;
         let child = Command::new(env!("CARGO_BIN_EXE_checkout-server"))
             .arg("serve")
             .env("DATABASE_URL", database_url)
@@ -523,12 +646,17 @@ fn postgres_cpu_seconds() -> anyhow::Result<f64> {
     Ok(total)
 }
 
-async fn create_session(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<String> {
+async fn create_session(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &str,
+) -> anyhow::Result<String> {
     let body: serde_json::Value = client
         .post(format!("{base}/v1/checkout/sessions"))
         .bearer_auth(key)
         .header("Content-Type", "application/json")
-        .body(CREATE_BODY)
+        .body(body.to_owned())
         .send()
         .await?
         .error_for_status()?
@@ -563,6 +691,16 @@ fn tempdir() -> anyhow::Result<String> {
     let dir = std::env::temp_dir().join(format!("checkout-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir.display().to_string())
+}
+
+/// A comma-separated setting, e.g. `BENCH_ROWS=retrieve BENCH_CLIENTS=8`.
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
