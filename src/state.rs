@@ -109,6 +109,7 @@ impl AddressBlocks {
         block.start += 1;
         Ok(index)
     }
+
     /// Hands back what is left of each block where no later reservation followed it, so a
     /// stop leaves no gap; a create after this reserves a new block.
     pub async fn give_back(&self, db: &PgPool) {

@@ -343,26 +343,6 @@ pub async fn transactions_of(
     .await
 }
 
-/// One session's listed transactions, oldest first. `= $1`, not `= ANY($1)`: Postgres plans an
-/// array parameter afresh on every execution, which cost a retrieve more than the read itself.
-pub async fn transactions_of_session(
-    db: impl PgExecutor<'_>,
-    session_id: &SessionId,
-) -> sqlx::Result<Vec<TransactionRow>> {
-    sqlx::query_as!(
-        TransactionRow,
-        r#"SELECT session_id AS "session_id: _", tx_hash, amount, network AS "network: _",
-                  status AS "status: _",
-                  created_at, credited, late, blocked
-             FROM transactions
-            WHERE session_id = $1 AND NOT unexpected
-            ORDER BY created_at, id"#,
-        session_id as &SessionId,
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// The newest `limit` listed transactions of one session, oldest first.
 pub async fn newest_transactions(
     db: impl PgExecutor<'_>,

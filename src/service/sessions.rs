@@ -235,7 +235,7 @@ async fn with_transactions(
     state: &AppState,
     session: SessionRow,
 ) -> Result<SessionWithTransactions, Error> {
-    let transactions = db::transactions_of_session(&state.db, &session.id).await?;
+    let transactions = db::transactions_of(&state.db, std::slice::from_ref(&session.id)).await?;
     Ok(SessionWithTransactions {
         session,
         transactions,
