@@ -633,8 +633,8 @@ async fn serve_with(config: Config, demo: bool) -> anyhow::Result<()> {
         config.base_url = format!("http://localhost:{}", bind_addr.port());
     }
     let metrics_addr = config.metrics_addr;
-    let mut state = AppState::new(pool.clone(), config);
-    state.workers_db = db::connect(&state.config.database_url).await?;
+    let workers_db = db::connect(&config.database_url).await?;
+    let state = AppState::with_pools(pool.clone(), workers_db, config);
     let app = Application::bind(state.clone(), bind_addr).await?;
     if demo {
         print_demo(&pool, app.local_addr()).await?;

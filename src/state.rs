@@ -9,9 +9,19 @@ use sqlx::PgPool;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// What every request handler and worker shares.
+/// What every request handler and worker shares; a clone is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     /// Request handlers' pool (in the workers' copy of the state, the workers' pool).
     pub db: PgPool,
     /// The background workers' own pool, so API load cannot starve crediting, nor the reverse.
@@ -38,18 +48,23 @@ pub struct AppState {
 impl AppState {
     /// The state the background workers run with: the same, on the workers' pool.
     pub fn for_workers(&self) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             db: self.workers_db.clone(),
-            ..self.clone()
-        }
+            ..Shared::clone(&self.0)
+        }))
     }
 
+    /// One pool for both request handlers and workers (tests, one-off commands).
     pub fn new(db: PgPool, config: Config) -> Self {
+        Self::with_pools(db.clone(), db, config)
+    }
+
+    pub fn with_pools(db: PgPool, workers_db: PgPool, config: Config) -> Self {
         let rates = Arc::new(RateService::new(config.rates.clone()));
         let limits = Arc::new(crate::limits::Limiter::new(&config.rate_limits));
-        Self {
+        Self(Arc::new(Shared {
             stopping: tokio_util::sync::CancellationToken::new(),
-            workers_db: db.clone(),
+            workers_db,
             db,
             config: Arc::new(config),
             rates,
@@ -61,7 +76,7 @@ impl AppState {
             live: Arc::default(),
             gas_tanks: Arc::default(),
             limits,
-        }
+        }))
     }
 }
 
