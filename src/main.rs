@@ -191,9 +191,20 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: Option<&'static u8> =
     Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0"[0]);
 
+/// jemalloc's counters (refreshed by advancing its epoch), for the heap gauges of `/metrics`.
+fn heap_stats() -> Option<checkout_server::metrics::HeapStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(checkout_server::metrics::HeapStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    checkout_server::metrics::report_heap_with(heap_stats);
     // Offline signing reads no configuration and opens no connection.
     if let Command::Sweep {
         command: command @ (SweepCommand::Authorize { .. } | SweepCommand::Sign { .. }),

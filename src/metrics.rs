@@ -42,6 +42,35 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The heap's size as the allocator sees it: bytes the program holds, and bytes of memory the
+/// allocator keeps resident for them (the difference is fragmentation and caches).
+#[derive(Debug, Clone, Copy)]
+pub struct HeapStats {
+    pub allocated: u64,
+    pub resident: u64,
+}
+
+static HEAP_STATS: OnceLock<fn() -> Option<HeapStats>> = OnceLock::new();
+
+/// Set by the binary, which chooses the allocator; without it the heap gauges are absent.
+pub fn report_heap_with(read: fn() -> Option<HeapStats>) {
+    let _ = HEAP_STATS.set(read);
+}
+
+/// Folds the recorded latencies into their histograms every few seconds. The recorder keeps
+/// each sample until then (16 bytes a request): without this, a server nobody scrapes would
+/// hold every request's sample forever.
+pub async fn run_upkeep(shutdown: tokio_util::sync::CancellationToken) {
+    let handle = handle();
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// The metrics port's router: `GET /metrics` and nothing else.
 pub fn router(state: AppState) -> Router {
     handle();
@@ -75,6 +104,10 @@ async fn scrape_gauges(state: &AppState) -> sqlx::Result<()> {
         gauge!("checkout_db_pool_max_connections", "pool" => name).set(max);
     }
     gauge!("checkout_live_streams").set(state.live.open_streams() as f64);
+    if let Some(heap) = HEAP_STATS.get().and_then(|read| read()) {
+        gauge!("checkout_heap_allocated_bytes").set(heap.allocated as f64);
+        gauge!("checkout_heap_resident_bytes").set(heap.resident as f64);
+    }
     for cursor in crate::db::chain::cursor_lags(&state.db).await? {
         let labels = [
             ("network", cursor.network.as_str().to_owned()),

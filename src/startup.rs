@@ -274,6 +274,7 @@ pub async fn serve_metrics(
     })?;
     let local = listener.local_addr()?;
     let router = crate::metrics::router(state.clone());
+    tokio::spawn(crate::metrics::run_upkeep(shutdown.clone()));
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())

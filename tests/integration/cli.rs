@@ -447,6 +447,88 @@ async fn serve_exposes_metrics_on_metrics_addr_and_refuses_a_taken_one() {
     child.kill().unwrap();
     let _ = child.wait();
     assert!(text.contains("checkout_db_pool_max_connections"), "{text}");
+    // The binary's allocator reports its heap: resident covers what is allocated.
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    let allocated = gauge("checkout_heap_allocated_bytes");
+    assert!(allocated > 0.0, "{text}");
+    assert!(gauge("checkout_heap_resident_bytes") >= allocated, "{text}");
+}
+
+/// The server's heap as `/metrics` reports it (read before the scrape renders anything).
+async fn heap_allocated(metrics: std::net::SocketAddr) -> f64 {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("checkout_heap_allocated_bytes "))
+        .unwrap_or_else(|| panic!("no heap gauge in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn request_latencies_do_not_pile_up_in_memory_between_scrapes() {
+    let db = fresh_database().await;
+    let (api, metrics) = (free_local_address(), free_local_address());
+    let mut child = Command::new(BIN)
+        .args(["serve"])
+        .env_remove("CHECKOUT_CONFIG")
+        .env("DATABASE_URL", &db)
+        .env("BIND_ADDR", api.to_string())
+        .env("METRICS_ADDR", metrics.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://{api}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let baseline = heap_allocated(metrics).await;
+
+    // Each request records its latency; nothing scrapes meanwhile.
+    let client = reqwest::Client::new();
+    let load = |requests: usize| {
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                let (client, url) = (client.clone(), format!("http://{api}/healthz"));
+                tokio::spawn(async move {
+                    for _ in 0..requests / 16 {
+                        assert!(client.get(&url).send().await.unwrap().status().is_success());
+                    }
+                })
+            })
+            .collect();
+        futures_util::future::join_all(workers)
+    };
+    load(48_000).await;
+    // Past the 5 s upkeep; then requests again, so memory freed by it is reclaimed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    load(1_600).await;
+    let held = heap_allocated(metrics).await - baseline;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // 49,600 samples kept one by one would be about 800 KB.
+    assert!(
+        held < 300_000.0,
+        "{held} bytes more on the heap after 49,600 requests"
+    );
+}
+
+fn free_local_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }
 
 fn authorize_with(stdin: &str, args: &[&str]) -> Output {
