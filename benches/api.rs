@@ -4,6 +4,10 @@
 //! - create (with and without `Idempotency-Key`) and retrieve at 1, 8 and 32 clients, driven by
 //!   `wrk`: req/s, p50, p99;
 //! - the same writes and read through `pgbench -M prepared` (the floor), and the ratio;
+//! - the same read through a bare axum + sqlx handler in this process (no authentication, no
+//!   layers, the row as `to_jsonb` text): what the stack alone costs, told apart from ours
+//!   (`BENCH_ROWS=healthz,bare_healthz`: our `GET /healthz` beside the bare router's, the
+//!   layers' cost without the database);
 //! - 10,000 open streams: the CPU the server and Postgres spend over 10 s while nothing
 //!   happens, and how long one status change per session takes to reach every stream;
 //! - the server's peak RSS, with 100,000 more open sessions on BSC (a local anvil chain) that
@@ -14,7 +18,7 @@
 //! `scripts/bench` installs `wrk` and anvil and runs this (`cargo bench --bench api`). Settings:
 //! BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 //! BENCH_SECONDS (per load run, default 10), BENCH_STREAMS (default 10000), BENCH_LOAD=0 (the
-//! streams only), BENCH_ROWS (default create,create_key,retrieve), BENCH_CLIENTS (default 1,8,32),
+//! streams only), BENCH_ROWS (default create,create_key,retrieve,bare), BENCH_CLIENTS (default 1,8,32),
 //! BENCH_OPEN_SESSIONS (default 100000).
 
 use anyhow::{bail, Context};
@@ -142,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "\n| | clients | req/s | p50 ms | p99 ms | floor tps (pgbench) | ratio |\n|---|---|---|---|---|---|---|"
+        "\n| | clients | req/s | p50 ms | p99 ms | floor tps (pgbench) | floor p50 / p99 ms | ratio |\n|---|---|---|---|---|---|---|---|"
     );
     let load_runs: Vec<usize> = if std::env::var("BENCH_LOAD").is_ok_and(|v| v == "0") {
         Vec::new()
@@ -152,37 +156,75 @@ async fn main() -> anyhow::Result<()> {
             .map(|n| n.parse().context("BENCH_CLIENTS: numbers"))
             .collect::<anyhow::Result<_>>()?
     };
-    let wanted = env_list("BENCH_ROWS", "create,create_key,retrieve");
+    let bare = serve_bare(url.as_str()).await?;
+    let bare_url = format!("http://{bare}/{session}");
+    let plain = lua("plain", String::new())?;
+    let wanted = env_list("BENCH_ROWS", "create,create_key,retrieve,bare");
     for &clients in &load_runs {
+        let healthz_url = format!("{base}/healthz");
+        let bare_healthz_url = format!("http://{bare}/healthz");
         let rows = [
-            ("create", "create", &create, &sessions_url, &floors.write),
+            (
+                "create",
+                "create",
+                &create,
+                &sessions_url,
+                Some(&floors.write),
+            ),
             (
                 "create_key",
                 "create + Idempotency-Key",
                 &create_idem,
                 &sessions_url,
-                &floors.write,
+                Some(&floors.write),
             ),
             (
                 "retrieve",
                 "retrieve",
                 &retrieve,
                 &retrieve_url,
-                &floors.read,
+                Some(&floors.read),
+            ),
+            (
+                "bare",
+                "retrieve, bare axum + sqlx",
+                &plain,
+                &bare_url,
+                Some(&floors.read),
+            ),
+            // Only when asked for: what our layers cost a request, without the database.
+            ("healthz", "GET /healthz", &plain, &healthz_url, None),
+            (
+                "bare_healthz",
+                "GET /healthz, bare axum",
+                &plain,
+                &bare_healthz_url,
+                None,
             ),
         ];
         let rows = rows
             .into_iter()
             .filter(|(name, ..)| wanted.iter().any(|w| w == name));
         for (_, label, script, target, floor_script) in rows {
-            let load = wrk(script, target, clients, seconds)?;
-            let floor = pgbench(url.as_str(), floor_script, clients, seconds)?;
+            // Off the runtime's workers, which serve the bare handler meanwhile.
+            let load = tokio::task::block_in_place(|| wrk(script, target, clients, seconds))?;
+            let floor = match floor_script {
+                Some(floor_script) => Some(tokio::task::block_in_place(|| {
+                    pgbench(url.as_str(), floor_script, clients, seconds)
+                })?),
+                None => None,
+            };
+            let (floor_rate, floor_latency, ratio) = match floor {
+                Some(floor) => (
+                    format!("{:.0}", floor.per_second),
+                    format!("{:.1} / {:.1}", floor.p50_ms, floor.p99_ms),
+                    format!("{:.2}", load.per_second / floor.per_second),
+                ),
+                None => ("–".into(), "–".into(), "–".into()),
+            };
             println!(
-                "| {label} | {clients} | {:.0} | {:.1} | {:.1} | {floor:.0} | {:.2} |",
-                load.per_second,
-                load.p50_ms,
-                load.p99_ms,
-                load.per_second / floor
+                "| {label} | {clients} | {:.0} | {:.1} | {:.1} | {floor_rate} | {floor_latency} | {ratio} |",
+                load.per_second, load.p50_ms, load.p99_ms,
             );
         }
     }
@@ -267,8 +309,9 @@ async fn streams_run(
     let (server_after, pg_after) = (server.cpu_seconds()?, postgres_cpu_seconds()?);
     let server_share = (server_after - server_before) / window.as_secs_f64() * 100.0;
     let pg_share = (pg_after - pg_before) / window.as_secs_f64() * 100.0;
+    let (allocated, resident) = server.heap_mb().await?;
     println!(
-        "\n{streams} open live-status streams on {sessions_count} sessions, idle for {} s: server {server_share:.1} % of one core, Postgres {pg_share:.1} %, together {:.1} %; server RSS {:.0} MB",
+        "\n{streams} open live-status streams on {sessions_count} sessions, idle for {} s: server {server_share:.1} % of one core, Postgres {pg_share:.1} %, together {:.1} %; server RSS {:.0} MB (heap: {allocated:.0} MB allocated, {resident:.0} MB resident)",
         window.as_secs(),
         server_share + pg_share,
         server.rss_kib("VmRSS")? as f64 / 1024.0
@@ -457,6 +500,41 @@ async fn watch_stream(
     }
 }
 
+/// The retrieve's read with nothing of ours around it: axum's router, one pooled sqlx query
+/// (the server's pool settings), the row as JSON text. Its ratio is the stack's own ceiling.
+async fn serve_bare(database_url: &str) -> anyhow::Result<SocketAddr> {
+    use axum::extract::{Path, State};
+    async fn retrieve(
+        State(db): State<sqlx::PgPool>,
+        Path(id): Path<String>,
+    ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), axum::http::StatusCode> {
+        sqlx::query_scalar("SELECT to_jsonb(s)::text FROM checkout_sessions s WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&db)
+            .await
+            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
+            .map(|json| {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    json,
+                )
+            })
+            .ok_or(axum::http::StatusCode::NOT_FOUND)
+    }
+    let db = checkout_server::db::connect(database_url).await?;
+    let app = axum::Router::new()
+        .route("/{id}", axum::routing::get(retrieve))
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .with_state(db);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
 /// pgbench scripts that do what a create and a retrieve write and read.
 struct Floors {
     write: String,
@@ -546,9 +624,13 @@ fn wrk_ms(text: &str) -> anyhow::Result<f64> {
     })
 }
 
-fn pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+/// pgbench's rate, and its latencies from the per-transaction log (`--log`), in one run.
+fn pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> anyhow::Result<Load> {
+    let logs = std::env::temp_dir().join(format!("checkout-bench-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
     let out = Command::new("pgbench")
-        .args(["-n", "-M", "prepared", "-f", script])
+        .args(["-n", "-M", "prepared", "-f", script, "--log"])
+        .arg(format!("--log-prefix={}/tx", logs.display()))
         .arg(format!("-c{clients}"))
         .arg(format!("-j{}", clients.min(2)))
         .arg(format!("-T{seconds}"))
@@ -556,7 +638,8 @@ fn pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> anyhow::Res
         .output()
         .context("running pgbench")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let per_second = text
+        .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
@@ -565,13 +648,35 @@ fn pgbench(url: &str, script: &str, clients: usize, seconds: u64) -> anyhow::Res
                 "no tps in pgbench's output:\n{text}{}",
                 String::from_utf8_lossy(&out.stderr)
             )
-        })
+        })?;
+    // One line a transaction: client, number, latency in µs, …
+    let mut micros = Vec::new();
+    for file in std::fs::read_dir(&logs)? {
+        let path = file?.path();
+        for line in std::fs::read_to_string(&path)?.lines() {
+            let latency = line.split_whitespace().nth(2).context("pgbench log line")?;
+            micros.push(latency.parse::<u64>()?);
+        }
+        std::fs::remove_file(path)?;
+    }
+    std::fs::remove_dir(&logs)?;
+    micros.sort_unstable();
+    let percentile = |p: usize| -> anyhow::Result<f64> {
+        let at = (micros.len() * p / 100).min(micros.len().saturating_sub(1));
+        Ok(*micros.get(at).context("pgbench logged no transaction")? as f64 / 1000.0)
+    };
+    Ok(Load {
+        per_second,
+        p50_ms: percentile(50)?,
+        p99_ms: percentile(99)?,
+    })
 }
 
 /// The server's process, with its config file.
 struct Server {
     child: Child,
     config: String,
+    metrics: SocketAddr,
 }
 
 impl Server {
@@ -582,16 +687,22 @@ impl Server {
             addr.port()
         );
         std::fs::File::create(&config)?.write_all(config_text.as_bytes())?;
+        let metrics = free_address()?;
         let child = Command::new(env!("CARGO_BIN_EXE_checkout-server"))
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("BIND_ADDR", addr.to_string())
+            .env("METRICS_ADDR", metrics.to_string())
             .env("CHECKOUT_CONFIG", &config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .context("starting the server")?;
-        Ok(Self { child, config })
+        Ok(Self {
+            child,
+            config,
+            metrics,
+        })
     }
 
     fn cpu_seconds(&self) -> anyhow::Result<f64> {
@@ -599,6 +710,25 @@ impl Server {
     }
 
     /// `VmRSS` (now) or `VmHWM` (the peak) from the process's status.
+    /// The allocator's view from `/metrics`: MB allocated, MB it keeps resident.
+    async fn heap_mb(&self) -> anyhow::Result<(f64, f64)> {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await?
+            .text()
+            .await?;
+        let gauge = |name: &str| -> anyhow::Result<f64> {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .with_context(|| format!("no {name} in the metrics"))?;
+            Ok(value.parse::<f64>()? / 1e6)
+        };
+        Ok((
+            gauge("checkout_heap_allocated_bytes")?,
+            gauge("checkout_heap_resident_bytes")?,
+        ))
+    }
+
     fn rss_kib(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
