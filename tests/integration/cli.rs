@@ -422,20 +422,8 @@ async fn serve_exposes_metrics_on_metrics_addr_and_refuses_a_taken_one() {
     assert!(!out.status.success());
     assert!(one_line_error(&out).contains("METRICS_ADDR"));
 
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap();
-    drop(free);
-    let mut child = Command::new(BIN)
-        .args(["serve"])
-        .env_remove("CHECKOUT_CONFIG")
-        .env("DATABASE_URL", &db)
-        .env("BIND_ADDR", "127.0.0.1:0")
-        .env("METRICS_ADDR", addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let addr = free_local_address();
+    let mut child = serve_with_metrics(&db, "127.0.0.1:0", addr);
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {
         if let Ok(res) = reqwest::get(format!("http://{addr}/metrics")).await {
@@ -448,16 +436,36 @@ async fn serve_exposes_metrics_on_metrics_addr_and_refuses_a_taken_one() {
     let _ = child.wait();
     assert!(text.contains("checkout_db_pool_max_connections"), "{text}");
     // The binary's allocator reports its heap: resident covers what is allocated.
-    let gauge = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-            .parse()
-            .unwrap()
-    };
-    let allocated = gauge("checkout_heap_allocated_bytes");
+    let allocated = gauge(&text, "checkout_heap_allocated_bytes");
     assert!(allocated > 0.0, "{text}");
-    assert!(gauge("checkout_heap_resident_bytes") >= allocated, "{text}");
+    assert!(
+        gauge(&text, "checkout_heap_resident_bytes") >= allocated,
+        "{text}"
+    );
+}
+
+/// `serve` on `bind` with metrics on `metrics`, its output discarded.
+fn serve_with_metrics(db: &str, bind: &str, metrics: std::net::SocketAddr) -> std::process::Child {
+    Command::new(BIN)
+        .args(["serve"])
+        .env_remove("CHECKOUT_CONFIG")
+        .env("DATABASE_URL", db)
+        .env("BIND_ADDR", bind)
+        .env("METRICS_ADDR", metrics.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A sample's value in a `/metrics` text.
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
 }
 
 /// The server's heap as `/metrics` reports it (read before the scrape renders anything).
@@ -468,28 +476,14 @@ async fn heap_allocated(metrics: std::net::SocketAddr) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("checkout_heap_allocated_bytes "))
-        .unwrap_or_else(|| panic!("no heap gauge in {text}"))
-        .parse()
-        .unwrap()
+    gauge(&text, "checkout_heap_allocated_bytes")
 }
 
 #[tokio::test]
 async fn request_latencies_do_not_pile_up_in_memory_between_scrapes() {
     let db = fresh_database().await;
     let (api, metrics) = (free_local_address(), free_local_address());
-    let mut child = Command::new(BIN)
-        .args(["serve"])
-        .env_remove("CHECKOUT_CONFIG")
-        .env("DATABASE_URL", &db)
-        .env("BIND_ADDR", api.to_string())
-        .env("METRICS_ADDR", metrics.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_with_metrics(&db, &api.to_string(), metrics);
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("http://{api}/healthz")).await.is_err() {
         assert!(Instant::now() < deadline, "the server did not start");
