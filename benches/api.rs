@@ -158,11 +158,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let bare = serve_bare(url.as_str()).await?;
     let bare_url = format!("http://{bare}/{session}");
+    let healthz_url = format!("{base}/healthz");
+    let bare_healthz_url = format!("http://{bare}/healthz");
     let plain = lua("plain", String::new())?;
     let wanted = env_list("BENCH_ROWS", "create,create_key,retrieve,bare");
     for &clients in &load_runs {
-        let healthz_url = format!("{base}/healthz");
-        let bare_healthz_url = format!("http://{bare}/healthz");
         let rows = [
             (
                 "create",
